@@ -1,0 +1,73 @@
+"""Model averaging across ranks, weighted by partition size, blocking or overlapped.
+
+The averaged buffer is the optimizer's whole state [w | m | v], so weights and moments
+stay consistent across ranks (see optim.py).
+
+Blocking: state <- sum_r (n_r / n) state_r, with one in-place Allreduce.
+
+Overlapped (Overlap Local-SGD, Wang et al. 2020; Heat's DASO delayed merge): at a sync
+point the rank snapshots its state, starts a non-blocking Allreduce of the weighted
+snapshot in the communicator task, and keeps training. At the next sync point (K local
+steps later) it waits for that reduction and merges:
+
+    w <- avg(snapshot) + (w - snapshot)
+
+so the K steps taken meanwhile are kept on top of the global average. The average is
+therefore one round (K steps) stale, in exchange for K steps of computation behind
+which the collective, and the waiting for slower peers, can hide. The merge happens at
+a fixed step, not whenever the request happens to finish, so runs stay bit-identical.
+Use it when ranks wait on each other (imbalance, noisy nodes) or the network offloads
+collectives; with one rank per core and no progress thread it cannot hide transfer time.
+"""
+import numpy as np
+
+from .scheduler import Event
+
+
+class Averager:
+    def __init__(self, group, state, weight, overlap):
+        self.group, self.state, self.weight, self.overlap = group, state, weight, overlap
+        self.snap = np.empty_like(state) if overlap else None
+        self.buf = np.empty_like(state) if overlap else None
+        self.requested, self.done = Event(), Event()
+        self.in_flight = self.stopping = False
+        self.rounds = 0
+
+    def blocking(self):
+        """Generator: average the state now."""
+        self.state *= self.weight
+        yield from self.group.allreduce(self.state, "average")
+        self.rounds += 1
+
+    def start(self):
+        """Snapshot the state and hand its weighted copy to the communicator task."""
+        np.copyto(self.snap, self.state)
+        np.multiply(self.state, self.weight, out=self.buf)
+        self.in_flight = True
+        self.done.clear()
+        self.requested.set()
+
+    def finish(self):
+        """Generator: wait for the round in flight (if any) and merge it."""
+        if not self.in_flight:
+            return
+        if not self.done.is_set:
+            yield self.done
+        self.state += self.buf
+        self.state -= self.snap
+        self.in_flight = False
+        self.rounds += 1
+
+    def communicator(self):
+        """Task: run each requested averaging collective while training goes on."""
+        while True:
+            yield self.requested
+            self.requested.clear()
+            if self.stopping:
+                return
+            yield from self.group.allreduce(self.buf, "average (overlapped)")
+            self.done.set()
+
+    def stop(self):
+        self.stopping = True
+        self.requested.set()

@@ -1,0 +1,148 @@
+"""Model files: HDF5, no pickle, written atomically, enough to evaluate, predict and resume.
+
+Layout: datasets `params` (the flat buffer), `optimizer_state` (the optimizer's full
+[w | m | v] buffer), `classes`, `mean`/`std` (feature standardization) and
+`y_mean`/`y_std` (regression targets); attributes `format`, `format_version`, `kind`,
+`task`, `head`, `sizes`, `activation`, `dtype`, `epoch`, `step`, `seed`, `ranks`,
+`label_kind` and `config` (JSON). Attributes are parsed strictly (JSON and numbers),
+never evaluated. A file is written to a temporary name in the same directory, flushed,
+fsync'ed and renamed, so a crash never leaves a half-written file under the final name.
+"""
+import json
+import os
+import tempfile
+
+import h5py
+import numpy as np
+
+from .errors import UsageError
+
+FORMAT, VERSION = "mpidml-model", 1
+
+
+def _atomic(path, write):
+    """Call write(tmp_path), then fsync and rename tmp_path over `path`."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write ({e.strerror})") from e
+    os.close(fd)
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+    _atomic(path, write)
+
+
+def check_writable(path, option):
+    """Fail early (before training) when `path` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option} {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: directory {directory} is not writable")
+
+
+class ModelFile:
+    """Everything a saved model holds; `save`/`load` move it to and from HDF5."""
+
+    def __init__(self, **fields):
+        self.params = fields.pop("params")
+        self.optimizer_state = fields.pop("optimizer_state", None)
+        self.classes = fields.pop("classes", None)
+        self.mean = fields.pop("mean", None)
+        self.std = fields.pop("std", None)
+        self.y_mean = fields.pop("y_mean", None)
+        self.y_std = fields.pop("y_std", None)
+        self.attrs = fields
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["attrs"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def save(self, path):
+        def write(tmp):
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"], f.attrs["format_version"] = FORMAT, VERSION
+                for key, value in self.attrs.items():
+                    f.attrs[key] = json.dumps(value)
+                f.create_dataset("params", data=self.params)
+                for name in ("optimizer_state", "mean", "std", "y_mean", "y_std"):
+                    value = getattr(self, name)
+                    if value is not None:
+                        f.create_dataset(name, data=np.asarray(value))
+                if self.classes is not None:
+                    data = self.classes
+                    if self.attrs.get("label_kind") == "str":
+                        data = np.array([c.encode() for c in data], "S")
+                    f.create_dataset("classes", data=np.asarray(data))
+        _atomic(path, write)
+
+    @classmethod
+    def load(cls, path):
+        from .data import open_h5
+        with open_h5(path) as f:
+            if f.attrs.get("format") != FORMAT:
+                raise UsageError(f"{path}: not an mpidml model file (attribute format is missing or wrong)")
+            version = f.attrs.get("format_version")
+            if version != VERSION:
+                raise UsageError(f"{path}: model format version {version} is not supported (expected {VERSION})")
+            try:
+                attrs = {k: json.loads(v) for k, v in f.attrs.items() if k not in ("format", "format_version")}
+                fields = {}
+                for name in ("params", "optimizer_state", "mean", "std", "y_mean", "y_std", "classes"):
+                    if name in f:
+                        fields[name] = f[name][()]
+            except Exception as e:
+                raise UsageError(f"{path}: corrupt model file ({str(e)[:160]})") from e
+        for key in ("kind", "task", "head", "sizes", "activation", "dtype", "epoch"):
+            if key not in attrs:
+                raise UsageError(f"{path}: corrupt model file (attribute {key} is missing)")
+        if "params" not in fields:
+            raise UsageError(f"{path}: corrupt model file (dataset params is missing)")
+        if fields.get("classes") is not None and attrs.get("label_kind") == "str":
+            fields["classes"] = [c.decode() for c in fields["classes"]]
+        elif fields.get("classes") is not None:
+            fields["classes"] = [int(c) for c in fields["classes"]]
+        model = cls(**fields, **attrs)
+        from .models import Net
+        try:
+            net = Net(model.sizes, model.head, model.activation, model.dtype)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{path}: corrupt model file ({e})") from e
+        if model.params.shape != (net.size,):
+            raise UsageError(f"{path}: corrupt model file (params has shape {model.params.shape}, "
+                             f"expected ({net.size},))")
+        if not np.all(np.isfinite(model.params)):
+            raise UsageError(f"{path}: model parameters contain NaN or inf")
+        model.params = model.params.astype(net.dtype)
+        return model
+
+    def net(self):
+        from .models import Net
+        return Net(self.sizes, self.head, self.activation, self.dtype)

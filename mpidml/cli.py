@@ -1,0 +1,358 @@
+"""Command line: parse options, build a configuration, dispatch, and end every rank cleanly.
+
+Errors: every rank parses the same command line, so a bad option fails on all of them
+at once and only rank 0 prints it. Errors found in the data are agreed by all ranks
+(comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
+(a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
+in a collective. Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 diverged,
+4 a peer rank stalled.
+"""
+import argparse
+import logging
+import math
+import os
+import sys
+
+from . import __version__
+from .config import TrainConfig, bundled_dataset
+from .errors import MpidmlError, UsageError
+
+log = logging.getLogger("mpidml")
+SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing and exiting."""
+
+    def error(self, message):
+        raise UsageError(message, agreed=True)   # every rank parses the same command line
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+        return v
+    return parse
+
+
+def _nonneg_float(name, upper=None):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        if not math.isfinite(v) or v < 0 or (upper is not None and v >= upper):
+            bound = f" and below {upper:g}" if upper is not None else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number >= 0{bound}, got {text}")
+        return v
+    return parse
+
+
+def _hidden(text):
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden expects widths like 128,64, got {text!r}") from None
+    if any(w <= 0 for w in widths):
+        raise argparse.ArgumentTypeError(f"--hidden widths must be positive, got {text!r}")
+    return widths
+
+
+S = argparse.SUPPRESS
+
+
+def add_train_options(p):
+    """Every train option; defaults live in TrainConfig (shown in --help)."""
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=S, metavar="PATH", help="HDF5 file (default: the bundled digits dataset)")
+    g.add_argument("--x-dataset", default=S, metavar="NAME", help="features dataset, e.g. /features (default: /train/X or /X)")
+    g.add_argument("--y-dataset", default=S, metavar="NAME", help="labels dataset (default: /train/y or /y)")
+    g.add_argument("--test-fraction", type=_nonneg_float("--test-fraction", 1.0), default=S, metavar="F",
+                   help=f"held-out share when the file has no /test (default {d.test_fraction})")
+    g.add_argument("--distribute", choices=("scatter", "read"), default=S,
+                   help="rank 0 streams partitions to the ranks, or each rank reads its own rows (default scatter)")
+    g.add_argument("--partition", choices=("blocks", "contiguous"), default=S,
+                   help="rows to ranks: seeded permutation of row blocks, or contiguous runs (default blocks)")
+    g.add_argument("--block-rows", type=_positive_int("--block-rows"), default=S, metavar="R",
+                   help="rows per partition block (default: about 1/1024 of the rows, whole HDF5 chunks)")
+    g.add_argument("--partition-seed", type=int, default=S, metavar="S",
+                   help="seed of the block permutation and test split (default 0)")
+    g.add_argument("--chunk-mb", type=_positive_int("--chunk-mb"), default=S, metavar="MB",
+                   help=f"rank 0's read window when scattering (default {d.chunk_mb})")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=S,
+                   help="scale features (and regression targets) by global mean/std (default on)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="data and parameter precision (default float32)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=("auto", "linear", "logistic", "softmax", "mlp"), default=S,
+                   help="auto: linear for float targets, logistic for 2 classes, softmax for more")
+    g.add_argument("--hidden", type=_hidden, default=S, metavar="W1,W2", help="MLP hidden widths (default 128)")
+    g.add_argument("--activation", choices=("relu", "tanh"), default=S, help="MLP activation (default relu)")
+    g = p.add_argument_group("optimization (per rank)")
+    g.add_argument("--epochs", type=_positive_int("--epochs"), default=S, metavar="E", help=f"default {d.epochs}")
+    g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=S, metavar="B",
+                   help=f"minibatch rows per rank (default {d.batch_size})")
+    g.add_argument("--lr", type=_nonneg_float("--lr"), default=S, metavar="LR", help=f"learning rate (default {d.lr})")
+    g.add_argument("--l2", type=_nonneg_float("--l2"), default=S, metavar="L", help=f"L2 penalty on weights (default {d.l2})")
+    g.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default=S, help="default momentum")
+    g.add_argument("--momentum", type=_nonneg_float("--momentum", 1.0), default=S, metavar="MU", help="default 0.9")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=S, help="Nesterov momentum")
+    g.add_argument("--schedule", choices=("constant", "step", "cosine"), default=S, help="learning-rate schedule")
+    g.add_argument("--warmup-epochs", type=_nonneg_float("--warmup-epochs"), default=S, metavar="E",
+                   help="linear learning-rate warmup")
+    g.add_argument("--step-epochs", type=_positive_int("--step-epochs"), default=S, metavar="E",
+                   help="step schedule: multiply by --gamma every E epochs")
+    g.add_argument("--gamma", type=_nonneg_float("--gamma"), default=S, help="step schedule factor (default 0.1)")
+    g.add_argument("--clip-norm", type=_nonneg_float("--clip-norm"), default=S, metavar="C",
+                   help="clip the gradient's global norm to C (0: off)")
+    g.add_argument("--seed", type=int, default=S, help="same seed and same ranks give bit-identical results")
+    g = p.add_argument_group("aggregation")
+    g.add_argument("--sync", choices=("average", "gradients"), default=S,
+                   help="average: model averaging every K steps (local SGD); gradients: Allreduce every step")
+    g.add_argument("--sync-every", type=_positive_int("--sync-every"), default=S, metavar="K",
+                   help=f"local steps between averagings (default {d.sync_every})")
+    g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
+                   help="run the averaging as a non-blocking collective behind the next K steps")
+    g.add_argument("--stall-timeout", type=_nonneg_float("--stall-timeout"), default=S, metavar="S",
+                   help=f"end the job when a collective waits longer than S seconds (0: never; default {d.stall_timeout:g})")
+    g = p.add_argument_group("output")
+    g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
+    g.add_argument("--checkpoint-every", type=_positive_int("--checkpoint-every"), default=S, metavar="E",
+                   help="rewrite --save atomically every E epochs")
+    g.add_argument("--resume", default=S, metavar="PATH", help="continue from a model file up to --epochs in total")
+    g.add_argument("--metrics-json", default=S, metavar="PATH", help="rank 0 writes the metrics document here")
+    g.add_argument("--trace", default=S, metavar="PATH", help="Chrome trace JSON of every rank's tasks (Perfetto)")
+    g.add_argument("--quiet", action="store_true", default=S, help="no progress lines")
+    g.add_argument("--config", metavar="TOML", help="options from a TOML file (keys as options, with _ or -)")
+
+
+def add_common(p):
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--threads", type=_positive_int("--threads"), metavar="N",
+                   help="BLAS threads per rank (default 1, or MPIDML_THREADS)")
+
+
+def build_parser():
+    top = Parser(prog="mpidml", description="Data-parallel training on HDF5 data with MPI. "
+                 "Run as: mpiexec -n N python -m mpidml [train] [OPTIONS]")
+    top.add_argument("--version", action="version", version=f"mpidml {__version__}")
+    sub = top.add_subparsers(dest="command", parser_class=Parser)
+    p = sub.add_parser("train", help="train a model (the default command)",
+                       description="Train on an HDF5 file across the MPI ranks; defaults in parentheses.")
+    add_train_options(p)
+    add_common(p)
+    p = sub.add_parser("evaluate", help="test metrics of a saved model")
+    p.add_argument("--model", required=True, metavar="M.h5")
+    p.add_argument("--data", required=True, metavar="F.h5")
+    p.add_argument("--metrics-json", metavar="PATH")
+    add_common(p)
+    p = sub.add_parser("predict", help="predictions of a saved model for every row")
+    p.add_argument("--model", required=True, metavar="M.h5")
+    p.add_argument("--data", required=True, metavar="F.h5")
+    p.add_argument("--out", required=True, metavar="P.h5")
+    p.add_argument("--x-dataset", metavar="NAME", help="rows to predict (default /X, /test/X or /train/X)")
+    add_common(p)
+    p = sub.add_parser("data", help="synth, convert or inspect data files")
+    dsub = p.add_subparsers(dest="data_command", parser_class=Parser, required=True)
+    q = dsub.add_parser("synth", help="synthetic float32 data in the default layout")
+    q.add_argument("--samples", type=_positive_int("--samples"), default=10000)
+    q.add_argument("--features", type=_positive_int("--features"), default=20)
+    q.add_argument("--classes", type=int, default=2, help="0: regression")
+    q.add_argument("--test-samples", type=int, default=0, help="rows of a /test set (default none)")
+    q.add_argument("--noise", type=_nonneg_float("--noise"), default=1.0)
+    q.add_argument("--kind", choices=("blobs", "nonlinear"), default="blobs",
+                   help="blobs: Gaussian classes (linear); nonlinear: classes no linear model separates")
+    q.add_argument("--sorted", action="store_true", help="store rows sorted by label")
+    q.add_argument("--chunk-rows", type=_positive_int("--chunk-rows"), default=None)
+    q.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, metavar="F.h5")
+    q = dsub.add_parser("convert", help="CSV (with header), NPY or NPZ to the default layout")
+    q.add_argument("src")
+    q.add_argument("dst")
+    q.add_argument("--label", metavar="COLUMN", help="label column (default label, y, target, or the last)")
+    q = dsub.add_parser("inspect", help="datasets, shapes, dtypes, chunking, class counts")
+    q.add_argument("path")
+    p = sub.add_parser("info", help="versions, MPI library, ranks, BLAS threads")
+    add_common(p)
+    p = sub.add_parser("plot", help="curves and per-rank time breakdown from a metrics JSON")
+    p.add_argument("metrics")
+    p.add_argument("-o", "--out", required=True)
+    return top
+
+
+def parse(argv):
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["train", *argv]
+    return build_parser().parse_args(argv)
+
+
+def _key(name):
+    return name.replace("-", "_")
+
+
+def load_toml(path):
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {path}: not valid TOML ({e})") from None
+
+
+def make_config(args, environ=os.environ):
+    """TrainConfig from defaults < --config file < MPIDML_* environment < command line."""
+    cfg = TrainConfig()
+    fields = TrainConfig.fields()
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train_parser._actions}
+
+    def convert(key, value, origin):
+        action = actions[key]
+        if isinstance(value, str) and action.type is not None:
+            try:
+                return action.type(value)
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f"{origin}: {e}") from None
+        if action.choices and value not in action.choices:
+            raise UsageError(f"{origin}: {key} must be one of {', '.join(action.choices)}, got {value!r}")
+        if isinstance(value, str) and isinstance(getattr(cfg, key), bool):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise UsageError(f"{origin}: expects true or false, got {value!r}")
+            return value.lower() in ("1", "true", "yes", "on")
+        if key == "hidden" and isinstance(value, list):
+            return _hidden(",".join(str(v) for v in value))
+        return value
+
+    if getattr(args, "config", None):
+        for key, value in load_toml(args.config).items():
+            k = _key(key)
+            if k not in fields or k not in actions:
+                raise UsageError(f"--config {args.config}: unknown option {key!r}")
+            setattr(cfg, k, convert(k, value, f"--config {args.config}: {key}"))
+    for k in fields:
+        env = "MPIDML_" + k.upper()
+        if env in environ and k in actions:
+            setattr(cfg, k, convert(k, environ[env], env))
+    for k, v in vars(args).items():
+        if k in fields:
+            setattr(cfg, k, v)
+    if not cfg.data:
+        cfg.data = bundled_dataset()
+    cfg.hidden = tuple(cfg.hidden)
+    if cfg.checkpoint_every and not cfg.save:
+        raise UsageError("--checkpoint-every needs --save PATH (the file it rewrites)")
+    if cfg.model != "mlp" and "hidden" in vars(args):
+        raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
+    if cfg.sync == "gradients" and cfg.overlap:
+        raise UsageError("--overlap applies to --sync average (gradient Allreduce runs every step)")
+    return cfg
+
+
+def setup_logging(rank, quiet=False):
+    handler = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.WARNING if (quiet or rank != 0) else logging.INFO)
+
+
+def run_command(args, comm):
+    from .comm import Group
+    if args.command == "train":
+        try:
+            cfg = make_config(args)
+        except UsageError as e:
+            e.agreed = True                      # same options, same verdict on every rank
+            raise
+        setup_logging(comm.rank, cfg.quiet)
+        from .train import train
+        tracer = None
+        if cfg.trace:
+            comm.Barrier()
+            from .trace import Tracer
+            tracer = Tracer(comm.rank)
+        group = Group(comm, cfg.stall_timeout, tracer)
+        doc = train(cfg, group, tracer)
+        if comm.rank == 0:
+            report(doc, cfg.metrics_json, cfg.quiet)
+        return 0
+    setup_logging(comm.rank)
+    from . import tools
+    return tools.run(args, Group(comm), report)
+
+
+def report(doc, metrics_json=None, quiet=False):
+    """Rank 0: the final summary line(s) and the metrics file."""
+    import json
+    if metrics_json:
+        from .checkpoint import atomic_write_bytes
+        atomic_write_bytes(metrics_json, json.dumps(doc, indent=1).encode())
+    t = doc.get("test")
+    if t is None or quiet and not t:
+        return
+    if "accuracy" in t:
+        log.warning(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
+    else:
+        log.warning(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
+    timing = doc.get("timing")
+    if timing and not quiet:
+        log.info(f"time: {timing['wall_s']:.2f} s wall, train {timing['train_s']:.2f} s "
+                 f"({timing['samples_per_s'] / 1e3:.1f}k samples/s), distribute {timing['distribute_s']:.2f} s, "
+                 f"waiting {timing['comm_wait_s']:.2f} s")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    try:
+        try:
+            if rank != 0:                 # --help and --version print once
+                sys.stdout = open(os.devnull, "w")
+            args = parse(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
+        finally:
+            if rank != 0:
+                sys.stdout.close()
+                sys.stdout = sys.__stdout__
+        if args.command is None:
+            args = parse(["train"])
+        return run_command(args, comm) or 0
+    except MpidmlError as e:
+        if e.agreed and rank != 0:
+            return e.code
+        prefix = "" if e.agreed or comm.Get_size() == 1 else f"rank {rank}: "
+        msg = str(e)
+        if msg.startswith("rank "):
+            prefix = ""
+        _fatal(f"{prefix}{msg}", e.code, comm, abort=not e.agreed, debug=debug)
+        return e.code
+    except KeyboardInterrupt:
+        _fatal("interrupted", 130, comm, abort=True, debug=debug)
+    except Exception as e:
+        _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, abort=True, debug=debug)
+        return 1
+
+
+def _fatal(message, code, comm, abort, debug):
+    if debug:
+        import traceback
+        traceback.print_exc()
+    sys.stderr.write(f"mpidml: error: {message}\n")
+    sys.stderr.flush()
+    if abort and comm.Get_size() > 1:
+        comm.Abort(code)

@@ -1,0 +1,64 @@
+"""The effective training configuration: one flat record, keyed like the options."""
+import dataclasses
+import os
+import sys
+
+
+def bundled_dataset():
+    """The UCI optical digits file shipped with mpidml (repo checkout or installed copy)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, os.pardir, "data", "digits.h5"),
+                 os.path.join(sys.prefix, "share", "mpidml", "digits.h5")):
+        if os.path.exists(path):
+            return os.path.normpath(path)
+    return os.path.join(sys.prefix, "share", "mpidml", "digits.h5")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str = ""
+    x_dataset: str = ""
+    y_dataset: str = ""
+    model: str = "auto"
+    hidden: tuple = (128,)
+    activation: str = "relu"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    l2: float = 1e-4
+    optimizer: str = "momentum"
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10
+    gamma: float = 0.1
+    clip_norm: float = 0.0
+    sync: str = "average"
+    sync_every: int = 8
+    overlap: bool = False
+    distribute: str = "scatter"
+    partition: str = "blocks"
+    block_rows: int = 0
+    partition_seed: int = 0
+    chunk_mb: int = 16
+    standardize: bool = True
+    test_fraction: float = 0.2
+    dtype: str = "float32"
+    seed: int = 0
+    save: str = ""
+    checkpoint_every: int = 0
+    resume: str = ""
+    metrics_json: str = ""
+    trace: str = ""
+    stall_timeout: float = 300.0
+    quiet: bool = False
+
+    def as_dict(self):
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def fields(cls):
+        return {f.name: f for f in dataclasses.fields(cls)}

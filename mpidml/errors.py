@@ -1,0 +1,25 @@
+"""Errors that end a run with the contract's exit codes and one `mpidml: error:` line."""
+
+
+class MpidmlError(Exception):
+    """Base: exit code 1 (unexpected). `agreed` means every rank raised it together."""
+    code = 1
+
+    def __init__(self, message, agreed=False):
+        super().__init__(message)
+        self.agreed = agreed
+
+
+class UsageError(MpidmlError):
+    """Bad option or bad input file: exit 2."""
+    code = 2
+
+
+class DivergedError(MpidmlError):
+    """Non-finite loss or weights: exit 3."""
+    code = 3
+
+
+class StallError(MpidmlError):
+    """A peer rank did not arrive in a collective within --stall-timeout: exit 4."""
+    code = 4

@@ -1,0 +1,90 @@
+"""Which file rows each rank trains on, and which rows are held out for testing.
+
+The rows of the training dataset are cut into blocks of `block_rows` consecutive rows.
+One seeded permutation of the blocks (`partition_seed`, independent of the rank count)
+serves twice: without a /test set, the last `test_rows` rows of the permuted sequence
+are the held-out test set; the rest, in permuted order ('blocks' mode) or in file order
+('contiguous' mode), are dealt to the ranks in consecutive runs whose sizes differ by at
+most one row. Files sorted by label, time or experiment thus give every rank a
+representative sample, the test split does not depend on the rank count, and no rank
+ever shuffles the whole dataset in memory. Each rank then shuffles its own rows every
+epoch. Everything here is a pure function of the arguments, so every rank computes the
+same plan without communication.
+"""
+import numpy as np
+
+
+def default_block_rows(n_rows, chunk_rows=None):
+    """About 1024 blocks per dataset, at most 4096 rows each, whole HDF5 chunks if chunked."""
+    target = max(1, min(4096, -(-n_rows // 1024)))
+    if chunk_rows:
+        return int(chunk_rows * max(1, round(target / chunk_rows)))
+    return int(target)
+
+
+def balanced_sizes(n, parts):
+    """`parts` sizes that sum to n and differ by at most one (larger ones first)."""
+    base, extra = divmod(n, parts)
+    return np.array([base + (r < extra) for r in range(parts)], np.int64)
+
+
+class Plan:
+    """Row ranges per rank: `ranges[r]` is an (k, 3) array of (file_start, length,
+    local_offset), sorted by file_start; `test` likewise for the held-out rows."""
+
+    def __init__(self, ranges, test, sizes, test_rows):
+        self.ranges, self.test, self.sizes, self.test_rows = ranges, test, sizes, test_rows
+
+
+def _cut(starts, lengths, bounds):
+    """Split a sequence of row ranges at the cumulative positions `bounds` (one part per
+    interval); each part is an (k, 3) array (file_start, length, offset in part)."""
+    ends = np.cumsum(lengths)
+    begins = ends - lengths
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = np.flatnonzero((ends > lo) & (begins < hi))
+        s = np.maximum(begins[sel], lo)
+        e = np.minimum(ends[sel], hi)
+        file_start = starts[sel] + (s - begins[sel])
+        part = np.stack([file_start, e - s, s - lo], axis=1).astype(np.int64).reshape(-1, 3)
+        parts.append(part[np.argsort(part[:, 0], kind="stable")])
+    return parts
+
+
+def make_plan(n_rows, nranks, test_rows=0, block_rows=None, partition_seed=0, mode="blocks"):
+    """The partition plan; see the module docstring."""
+    if mode not in ("blocks", "contiguous"):
+        raise ValueError(f"unknown partition mode {mode!r}")
+    block_rows = int(block_rows or default_block_rows(n_rows))
+    nblocks = -(-n_rows // block_rows)
+    starts = np.arange(nblocks, dtype=np.int64) * block_rows
+    lengths = np.minimum(block_rows, n_rows - starts)
+    order = np.random.default_rng(partition_seed).permutation(nblocks)
+    starts, lengths = starts[order], lengths[order]
+    n_train = n_rows - test_rows
+    train, test = _cut(starts, lengths, np.array([0, n_train, n_rows]))
+    if mode == "contiguous":
+        seq_starts, seq_lengths = train[:, 0], train[:, 1]        # file order
+    else:
+        # back to permuted order: the cut kept order within the train part by offset
+        by_offset = train[np.argsort(train[:, 2], kind="stable")]
+        seq_starts, seq_lengths = by_offset[:, 0], by_offset[:, 1]
+    sizes = balanced_sizes(n_train, nranks)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return Plan(_cut(seq_starts, seq_lengths, bounds), test, sizes, test_rows)
+
+
+def pieces(ranges, window_rows, n_rows):
+    """Split (file_start, length, offset) ranges at multiples of `window_rows`; returns
+    an (k, 4) array (window, file_start, length, offset) in file order."""
+    out = []
+    for start, length, off in ranges:
+        pos, end = int(start), int(start + length)
+        while pos < end:
+            w = pos // window_rows
+            stop = min(end, (w + 1) * window_rows, n_rows)
+            out.append((w, pos, stop - pos, off + pos - start))
+            pos = stop
+    arr = np.array(out, np.int64).reshape(-1, 4)
+    return arr[np.argsort(arr[:, 1], kind="stable")]

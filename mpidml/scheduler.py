@@ -1,0 +1,177 @@
+"""A small per-rank cooperative scheduler on Python generators.
+
+A task is a generator. `yield` (or `yield None`) cedes to the next runnable task;
+`yield Wait(request, timeout)` suspends until an MPI request completes (or throws
+`TimeoutError` into the task when the timeout passes); `yield Sleep(s)` suspends for a
+while; `yield event` (an `Event`) suspends until it is set; `return value` finishes the
+task and sets `task.result`. MPICH and Open MPI progress non-blocking collectives only
+inside MPI calls, so between task steps the scheduler tests the outstanding requests
+(one Testsome); when nothing can run it sleeps in short, growing naps instead of
+spinning, and counts that time as blocked (`idle_s`).
+
+Order is deterministic: runnable tasks run first-in first-out, and woken tasks join the
+queue in the order they were suspended. An exception in a task ends `run()` with it.
+"""
+import time
+from collections import deque
+
+from mpi4py import MPI
+
+
+class Wait:
+    """Suspend until `request` completes; TimeoutError after `timeout` seconds."""
+    __slots__ = ("request", "timeout", "label")
+
+    def __init__(self, request, timeout=None, label=""):
+        self.request, self.timeout, self.label = request, timeout, label
+
+
+class Sleep:
+    """Suspend for `seconds`."""
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+
+class Event:
+    """A flag tasks can wait on (`yield event`); `set()` wakes them all."""
+
+    def __init__(self):
+        self.is_set = False
+
+    def set(self):
+        self.is_set = True
+
+    def clear(self):
+        self.is_set = False
+
+
+class Task:
+    __slots__ = ("name", "gen", "result", "done", "_send", "_throw")
+
+    def __init__(self, gen, name):
+        self.name, self.gen = name, gen
+        self.result, self.done = None, False
+        self._send = self._throw = None
+
+
+class Scheduler:
+    """Runs tasks to completion on one rank; see the module docstring."""
+
+    SPIN_S, MIN_NAP, MAX_NAP = 200e-6, 20e-6, 1e-3
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.ready = deque()
+        self.requests = []          # [task, request, deadline, label]
+        self.sleepers = []          # [task, wake_time]
+        self.waiting_events = []    # [task, event]
+        self.tasks = []
+        self.idle_s = 0.0
+        self.switches = 0
+
+    def spawn(self, gen, name):
+        task = Task(gen, name)
+        self.tasks.append(task)
+        self.ready.append(task)
+        return task
+
+    def run(self):
+        try:
+            while self.ready or self.requests or self.sleepers or self.waiting_events:
+                if self.ready:
+                    self._step(self.ready.popleft())
+                self._poll()
+                if not self.ready:
+                    if not (self.requests or self.sleepers):
+                        if self.waiting_events:
+                            names = ", ".join(t.name for t, _ in self.waiting_events)
+                            raise RuntimeError(f"deadlock: tasks wait on events nobody sets: {names}")
+                        break
+                    self._nap()
+        except BaseException:
+            for t in self.tasks:
+                if not t.done:
+                    t.gen.close()
+            raise
+
+    # -- internals ---------------------------------------------------------------
+    def _step(self, task):
+        send, throw = task._send, task._throw
+        task._send = task._throw = None
+        self.switches += 1
+        try:
+            op = task.gen.throw(throw) if throw is not None else task.gen.send(send)
+        except StopIteration as stop:
+            task.done, task.result = True, stop.value
+            return
+        if op is None:
+            self.ready.append(task)
+        elif isinstance(op, Wait):
+            deadline = None if op.timeout is None else self.clock() + op.timeout
+            self.requests.append([task, op.request, deadline, op.label])
+        elif isinstance(op, Event):
+            if op.is_set:
+                self.ready.append(task)
+            else:
+                self.waiting_events.append([task, op])
+        elif isinstance(op, Sleep):
+            self.sleepers.append([task, self.clock() + op.seconds])
+        else:
+            task._throw = TypeError(f"task {task.name} yielded {op!r}")
+            self.ready.append(task)
+
+    def _poll(self):
+        """Move tasks whose request, event or sleep finished to the ready queue."""
+        if self.requests:
+            reqs = [r[1] for r in self.requests]
+            done = MPI.Request.Testsome(reqs)
+            if done:
+                done = set(done)
+                keep = []
+                for i, entry in enumerate(self.requests):
+                    if i in done:
+                        self.ready.append(entry[0])
+                    else:
+                        keep.append(entry)
+                self.requests = keep
+            now = None
+            for entry in self.requests:
+                if entry[2] is not None:
+                    now = now or self.clock()
+                    if now > entry[2]:
+                        entry[0]._throw = TimeoutError(entry[3] or "request")
+                        entry[2] = None
+                        self.ready.append(entry[0])
+            if now is not None:
+                self.requests = [e for e in self.requests if e[0] not in self.ready]
+        if self.waiting_events:
+            keep = []
+            for task, ev in self.waiting_events:
+                (self.ready.append(task) if ev.is_set else keep.append([task, ev]))
+            self.waiting_events = keep
+        if self.sleepers:
+            now = self.clock()
+            keep = []
+            for task, wake in self.sleepers:
+                (self.ready.append(task) if now >= wake else keep.append([task, wake]))
+            self.sleepers = keep
+
+    def _nap(self):
+        """Sleep in growing naps until some task can run; count it as idle time."""
+        start = self.clock()
+        spin_until = start + self.SPIN_S       # most collectives finish within microseconds
+        while not self.ready and self.clock() < spin_until:
+            self._poll()
+        nap = self.MIN_NAP
+        while not self.ready:
+            horizon = [e[2] for e in self.requests if e[2] is not None]
+            horizon += [w for _, w in self.sleepers]
+            sleep = nap
+            if horizon:
+                sleep = max(0.0, min(nap, min(horizon) - self.clock()))
+            time.sleep(sleep)
+            nap = min(nap * 2, self.MAX_NAP)
+            self._poll()
+        self.idle_s += self.clock() - start

@@ -1,0 +1,394 @@
+"""The training run: distribute, initialize, train local coroutines, aggregate, test.
+
+Each rank runs four cooperative tasks on its scheduler:
+  trainer       minibatch steps on the local partition; yields after every step
+  communicator  the overlapped averaging collectives (--overlap)
+  prefetch      the next epoch's minibatch order
+  monitor       the live progress bar on rank 0 (only when stdout is a terminal)
+"""
+import logging
+import resource
+import sys
+import time
+
+import numpy as np
+
+from . import data as datamod
+from .aggregate import Averager
+from .checkpoint import ModelFile, check_writable
+from .comm import drive
+from .errors import DivergedError, UsageError
+from .evaluate import Scaling, score
+from .models import build
+from .optim import Optimizer, schedule
+from .scheduler import Event, Scheduler, Sleep
+
+log = logging.getLogger("mpidml")
+
+
+def choose_model(kind, info):
+    """Resolve --model auto and check the choice fits the labels."""
+    k = len(info["classes"]) if info["classes"] is not None else 0
+    if kind == "auto":
+        kind = "linear" if info["task"] == "regression" else ("logistic" if k == 2 else "softmax")
+    if kind == "logistic" and k != 2:
+        raise UsageError(f"--model logistic needs 2 classes, {info['path']}:{info['y']} has {k}; "
+                         "use --model softmax", agreed=True)
+    if kind in ("logistic", "softmax") and info["task"] == "regression":
+        raise UsageError(f"--model {kind} needs class labels, {info['path']}:{info['y']} holds float "
+                         "targets; use --model linear or mlp", agreed=True)
+    if kind == "linear" and info["task"] != "regression":
+        raise UsageError(f"--model linear needs float targets, {info['path']}:{info['y']} holds class "
+                         "labels; use --model logistic or softmax", agreed=True)
+    return kind
+
+
+def n_outputs(kind, info):
+    if info["task"] == "regression":
+        return 1
+    k = len(info["classes"])
+    return 1 if (kind == "logistic" or (kind == "mlp" and k == 2)) else k
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Run:
+    """One training run on one rank (see `train`)."""
+
+    def __init__(self, cfg, group, tracer=None):
+        self.cfg, self.group, self.tracer = cfg, group, tracer
+        self.dtype = np.dtype(cfg.dtype)
+        self.clock = time.perf_counter
+        self.compute_s = 0.0
+        self.history = []
+        self.samples = 0
+
+    # -- setup ------------------------------------------------------------------------
+    def setup(self):
+        """Generator: describe, distribute, standardize, build and initialize."""
+        cfg, g = self.cfg, self.group
+        err, info, resume = None, None, None
+        if g.rank == 0:
+            try:
+                for path, opt in ((cfg.save, "--save"), (cfg.metrics_json, "--metrics-json"),
+                                  (cfg.trace, "--trace")):
+                    if path:
+                        check_writable(path, opt)
+                if cfg.resume:
+                    resume = ModelFile.load(cfg.resume)
+                task = None
+                if resume is not None:
+                    task = resume.task
+                elif cfg.model in ("logistic", "softmax"):
+                    task = "classification"
+                elif cfg.model == "linear":
+                    task = "regression"
+                info = datamod.describe(cfg.data, cfg.x_dataset or None, cfg.y_dataset or None, task,
+                                        cfg.test_fraction, cfg.block_rows or None, cfg.partition_seed,
+                                        cfg.partition, cfg.chunk_mb)
+                if resume is not None:      # the architecture comes from the file
+                    info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
+                                     "activation": resume.activation}
+                else:
+                    info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
+                                     "activation": cfg.activation}
+            except UsageError as e:
+                err = e
+        yield from g.agree(err, "open")
+        self.info = info = yield from g.bcast_json(info, label="describe")
+        arch = info["model"]
+        self.kind = arch["kind"]
+        t0 = self.clock()
+        part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype, cfg.stall_timeout or None)
+        self.distribute_s = self.clock() - t0
+        if self.tracer:
+            self.tracer.span("io", "distribute", t0, self.clock())
+        self.part = part
+        self.n_total = int(sum(part.sizes))
+        self.net = build(self.kind, info["features"], n_outputs(self.kind, info), arch["hidden"],
+                         arch["activation"], self.dtype, info["task"])
+        self.opt = Optimizer(cfg.optimizer, self.net.size, self.dtype, cfg.lr, cfg.l2,
+                             self.net.weight_mask(), cfg.momentum, cfg.nesterov, clip_norm=cfg.clip_norm)
+        self.scaling = Scaling()
+        if cfg.standardize:
+            mean, std = yield from datamod.global_stats(g, part.X, self.n_total)
+            datamod.standardize(part.X, mean, std)
+            self.scaling.mean, self.scaling.std = mean, std
+            if info["task"] == "regression":
+                ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total)
+                part.y -= self.dtype.type(ym[0])
+                part.y /= self.dtype.type(ys[0])
+                self.scaling.y_mean, self.scaling.y_std = float(ym[0]), float(ys[0])
+        if g.rank == 0 and part.test_X is not None:
+            part.test_X = self.scaling.features(part.test_X, self.dtype)
+        yield from self._initial_state(resume)
+
+    def _initial_state(self, resume):
+        """Generator: same starting state on every rank (seeded on rank 0, broadcast)."""
+        g, opt = self.group, self.opt
+        self.start_epoch = 0
+        meta = None
+        if g.rank == 0:
+            err = None
+            if resume is not None:
+                err = self._check_resume(resume)
+                if err is None:
+                    if resume.optimizer_state is not None and resume.optimizer_state.size == opt.state.size:
+                        opt.state[...] = resume.optimizer_state
+                    else:
+                        opt.weights[...] = resume.params
+                    meta = {"epoch": int(resume.epoch), "step": int(resume.attrs.get("step", 0)),
+                            "history": resume.attrs.get("history", [])}
+            else:
+                self.net.init(opt.weights, np.random.default_rng(self.cfg.seed))
+        else:
+            err = None
+        yield from g.agree(err, "resume")
+        yield from g.bcast(opt.state, label="init")
+        if self.cfg.resume:
+            meta = yield from g.bcast_json(meta, label="init")
+            self.start_epoch, opt.t, self.history = meta["epoch"], meta["step"], meta["history"]
+
+    def _check_resume(self, m):
+        sizes = [int(s) for s in m.sizes]
+        if sizes != self.net.sizes or m.head != self.net.head:
+            return UsageError(f"{self.cfg.resume}: model layers {sizes} ({m.head}) do not fit this data "
+                              f"({self.net.sizes}, {self.net.head})")
+        if m.optimizer_state is not None and m.attrs.get("config", {}).get("optimizer") not in (None, self.cfg.optimizer):
+            return UsageError(f"{self.cfg.resume}: saved with --optimizer {m.config['optimizer']}, "
+                              f"this run uses {self.cfg.optimizer}")
+        if int(m.epoch) > self.cfg.epochs:
+            return UsageError(f"{self.cfg.resume}: already trained {m.epoch} epochs, more than --epochs {self.cfg.epochs}")
+        return None
+
+    # -- the tasks ---------------------------------------------------------------------
+    def prefetch(self):
+        """Task: compute each epoch's minibatch order ahead of the trainer."""
+        n = len(self.part.y)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
+            self.orders[epoch] = rng.permutation(n)
+            self.order_ready.set()
+            while epoch in self.orders:       # wait until the trainer took it
+                yield self.order_taken
+                self.order_taken.clear()
+
+    def monitor(self):
+        """Task: a live progress bar within the epoch (rank 0, terminals only)."""
+        while not self.finished:
+            yield Sleep(0.2)
+            if self.step_total:
+                frac = self.step_index / self.step_total
+                bar = "#" * int(frac * 30)
+                sys.stdout.write(f"\r  epoch {self.epoch + 1} [{bar:<30}] {frac:4.0%}")
+                sys.stdout.flush()
+        sys.stdout.write("\r" + " " * 50 + "\r")
+
+    def trainer(self):
+        """Task: the local minibatch loop and the synchronisation policy."""
+        cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.part
+        B, K = cfg.batch_size, cfg.sync_every
+        n_local = len(part.y)
+        sizes = np.array(part.sizes)
+        steps = -(-int(sizes.max()) // B)
+        self.step_total = steps
+        total_steps = steps * cfg.epochs
+        lr_at = schedule(cfg.schedule, cfg.lr, total_steps, steps, int(cfg.warmup_epochs * steps),
+                         cfg.step_epochs, cfg.gamma)
+        # global batch size at each step (all ranks know every partition size)
+        per_rank = np.clip(sizes[:, None] - np.arange(steps)[None, :] * B, 0, B)
+        global_batch = per_rank.sum(axis=0)
+        gradients = cfg.sync == "gradients"
+        averager = self.averager
+        xb = np.empty((B, part.X.shape[1]), part.X.dtype)
+        yb = np.empty(B, part.y.dtype)
+        grad = np.empty(net.size, self.dtype)
+        w = opt.weights
+        trace = self.tracer
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self.epoch = epoch
+            t_epoch = self.clock()
+            comm0, idle0, compute0 = g.comm_s, self.sched.idle_s, self.compute_s
+            if epoch not in self.orders:
+                yield self.order_ready
+            order = self.orders.pop(epoch)
+            self.order_ready.clear()
+            self.order_taken.set()
+            loss_sum, count = 0.0, 0
+            for s in range(steps):
+                self.step_index = s
+                t0 = self.clock()
+                idx = order[s * B:(s + 1) * B]
+                m = len(idx)
+                if m:
+                    np.take(part.X, idx, axis=0, out=xb[:m])
+                    np.take(part.y, idx, out=yb[:m])
+                    loss = net.loss_grad(w, xb[:m], yb[:m], grad)
+                    loss_sum += loss * m
+                    count += m
+                else:
+                    grad[...] = 0
+                lr = lr_at(epoch * steps + s)
+                if gradients:
+                    grad *= self.dtype.type(m / global_batch[s])
+                    t1 = self.clock()
+                    self.compute_s += t1 - t0
+                    yield from g.allreduce(grad, "gradients")
+                    t0 = self.clock()
+                    opt.step(grad, lr)
+                    if (s + 1) % K == 0:
+                        self._check_finite(w, epoch)
+                elif m:
+                    opt.step(grad, lr)
+                t1 = self.clock()
+                self.compute_s += t1 - t0
+                if trace:
+                    trace.span("trainer", "step", t0, t1)
+                if not gradients and (s + 1) % K == 0 and s != steps - 1:
+                    if cfg.overlap:
+                        yield from averager.finish()
+                        self._check_finite(w, epoch)
+                        averager.start()
+                    else:
+                        yield from averager.blocking()
+                        self._check_finite(w, epoch)
+                yield
+            # epoch end: a full synchronisation, so every rank holds the global model
+            if not gradients:
+                yield from averager.finish()
+                yield from averager.blocking()
+            self._check_finite(w, epoch)
+            red = np.array([loss_sum, count], np.float64)
+            yield from g.allreduce(red, "epoch loss")
+            self.samples += int(red[1])
+            if not np.isfinite(red[0]):
+                raise self._diverged(epoch)
+            wall = self.clock() - t_epoch
+            self._end_epoch(epoch, red[0] / max(red[1], 1), wall, red[1],
+                            g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
+        self.finished = True
+        if averager is not None:
+            averager.stop()
+
+    def _diverged(self, epoch):
+        return DivergedError(f"training diverged in epoch {epoch + 1}: non-finite loss or weights; "
+                             f"try a smaller --lr (now {self.cfg.lr:g}), --clip-norm, or --standardize",
+                             agreed=True)
+
+    def _check_finite(self, w, epoch):
+        # identical on every rank after a synchronisation, so all ranks agree without messages
+        if not np.isfinite(np.dot(w, w)):
+            raise self._diverged(epoch)
+
+    def _end_epoch(self, epoch, train_loss, wall, samples, comm_s, idle_s, compute_s):
+        """Rank 0: evaluate, record, print, checkpoint."""
+        if self.group.rank != 0:
+            return
+        entry = {"epoch": epoch + 1, "train_loss": float(train_loss)}
+        if self.part.test_X is not None:
+            res = self.evaluate()
+            entry["test_loss"] = res["loss"]
+            key = "r2" if self.info["task"] == "regression" else "accuracy"
+            entry["test_" + key] = res[key]
+            self.final = res
+        entry.update({"wall_s": wall, "samples_per_s": samples / wall if wall > 0 else 0.0,
+                      "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": idle_s})
+        self.history.append(entry)
+        if not self.cfg.quiet:
+            metric = "".join(f"  {k} {entry[k]:.4f}" for k in ("test_loss", "test_accuracy", "test_r2")
+                             if k in entry)
+            share = idle_s / wall if wall > 0 else 0.0
+            log.info(f"epoch {epoch + 1:>3}/{self.cfg.epochs}  train_loss {train_loss:.4f}{metric}"
+                     f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}")
+        every = self.cfg.checkpoint_every
+        if self.cfg.save and every and (epoch + 1) % every == 0 and epoch + 1 < self.cfg.epochs:
+            t0 = self.clock()
+            self.model_file(epoch + 1).save(self.cfg.save)
+            if self.tracer:
+                self.tracer.span("io", "checkpoint", t0, self.clock())
+
+    def evaluate(self):
+        k = len(self.info["classes"]) if self.info["classes"] else 0
+        return score(self.net, self.opt.weights, self.part.test_X, self.part.test_y, self.info["task"], k,
+                     self.scaling)
+
+    def model_file(self, epoch):
+        s = self.scaling
+        return ModelFile(params=self.opt.weights.copy(), optimizer_state=self.opt.state,
+                         classes=self.info["classes"], mean=s.mean, std=s.std,
+                         y_mean=None if s.y_mean is None else np.array([s.y_mean]),
+                         y_std=None if s.y_std is None else np.array([s.y_std]),
+                         kind=self.kind, task=self.info["task"], head=self.net.head, sizes=self.net.sizes,
+                         activation=self.net.activation, dtype=self.dtype.name, epoch=epoch, step=self.opt.t,
+                         seed=self.cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
+                         features=self.info["features"], config=self.cfg.as_dict(), history=self.history)
+
+    # -- the whole run -----------------------------------------------------------------
+    def train(self):
+        """Run the tasks to completion; returns train_s."""
+        cfg = self.cfg
+        self.sched = Scheduler()
+        self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
+        self.finished, self.epoch, self.step_index, self.step_total = False, self.start_epoch, 0, 0
+        self.averager = None
+        if cfg.sync == "average":
+            weight = self.dtype.type(len(self.part.y) / self.n_total)
+            self.averager = Averager(self.group, self.opt.state, weight, cfg.overlap)
+        t0 = self.clock()
+        self.sched.spawn(self.trainer(), "trainer")
+        if self.averager is not None and cfg.overlap:
+            self.sched.spawn(self.averager.communicator(), "communicator")
+        self.sched.spawn(self.prefetch(), "prefetch")
+        if self.group.rank == 0 and not cfg.quiet and sys.stdout.isatty():
+            self.sched.spawn(self.monitor(), "monitor")
+        self.sched.run()
+        self.finished = True
+        return self.clock() - t0
+
+
+def train(cfg, group, tracer=None):
+    """The whole training run on every rank; returns the metrics document on rank 0."""
+    t_start = time.perf_counter()
+    run = Run(cfg, group, tracer)
+    drive(run.setup(), "setup")
+    if group.rank == 0 and not cfg.quiet:
+        info = run.info
+        k = f", {len(info['classes'])} classes" if info["classes"] else ""
+        log.info(f"mpidml: {info['path']}: {run.n_total} training rows x {info['features']} features{k}; "
+                 f"{group.size} ranks; model {run.kind} ({run.net.size} parameters); "
+                 f"sync {cfg.sync} every {cfg.sync_every}{' overlapped' if cfg.overlap else ''}")
+    train_s = run.train()
+    if run.start_epoch >= cfg.epochs and group.rank == 0 and run.part.test_X is not None:
+        run.final = run.evaluate()
+    per_rank = drive(group.gather_json({"rss": peak_rss_mb(), "compute_s": run.compute_s,
+                                        "comm_s": group.comm_s, "comm_wait_s": run.sched.idle_s},
+                                       label="report"), "report")
+    if tracer is not None:
+        payloads = drive(group.gather_json(tracer.payload(), label="trace"), "trace")
+        if group.rank == 0:
+            from .trace import write
+            write(cfg.trace, payloads)
+    if group.rank != 0:
+        return None
+    if cfg.save:
+        run.model_file(cfg.epochs).save(cfg.save)
+    info = run.info
+    doc = {
+        "ranks": group.size, "model": run.kind, "config": cfg.as_dict(),
+        "data": {"path": info["path"], "train_samples": run.n_total,
+                 "test_samples": 0 if run.part.test_X is None else len(run.part.test_y),
+                 "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
+                 "partition_sizes": run.part.sizes},
+        "history": run.history,
+        "timing": {"wall_s": time.perf_counter() - t_start, "distribute_s": run.distribute_s,
+                   "train_s": train_s, "compute_s": run.compute_s, "comm_s": group.comm_s,
+                   "comm_wait_s": run.sched.idle_s,
+                   "samples_per_s": run.samples / train_s if train_s > 0 else 0.0,
+                   "per_rank": {k: [r[k] for r in per_rank] for k in ("compute_s", "comm_s", "comm_wait_s")}},
+        "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
+    }
+    if hasattr(run, "final"):
+        doc["test"] = run.final
+    return doc
