@@ -277,6 +277,8 @@ def run_command(args, comm):
             raise
         setup_logging(comm.rank, cfg.quiet)
         from .train import train
+        import numpy as np
+        np.seterr(all="ignore")       # a diverging run ends with exit 3, not a page of warnings
         tracer = None
         if cfg.trace:
             comm.Barrier()

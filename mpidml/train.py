@@ -278,8 +278,11 @@ class Run:
                              agreed=True)
 
     def _check_finite(self, w, epoch):
-        # identical on every rank after a synchronisation, so all ranks agree without messages
-        if not np.isfinite(np.dot(w, w)):
+        # identical on every rank after a synchronisation, so all ranks agree without messages;
+        # |w| beyond ~1e19 overflows the float32 dot product, which is divergence all the same
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(np.dot(w, w))
+        if not finite:
             raise self._diverged(epoch)
 
     def _end_epoch(self, epoch, train_loss, wall, samples, comm_s, idle_s, compute_s):

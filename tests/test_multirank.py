@@ -1,0 +1,97 @@
+"""Multi-rank behaviour under mpiexec (each launch bounded by a timeout)."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import DIGITS, ROOT, mpiexec, train, write_h5
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_averaged_weights_equal_the_weighted_mean(n):
+    proc = mpiexec(n, [], script=os.path.join(ROOT, "tests", "mpi_average.py"), check=0, timeout=60)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["blocking_err"] < 1e-12 and res["overlap_err"] < 1e-12 and res["identical"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_digits_accuracy_floor(tmp_path, n):
+    doc = train(n, tmp_path)
+    assert doc["ranks"] == n and doc["model"] == "softmax"
+    assert doc["test"]["accuracy"] > 0.93, doc["test"]
+    assert doc["data"]["train_samples"] == 1438 and doc["data"]["test_samples"] == 359
+    assert len(doc["history"]) == 10 and len(doc["memory"]["peak_rss_mb"]) == n
+    cm = np.array(doc["test"]["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 359
+
+
+def test_same_seed_same_ranks_bit_identical_and_seed_matters(tmp_path):
+    a = train(3, tmp_path, "--model", "mlp", "--hidden", "16", "--epochs", "3", name="a.json")
+    b = train(3, tmp_path, "--model", "mlp", "--hidden", "16", "--epochs", "3", name="b.json")
+    c = train(3, tmp_path, "--model", "mlp", "--hidden", "16", "--epochs", "3", "--seed", "1", name="c.json")
+    strip = lambda d: [(h["train_loss"], h["test_loss"]) for h in d["history"]]  # noqa: E731
+    assert strip(a) == strip(b) and a["test"] == b["test"]
+    assert strip(a) != strip(c)
+
+
+def test_uneven_flat_file_on_three_ranks(tmp_path, blobs):
+    doc = train(3, tmp_path, "--data", blobs, "--test-fraction", "0")
+    assert doc["data"]["partition_sizes"] == [334, 334, 333]
+    assert "test" not in doc and doc["data"]["test_samples"] == 0
+    doc = train(3, tmp_path, "--data", blobs)
+    assert sorted(doc["data"]["partition_sizes"]) == [267, 267, 267] or \
+        max(doc["data"]["partition_sizes"]) - min(doc["data"]["partition_sizes"]) <= 1
+    assert doc["test"]["accuracy"] > 0.9
+
+
+def test_scatter_and_read_give_identical_results(tmp_path, blobs):
+    a = train(3, tmp_path, "--data", blobs, "--distribute", "scatter", "--chunk-mb", "1", name="a.json")
+    b = train(3, tmp_path, "--data", blobs, "--distribute", "read", name="b.json")
+    assert a["test"] == b["test"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+
+
+@pytest.mark.parametrize("args", [["--sync", "gradients"], ["--overlap", "--sync-every", "2"],
+                                  ["--optimizer", "adam", "--lr", "0.01"], ["--dtype", "float64"]])
+def test_modes_reach_the_accuracy_of_the_default(tmp_path, args):
+    doc = train(2, tmp_path, *args)
+    assert doc["test"]["accuracy"] > 0.93, (args, doc["test"])
+    assert doc["timing"]["comm_s"] > 0 and doc["timing"]["compute_s"] > 0
+
+
+def test_regression_r2(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 8))
+    y = X @ rng.standard_normal(8) * 100 + 500 + rng.standard_normal(3000)
+    path = write_h5(tmp_path / "r.h5", X=X, y=y)
+    doc = train(3, tmp_path, "--data", path)
+    assert doc["model"] == "linear" and doc["test"]["r2"] > 0.99
+    lstsq = np.linalg.lstsq(np.c_[X, np.ones(3000)], y, rcond=None)[0]
+    assert doc["test"]["rmse"] < 3 * np.sqrt(np.mean((np.c_[X, np.ones(3000)] @ lstsq - y) ** 2))
+
+
+def test_string_labels_and_predict(tmp_path):
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, 2, 600)
+    X = rng.standard_normal((600, 3)) + 2.5 * idx[:, None]
+    labels = np.array([b"cat", b"dog"])[idx]
+    path = write_h5(tmp_path / "s.h5", X=X, y=labels)
+    doc = train(2, tmp_path, "--data", path, "--save", tmp_path / "m.h5")
+    assert doc["model"] == "logistic" and doc["test"]["accuracy"] > 0.9
+    mpiexec(3, ["predict", "--model", tmp_path / "m.h5", "--data", path, "--out", tmp_path / "p.h5"], check=0)
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f["labels"].shape == (600,) and f["proba"].shape == (600, 2)
+        assert np.mean(f["labels"][...] == labels) > 0.9
+
+
+def test_trace_shows_every_rank(tmp_path):
+    trace = tmp_path / "t.json"
+    train(3, tmp_path, "--overlap", "--sync-every", "2", "--epochs", "2", "--trace", trace)
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["pid"] for e in events} == {0, 1, 2}
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"trainer", "comm"} <= names
+    assert any(e["name"] == "average (overlapped)" for e in events if e["ph"] == "X")

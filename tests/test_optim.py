@@ -1,0 +1,63 @@
+"""Optimizer updates against textbook formulas; learning-rate schedules."""
+import math
+
+import numpy as np
+import pytest
+
+from mpidml.optim import Optimizer, schedule
+
+
+def run(kind, grads, lr=0.1, **kw):
+    opt = Optimizer(kind, 3, np.float64, lr, weight_mask=np.ones(3), **kw)
+    opt.weights[...] = [1.0, -2.0, 0.5]
+    for g in grads:
+        opt.step(np.array(g, np.float64), lr)
+    return opt.weights.copy(), opt
+
+
+GRADS = [[0.1, -0.2, 0.3], [0.2, 0.1, -0.1], [-0.3, 0.0, 0.2]]
+
+
+def test_sgd():
+    w, _ = run("sgd", GRADS)
+    np.testing.assert_allclose(w, np.array([1.0, -2.0, 0.5]) - 0.1 * np.sum(GRADS, axis=0))
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum(nesterov):
+    w_ref, v = np.array([1.0, -2.0, 0.5]), np.zeros(3)
+    for g in map(np.array, GRADS):
+        v = 0.9 * v + g
+        w_ref -= 0.1 * (g + 0.9 * v if nesterov else v)
+    w, _ = run("momentum", GRADS, momentum=0.9, nesterov=nesterov)
+    np.testing.assert_allclose(w, w_ref)
+
+
+def test_adam():
+    w_ref, m, v = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.zeros(3)
+    for t, g in enumerate(map(np.array, GRADS), 1):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w_ref -= 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8 / math.sqrt(1 - 0.999 ** t))
+    w, opt = run("adam", GRADS)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-12)
+    assert opt.t == 3 and opt.state.size == 9
+
+
+def test_l2_and_clipping():
+    opt = Optimizer("sgd", 2, np.float64, 1.0, l2=0.5, weight_mask=np.array([1.0, 0.0]), clip_norm=1.0)
+    opt.weights[...] = [2.0, 2.0]
+    opt.step(np.array([0.0, 0.0]), 1.0)
+    np.testing.assert_allclose(opt.weights, [1.0, 2.0])          # bias (mask 0) untouched
+    opt.step(np.array([30.0, 40.0]), 1.0)                        # norm 50 clipped to 1
+    np.testing.assert_allclose(opt.weights, [1.0 - 0.5 * 0 - (30 + 0.5) / np.hypot(30.5, 40), 2.0 - 40 / np.hypot(30.5, 40)])
+
+
+def test_schedules():
+    assert schedule("constant", 0.1, 100, 10)(99) == 0.1
+    step = schedule("step", 1.0, 100, 10, step_epochs=2, gamma=0.5)
+    assert [step(t) for t in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
+    cos = schedule("cosine", 1.0, 100, 10)
+    assert cos(0) == 1.0 and cos(50) == pytest.approx(0.5) and cos(100) == pytest.approx(0.0)
+    warm = schedule("constant", 1.0, 100, 10, warmup_steps=4)
+    assert [warm(t) for t in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
