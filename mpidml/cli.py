@@ -288,10 +288,14 @@ def run_command(args, comm):
         doc = train(cfg, group, tracer)
         if comm.rank == 0:
             report(doc, cfg.metrics_json, cfg.quiet)
+        group.close()
         return 0
     setup_logging(comm.rank)
     from . import tools
-    return tools.run(args, Group(comm), report)
+    group = Group(comm)
+    code = tools.run(args, group, report)
+    group.close()
+    return code
 
 
 def report(doc, metrics_json=None, quiet=False):
@@ -337,11 +341,9 @@ def main(argv=None):
     except MpidmlError as e:
         if e.agreed and rank != 0:
             return e.code
-        prefix = "" if e.agreed or comm.Get_size() == 1 else f"rank {rank}: "
-        msg = str(e)
-        if msg.startswith("rank "):
-            prefix = ""
-        _fatal(f"{prefix}{msg}", e.code, comm, abort=not e.agreed, debug=debug)
+        if getattr(e, "silent", False):      # another rank reports this one
+            comm.Abort(e.code)
+        _fatal(str(e), e.code, comm, abort=not e.agreed, debug=debug)
         return e.code
     except KeyboardInterrupt:
         _fatal("interrupted", 130, comm, abort=True, debug=debug)

@@ -1,11 +1,12 @@
-"""Collectives under a deadline that name the ranks that did not arrive.
+"""Collectives under a deadline that name the ranks that stopped taking part.
 
-Every collective mpidml runs is non-blocking and waited for through the scheduler with
-`--stall-timeout` as deadline. To name the ranks that never arrived, each collective is
-preceded by tiny arrival notes on a separate communicator: every rank tells rank 0, and
-rank 0 tells every rank. When the deadline passes, rank 0 knows exactly who is missing;
-another rank knows whether rank 0 is. The notes of a completed collective have all been
-sent, so they are received right away and nothing piles up.
+Every collective mpidml runs is non-blocking and waited for through the scheduler. While
+it waits, a rank wakes every `heartbeat` seconds to answer liveness pings. When a wait
+passes `--stall-timeout`, the rank pings every other rank and gives them `GRACE` seconds
+to answer: any rank that is itself waiting in a collective answers at once; a rank that
+never arrived (stuck in its own work, hung, stopped) or died does not. The lowest rank
+that answers reports the silent ranks by number and ends the job; the others end quietly.
+Nothing is sent while things go well, so the mechanism costs one wake-up per heartbeat.
 """
 import json
 import time
@@ -16,7 +17,8 @@ from mpi4py import MPI
 from .errors import DivergedError, MpidmlError, StallError, UsageError
 from .scheduler import Scheduler, Wait
 
-NOTE_TAG = 7
+PING_TAG, PONG_TAG = 21, 22
+GRACE = 2.0
 
 
 def drive(gen, name="main"):
@@ -35,66 +37,85 @@ class Group:
         self.notes = comm.Dup()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.stall_timeout = stall_timeout or None
+        self.heartbeat = None if self.stall_timeout is None else min(0.5, self.stall_timeout / 4)
         self.tracer = tracer
         self.seq = 0
         self.comm_s = 0.0
         self.clock = time.perf_counter
+        self._ping = np.zeros(1, np.int64)
+        self._ping_req = self.notes.Irecv(self._ping, MPI.ANY_SOURCE, PING_TAG) if self.size > 1 else None
+        self._pongs = []
 
-    def free(self):
-        self.notes.Free()
-        self.comm.Free()
+    def close(self):
+        """Withdraw the standing ping receive (MPI must not finalize with it pending)."""
+        if self._ping_req is not None:
+            self._ping_req.Cancel()
+            self._ping_req.Wait()
+            self._ping_req = None
+        MPI.Request.Waitall(self._pongs)
+        self._pongs = []
 
     # -- the deadline mechanism ----------------------------------------------------
-    def _announce(self):
-        """Post this collective's arrival notes; returns (receive requests, sources, sends)."""
-        seq = np.array([self.seq], np.int64)
-        recv_bufs, recv_reqs, sources, sends = [], [], [], []
-        if self.size == 1:
-            return recv_reqs, sources, sends, recv_bufs
-        if self.rank == 0:
-            for r in range(1, self.size):
-                buf = np.empty(1, np.int64)
-                recv_bufs.append(buf)
-                recv_reqs.append(self.notes.Irecv(buf, source=r, tag=NOTE_TAG))
-                sources.append(r)
-                sends.append(self.notes.Isend(seq, dest=r, tag=NOTE_TAG))
-        else:
-            buf = np.empty(1, np.int64)
-            recv_bufs.append(buf)
-            recv_reqs.append(self.notes.Irecv(buf, source=0, tag=NOTE_TAG))
-            sources.append(0)
-            sends.append(self.notes.Isend(seq, dest=0, tag=NOTE_TAG))
-        return recv_reqs, sources, sends, (recv_bufs, seq)
+    def answer_pings(self):
+        """Reply to every liveness ping that has arrived."""
+        status = MPI.Status()
+        while self._ping_req is not None and self._ping_req.Test(status):
+            self._pongs.append(self.notes.Isend(np.zeros(1, np.int64), dest=status.Get_source(), tag=PONG_TAG))
+            self._ping_req = self.notes.Irecv(self._ping, MPI.ANY_SOURCE, PING_TAG)
+        self._pongs = [r for r in self._pongs if not r.Test()]
+
+    def wait(self, req, label):
+        """Generator: wait for `req`; past the stall timeout, name the silent ranks."""
+        if self.stall_timeout is None:
+            yield Wait(req, None, label)
+            return
+        deadline = self.clock() + self.stall_timeout
+        while True:
+            try:
+                yield Wait(req, self.heartbeat, label)
+                return
+            except TimeoutError:
+                self.answer_pings()
+                if self.clock() > deadline:
+                    self._diagnose(label)
 
     def collective(self, start, label):
         """Generator: start a non-blocking collective (`start()` returns its request) and
-        wait for it under the stall deadline; raises StallError naming missing ranks."""
+        wait for it under the stall deadline."""
         self.seq += 1
-        recv_reqs, sources, sends, keep = self._announce()
         t0 = self.clock()
-        req = start()
-        try:
-            yield Wait(req, self.stall_timeout, label)
-        except TimeoutError:
-            self._diagnose(label, recv_reqs, sources)
-        MPI.Request.Waitall(recv_reqs + sends)
-        del keep
+        yield from self.wait(start(), label)
         t1 = self.clock()
         self.comm_s += t1 - t0
         if self.tracer:
             self.tracer.span("comm", label, t0, t1)
 
-    def _diagnose(self, label, recv_reqs, sources):
-        missing = [src for req, src in zip(recv_reqs, sources) if not req.Test()]
+    def _diagnose(self, label):
+        """Ping everyone, collect answers for GRACE seconds, raise StallError naming the silent."""
+        others = [r for r in range(self.size) if r != self.rank]
+        bufs = [np.zeros(1, np.int64) for _ in others]
+        pongs = [self.notes.Irecv(b, source=r, tag=PONG_TAG) for b, r in zip(bufs, others)]
+        pings = [self.notes.Isend(np.full(1, self.seq, np.int64), dest=r, tag=PING_TAG) for r in others]
+        end = self.clock() + GRACE
+        while self.clock() < end and not all(p.Test() for p in pongs):
+            self.answer_pings()
+            time.sleep(0.01)
+        silent = [r for r, p in zip(others, pongs) if not p.Test()]
         what = f"collective '{label}' (#{self.seq}) waited more than {self.stall_timeout:g} s (--stall-timeout)"
-        if self.rank == 0 and missing:
-            ranks = ", ".join(f"rank {r}" for r in missing)
-            raise StallError(f"{what}: {ranks} did not arrive")
-        if self.rank != 0 and missing:
-            raise StallError(f"{what}: rank 0 did not arrive")
-        # Rank 0 is here and will name the missing ranks; give it time to end the job.
-        time.sleep(min(10.0, self.stall_timeout))
-        raise StallError(f"rank {self.rank}: {what}: a peer did not arrive")
+        if not silent:
+            raise StallError(f"rank {self.rank}: {what}, yet every rank answers: ranks are out of step")
+        live = [r for r in range(self.size) if r not in silent]
+        names = ", ".join(f"rank {r}" for r in silent)
+        err = StallError(f"{what}: {names} did not arrive or stopped responding")
+        if self.rank != live[0]:
+            # the lowest live rank reports; keep answering its pings, then end quietly
+            end = self.clock() + GRACE
+            while self.clock() < end:
+                self.answer_pings()
+                time.sleep(0.01)
+            err.silent = True
+        del pings
+        raise err
 
     # -- collectives as generators ------------------------------------------------
     def allreduce(self, buf, label="allreduce", op=MPI.SUM):

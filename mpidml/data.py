@@ -15,7 +15,6 @@ import numpy as np
 
 from .errors import UsageError
 from .partition import default_block_rows, make_plan, pieces
-from .scheduler import Wait
 
 X_TAG, Y_TAG = 11, 12
 TEST = -1  # destination of held-out rows (kept on rank 0)
@@ -214,7 +213,7 @@ def _nonfinite(block, path, name, first_row):
     return UsageError(f"{path}: dataset {name} has NaN or inf at row {first_row + int(np.argmin(ok))}")
 
 
-def distribute(group, info, how="scatter", dtype=np.float32, timeout=None):
+def distribute(group, info, how="scatter", dtype=np.float32):
     """Generator: this rank's Partition. `how` is 'scatter' (rank 0 streams) or 'read'."""
     plan = plan_for(info, group.size)
     rank, d = group.rank, info["features"]
@@ -228,7 +227,7 @@ def distribute(group, info, how="scatter", dtype=np.float32, timeout=None):
         part.test_X, part.test_y = np.empty((m, d), dtype), np.empty(m, ydtype)
     try:
         if how == "scatter":
-            err = yield from _scatter(group, info, plan, part, dtype, timeout)
+            err = yield from _scatter(group, info, plan, part, dtype)
         elif how == "read":
             err = _read_own(group, info, plan, part, dtype)
         else:
@@ -249,7 +248,7 @@ def _read_rows(ds, start, stop, out):
         out[...] = ds[start:stop]
 
 
-def _scatter(group, info, plan, part, dtype, timeout):
+def _scatter(group, info, plan, part, dtype):
     rank, size = group.rank, group.size
     W, n = info["window_rows"], info["rows"]
     classes = class_array(info)
@@ -260,11 +259,7 @@ def _scatter(group, info, plan, part, dtype, timeout):
             reqs.append(group.comm.Irecv(part.X[off:off + length], source=0, tag=X_TAG))
             reqs.append(group.comm.Irecv(part.y[off:off + length], source=0, tag=Y_TAG))
         for req in reqs:
-            try:
-                yield Wait(req, timeout, "scatter")
-            except TimeoutError:
-                from .errors import StallError
-                raise StallError(f"scatter: rank 0 sent no data for {timeout:g} s (--stall-timeout)")
+            yield from group.wait(req, "scatter")
         return None
     # rank 0: stream the file window by window
     dests = [(r, pieces(plan.ranges[r], W, n)) for r in range(size)]
@@ -300,11 +295,7 @@ def _scatter(group, info, plan, part, dtype, timeout):
                     sends.append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=X_TAG))
                     sends.append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=Y_TAG))
             for req in sends:
-                try:
-                    yield Wait(req, timeout, "scatter")
-                except TimeoutError:
-                    from .errors import StallError
-                    raise StallError(f"scatter: a rank took no data for {timeout:g} s (--stall-timeout)")
+                yield from group.wait(req, "scatter")
     return err
 
 

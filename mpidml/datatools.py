@@ -55,7 +55,7 @@ def synth(out, n, d, k, seed=0, noise=1.0, kind="blobs", sort=False, chunk_rows=
     if kind == "nonlinear" and d < 3:
         raise UsageError("--kind nonlinear needs --features 3 or more")
     rng = np.random.default_rng(seed)
-    centers = (rng.standard_normal((max(k, 1), d)) * 1.5).astype(np.float32)
+    centers = (rng.standard_normal((max(k, 1), d)) * (4.0 / np.sqrt(d))).astype(np.float32)
     w = rng.standard_normal(d)
     chunk_rows = chunk_rows or max(1, min(n, (1 << 20) // (4 * d)))
     comp = None if compression == "none" else compression

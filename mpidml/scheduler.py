@@ -12,6 +12,7 @@ spinning, and counts that time as blocked (`idle_s`).
 Order is deterministic: runnable tasks run first-in first-out, and woken tasks join the
 queue in the order they were suspended. An exception in a task ends `run()` with it.
 """
+import os
 import time
 from collections import deque
 
@@ -163,6 +164,7 @@ class Scheduler:
         start = self.clock()
         spin_until = start + self.SPIN_S       # most collectives finish within microseconds
         while not self.ready and self.clock() < spin_until:
+            os.sched_yield()                    # let a peer on the same core run
             self._poll()
         nap = self.MIN_NAP
         while not self.ready:

@@ -101,7 +101,7 @@ class Run:
         arch = info["model"]
         self.kind = arch["kind"]
         t0 = self.clock()
-        part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype, cfg.stall_timeout or None)
+        part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype)
         self.distribute_s = self.clock() - t0
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())

@@ -1,0 +1,200 @@
+"""Fault injection: broken inputs and options, divergence, stalled and killed ranks,
+unwritable outputs, corrupt checkpoints, exact resume. Every launch has a timeout."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import DIGITS, MPIEXEC, ROOT, mpiexec, train, write_h5
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def broken_inputs(tmp):
+    """(name, extra args) for each kind of bad file or option."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4)).astype(np.float32)
+    y = np.arange(60) % 2
+    nan = X.copy()
+    nan[41, 2] = np.nan
+    inf = X.copy()
+    inf[7, 0] = np.inf
+    files = {
+        "nan": dict(X=nan, y=y), "inf": dict(X=inf, y=y), "mismatch": dict(X=X, y=y[:59]),
+        "1d_x": dict(X=X[:, 0], y=y), "3d_x": dict(X=X.reshape(60, 2, 2), y=y),
+        "empty": dict(X=np.zeros((0, 4)), y=np.zeros(0, int)), "no_features": dict(X=np.zeros((60, 0)), y=y),
+        "strings_x": dict(X=np.array([[b"a"] * 4] * 60), y=y), "one_class": dict(X=X, y=np.zeros(60, int)),
+        "nan_label": dict(X=X, y=np.where(y == 0, np.nan, 1.0)), "y_only": dict(y=y),
+        "test_mismatch": dict(train__X=X, train__y=y, test__X=X[:, :3], test__y=y),
+        "few_rows": dict(X=X[:2], y=y[:2]),
+    }
+    cases = [(name, ["--data", write_h5(tmp / f"{name}.h5", **d)]) for name, d in files.items()]
+    (tmp / "text.h5").write_text("not hdf5")
+    with open(DIGITS, "rb") as f:
+        (tmp / "truncated.h5").write_bytes(f.read(30000))
+    cases += [("missing", ["--data", tmp / "missing.h5"]), ("not_hdf5", ["--data", tmp / "text.h5"]),
+              ("truncated", ["--data", tmp / "truncated.h5"]), ("directory", ["--data", tmp]),
+              ("no_dataset", ["--data", DIGITS, "--x-dataset", "/nope", "--y-dataset", "/train/y"]),
+              ("zero_epochs", ["--epochs", "0"]), ("negative_batch", ["--batch-size", "-4"]),
+              ("nan_lr", ["--lr", "nan"]), ("unknown_option", ["--frobnicate"]),
+              ("unknown_model", ["--model", "svm"]), ("bad_hidden", ["--model", "mlp", "--hidden", "12,x"]),
+              ("logistic_10_classes", ["--model", "logistic"]), ("save_missing_dir", ["--save", tmp / "no" / "m.h5"]),
+              ("test_fraction_1", ["--test-fraction", "1"]), ("checkpoint_without_save", ["--checkpoint-every", "1"])]
+    return cases
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_every_broken_input_exits_2_with_one_line(tmp_path, n):
+    for name, args in broken_inputs(tmp_path):
+        t0 = time.time()
+        proc = mpiexec(n, ["--quiet", *args], timeout=30)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2, (name, proc.returncode, proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("mpidml: error: "), (name, proc.stderr)
+        assert "Traceback" not in proc.stderr and time.time() - t0 < 30
+        mentioned = [str(a) for a in args if str(a).startswith(("/", "--"))]
+        if name in ("missing", "nan", "mismatch", "truncated", "not_hdf5"):
+            assert any(m in lines[0] for m in mentioned), (name, lines[0])
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = mpiexec(1, ["--data", tmp_path / "missing.h5", "--debug"], timeout=30)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+def test_divergence_exits_3(tmp_path):
+    proc = mpiexec(3, ["--quiet", "--optimizer", "sgd", "--lr", "1e7", "--no-standardize"], timeout=30)
+    assert proc.returncode == 3, proc.stderr
+    assert "diverged in epoch 1" in proc.stderr and "--lr" in proc.stderr
+
+
+def test_read_only_output_directory(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):   # root ignores permissions; make it a file path instead
+            blocker = tmp_path / "file"
+            blocker.write_text("")
+            target = blocker / "m.h5"
+        else:
+            target = ro / "m.h5"
+        proc = mpiexec(3, ["--quiet", "--save", target], timeout=30)
+        assert proc.returncode == 2 and "--save" in proc.stderr, proc.stderr
+    finally:
+        ro.chmod(0o755)
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    bad = write_h5(tmp_path / "foreign.h5", params=np.zeros(3))
+    proc = mpiexec(3, ["--quiet", "--resume", bad], timeout=30)
+    assert proc.returncode == 2 and "not an mpidml model file" in proc.stderr
+    mpiexec(1, ["--quiet", "--epochs", "1", "--save", tmp_path / "m.h5"], check=0)
+    with h5py.File(tmp_path / "m.h5", "a") as f:
+        del f["params"]
+        f["params"] = np.zeros(5, np.float32)
+    for cmd in (["--quiet", "--resume", tmp_path / "m.h5"],
+                ["evaluate", "--model", tmp_path / "m.h5", "--data", DIGITS]):
+        proc = mpiexec(3, cmd, timeout=30)
+        assert proc.returncode == 2 and "corrupt model file" in proc.stderr, proc.stderr
+    trunc = tmp_path / "trunc.h5"
+    mpiexec(1, ["--quiet", "--epochs", "1", "--save", trunc], check=0)
+    data = trunc.read_bytes()
+    trunc.write_bytes(data[: len(data) // 2])
+    proc = mpiexec(2, ["evaluate", "--model", trunc, "--data", DIGITS], timeout=30)
+    assert proc.returncode == 2 and str(trunc) in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--overlap", "--sync-every", "2", "--optimizer", "adam", "--lr", "0.01"],
+                                  ["--sync", "gradients"]])
+def test_resume_is_bit_identical(tmp_path, args):
+    full = train(3, tmp_path, *args, "--epochs", "4", "--save", tmp_path / "full.h5", name="full.json")
+    train(3, tmp_path, *args, "--epochs", "2", "--save", tmp_path / "half.h5", name="half.json")
+    resumed = train(3, tmp_path, *args, "--epochs", "4", "--resume", tmp_path / "half.h5",
+                    "--save", tmp_path / "resumed.h5", name="resumed.json")
+    assert resumed["test"] == full["test"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+    with h5py.File(tmp_path / "full.h5") as a, h5py.File(tmp_path / "resumed.h5") as b:
+        assert np.array_equal(a["params"][...], b["params"][...])
+        assert np.array_equal(a["optimizer_state"][...], b["optimizer_state"][...])
+
+
+def test_resume_on_another_rank_count(tmp_path):
+    train(3, tmp_path, "--epochs", "2", "--save", tmp_path / "m.h5")
+    doc = train(2, tmp_path, "--epochs", "4", "--resume", tmp_path / "m.h5")
+    assert len(doc["history"]) == 4 and doc["test"]["accuracy"] > 0.93
+
+
+def _rank_pids(launcher, timeout=20):
+    """PIDs of the launched ranks, by the PMI_RANK that MPICH's launcher sets."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pids = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            except OSError:
+                continue
+            if env.get(b"MPIDML_TEST_TAG") == launcher.encode() and b"PMI_RANK" in env:
+                pids[int(env[b"PMI_RANK"])] = int(pid)
+        if len(pids) == 3:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError("ranks not found")
+
+
+def _launch_long_run(tmp_path, tag, *extra):
+    env = dict(os.environ, MPIDML_TEST_TAG=tag, PYTHONUNBUFFERED="1")
+    cmd = [MPIEXEC, "-n", "3", sys.executable, "-m", "mpidml", "--epochs", "100000", "--sync-every", "2", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _wait_epochs(proc, count):
+    for _ in range(count):
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+
+
+def test_stopped_rank_is_named_within_the_stall_timeout(tmp_path):
+    proc = _launch_long_run(tmp_path, f"stall-{os.getpid()}", "--stall-timeout", "3")
+    try:
+        _wait_epochs(proc, 4)
+        pids = _rank_pids(f"stall-{os.getpid()}")
+        os.kill(pids[1], signal.SIGSTOP)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=30)
+        elapsed = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 4, err
+    assert "mpidml: error:" in err and "rank 1 did not arrive" in err and "rank 2" not in err, err
+    assert elapsed < 3 + 8
+
+
+def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
+    ckpt = tmp_path / "ck.h5"
+    tag = f"kill-{os.getpid()}"
+    proc = _launch_long_run(tmp_path, tag, "--save", ckpt, "--checkpoint-every", "1")
+    try:
+        _wait_epochs(proc, 5)
+        os.kill(_rank_pids(tag)[2], signal.SIGKILL)
+        t0 = time.time()
+        proc.communicate(timeout=30)
+        assert time.time() - t0 < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    ev = mpiexec(1, ["evaluate", "--model", ckpt, "--data", DIGITS], check=0, timeout=30)
+    assert "accuracy" in ev.stdout + ev.stderr
+    leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert not leftovers or all(os.path.getsize(tmp_path / p) >= 0 for p in leftovers)
