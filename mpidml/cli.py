@@ -218,20 +218,25 @@ def make_config(args, environ=os.environ):
     actions = {a.dest: a for a in train_parser._actions}
 
     def convert(key, value, origin):
+        """A TOML or environment value through the same checks as the command line."""
         action = actions[key]
-        if isinstance(value, str) and action.type is not None:
+        if key == "hidden" and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if isinstance(getattr(cfg, key), bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise UsageError(f"{origin}: expects true or false, got {value!r}")
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if action.type is not None:
             try:
-                return action.type(value)
+                return action.type(str(value))
             except argparse.ArgumentTypeError as e:
                 raise UsageError(f"{origin}: {e}") from None
+            except ValueError:
+                raise UsageError(f"{origin}: invalid value {value!r}") from None
         if action.choices and value not in action.choices:
             raise UsageError(f"{origin}: {key} must be one of {', '.join(action.choices)}, got {value!r}")
-        if isinstance(value, str) and isinstance(getattr(cfg, key), bool):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise UsageError(f"{origin}: expects true or false, got {value!r}")
-            return value.lower() in ("1", "true", "yes", "on")
-        if key == "hidden" and isinstance(value, list):
-            return _hidden(",".join(str(v) for v in value))
         return value
 
     if getattr(args, "config", None):

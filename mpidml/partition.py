@@ -15,10 +15,11 @@ import numpy as np
 
 
 def default_block_rows(n_rows, chunk_rows=None):
-    """About 1024 blocks per dataset, at most 4096 rows each, whole HDF5 chunks if chunked."""
+    """About 1024 blocks per dataset, at most 4096 rows each; whole HDF5 chunks where the
+    chunks are smaller than that (larger chunks would make too few blocks to mix well)."""
     target = max(1, min(4096, -(-n_rows // 1024)))
-    if chunk_rows:
-        return int(chunk_rows * max(1, round(target / chunk_rows)))
+    if chunk_rows and chunk_rows <= target:
+        return int(chunk_rows * round(target / chunk_rows))
     return int(target)
 
 

@@ -53,3 +53,4 @@ s.run()
 out["overlap_err"] = float(np.abs(state - (expected + 1.0)).max())
 if rank == 0:
     sys.stdout.write(json.dumps(out) + "\n")
+group.close()
