@@ -14,10 +14,9 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
-from .partition import default_block_rows, make_plan, pieces
+from .partition import default_block_rows, make_plan, pieces, slabs
 
-X_TAG, Y_TAG = 11, 12
-TEST = -1  # destination of held-out rows (kept on rank 0)
+X_TAG = 11  # training rows use tags 11 (X) and 12 (y); test rows 13 and 14
 
 
 # -- opening and validating ------------------------------------------------------------
@@ -198,10 +197,19 @@ def plan_for(info, nranks):
 
 # -- distribution -------------------------------------------------------------------------
 class Partition:
-    """This rank's training rows (X, y) and, on rank 0, the test set."""
+    """This rank's training rows (X, y) and its share of the test rows (test_X, test_y)."""
 
-    def __init__(self, X, y, test_X=None, test_y=None, sizes=None):
-        self.X, self.y, self.test_X, self.test_y, self.sizes = X, y, test_X, test_y, sizes
+    def __init__(self, X, y, test_X=None, test_y=None, sizes=None, test_sizes=None):
+        self.X, self.y, self.test_X, self.test_y = X, y, test_X, test_y
+        self.sizes, self.test_sizes = sizes, test_sizes
+
+
+class Job:
+    """Rows of one dataset pair bound for the ranks: `ranges[r]` as in partition.Plan,
+    received into this rank's (X, y) with message tags `tag`, `tag + 1`."""
+
+    def __init__(self, x, y, rows, ranges, X, Y, tag):
+        self.x, self.y, self.rows, self.ranges, self.X, self.Y, self.tag = x, y, rows, ranges, X, Y, tag
 
 
 def _nonfinite(block, path, name, first_row):
@@ -218,22 +226,35 @@ def distribute(group, info, how="scatter", dtype=np.float32):
     plan = plan_for(info, group.size)
     rank, d = group.rank, info["features"]
     ydtype = dtype if info["task"] == "regression" else np.int32
-    X = np.empty((int(plan.sizes[rank]), d), dtype)
-    y = np.empty(int(plan.sizes[rank]), ydtype)
-    part = Partition(X, y, sizes=[int(s) for s in plan.sizes])
+
+    def arrays(n):
+        return np.empty((int(n), d), dtype), np.empty(int(n), ydtype)
+
+    X, y = arrays(plan.sizes[rank])
+    jobs = [Job(info["x"], info["y"], info["rows"], plan.ranges, X, y, X_TAG)]
+    part = Partition(X, y, sizes=[int(v) for v in plan.sizes])
+    test = info["test"]
+    if test:
+        if test["source"] == "split":
+            ranges, sizes = plan.test, plan.test_sizes     # rows of the training dataset
+        else:
+            ranges, sizes = slabs(test["rows"], group.size)
+        part.test_X, part.test_y = arrays(sizes[rank])
+        part.test_sizes = [int(v) for v in sizes]
+        jobs.append(Job(test["x"], test["y"], test["rows"], ranges, part.test_X, part.test_y, X_TAG + 2))
     err = None
-    if rank == 0 and info["test"]:
-        m = info["test"]["rows"]
-        part.test_X, part.test_y = np.empty((m, d), dtype), np.empty(m, ydtype)
     try:
         if how == "scatter":
-            err = yield from _scatter(group, info, plan, part, dtype)
+            # one pass over each file dataset: the split test rows travel with the training rows
+            passes = {}
+            for job in jobs:
+                passes.setdefault(job.x, []).append(job)
+            for batch in passes.values():
+                err = err or (yield from _stream(group, info, batch, dtype))
         elif how == "read":
-            err = _read_own(group, info, plan, part, dtype)
+            err = _read_own(group, info, jobs, dtype)
         else:
             raise UsageError(f"--distribute {how!r}: expected scatter or read")
-        if rank == 0 and err is None and info["test"] and info["test"]["source"] == "dataset":
-            err = _read_test_set(info, part, dtype)
     except UsageError as e:
         err = e
     yield from group.agree(err, "validate")
@@ -248,81 +269,73 @@ def _read_rows(ds, start, stop, out):
         out[...] = ds[start:stop]
 
 
-def _scatter(group, info, plan, part, dtype):
+def _stream(group, info, jobs, dtype):
+    """Generator: rank 0 reads the jobs' dataset window by window and sends every rank its
+    rows; the others receive straight into their partition. Returns rank 0's verdict."""
     rank, size = group.rank, group.size
-    W, n = info["window_rows"], info["rows"]
-    classes = class_array(info)
+    n, W = jobs[0].rows, info["window_rows"]
     if rank != 0:
-        mine = pieces(plan.ranges[rank], W, n)
         reqs = []
-        for _, _, length, off in mine:
-            reqs.append(group.comm.Irecv(part.X[off:off + length], source=0, tag=X_TAG))
-            reqs.append(group.comm.Irecv(part.y[off:off + length], source=0, tag=Y_TAG))
+        for job in jobs:
+            for _, _, length, off in pieces(job.ranges[rank], W, n):
+                reqs.append(group.comm.Irecv(job.X[off:off + length], source=0, tag=job.tag))
+                reqs.append(group.comm.Irecv(job.Y[off:off + length], source=0, tag=job.tag + 1))
         for req in reqs:
             yield from group.wait(req, "scatter")
         return None
-    # rank 0: stream the file window by window
-    dests = [(r, pieces(plan.ranges[r], W, n)) for r in range(size)]
-    if info["test"] and info["test"]["source"] == "split":
-        dests.append((TEST, pieces(plan.test, W, n)))
-    allp = np.concatenate([np.column_stack([p, np.full(len(p), r)]) for r, p in dests])
+    # rank 0: rows (window, file_start, length, offset, dest rank, job index) in file order
+    table = []
+    for j, job in enumerate(jobs):
+        for r in range(size):
+            p = pieces(job.ranges[r], W, n)
+            table.append(np.column_stack([p, np.full(len(p), r), np.full(len(p), j)]))
+    allp = np.concatenate(table)
     allp = allp[np.lexsort((allp[:, 1], allp[:, 0]))]
+    classes = class_array(info)
     err = None
     with open_h5(info["path"]) as f:
-        ds, ys = f[info["x"]], f[info["y"]]
+        ds, ys = f[jobs[0].x], f[jobs[0].y]
         raw = np.empty((min(W, n), info["features"]), ds.dtype)
         conv = raw if ds.dtype == dtype else np.empty(raw.shape, dtype)
-        bounds = np.searchsorted(allp[:, 0], np.arange(-(-n // W) + 1))
-        for w in range(-(-n // W)):
+        nwin = -(-n // W)
+        bounds = np.searchsorted(allp[:, 0], np.arange(nwin + 1))
+        for w in range(nwin):
             sel = allp[bounds[w]:bounds[w + 1]]
             if len(sel) == 0:
                 continue
             a, b = w * W, min(n, (w + 1) * W)
             if err is None:         # after an error, keep the stream going without reading
                 _read_rows(ds, a, b, raw[:b - a])
-                err = _nonfinite(raw[:b - a], info["path"], info["x"], a)
+                err = _nonfinite(raw[:b - a], info["path"], jobs[0].x, a)
                 if conv is not raw:
                     conv[:b - a] = raw[:b - a]
                 yenc = encode_labels(ys[a:b], info, dtype, classes)
             sends = []
-            for _, start, length, off, dest in sel:
-                lo, hi = start - a, start - a + length
+            for _, start, length, off, dest, j in sel:
+                lo, hi, job = start - a, start - a + length, jobs[j]
                 if dest == 0:
-                    part.X[off:off + length], part.y[off:off + length] = conv[lo:hi], yenc[lo:hi]
-                elif dest == TEST:
-                    part.test_X[off:off + length], part.test_y[off:off + length] = conv[lo:hi], yenc[lo:hi]
+                    job.X[off:off + length], job.Y[off:off + length] = conv[lo:hi], yenc[lo:hi]
                 else:
-                    sends.append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=X_TAG))
-                    sends.append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=Y_TAG))
+                    sends.append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=job.tag))
+                    sends.append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=job.tag + 1))
             for req in sends:
                 yield from group.wait(req, "scatter")
     return err
 
 
-def _read_own(group, info, plan, part, dtype):
-    """Every rank reads its own rows (and rank 0 the split test rows)."""
+def _read_own(group, info, jobs, dtype):
+    """Every rank reads its own rows of every job."""
     classes = class_array(info)
-    jobs = [(plan.ranges[group.rank], part.X, part.y)]
-    if group.rank == 0 and info["test"] and info["test"]["source"] == "split":
-        jobs.append((plan.test, part.test_X, part.test_y))
     with open_h5(info["path"]) as f:
-        ds, ys = f[info["x"]], f[info["y"]]
-        for ranges, X, y in jobs:
-            for start, length, off in ranges:
-                _read_rows(ds, start, start + length, X[off:off + length])
-                y[off:off + length] = encode_labels(ys[start:start + length], info, dtype, classes)
-                err = _nonfinite(X[off:off + length], info["path"], info["x"], start)
+        for job in jobs:
+            ds, ys = f[job.x], f[job.y]
+            for start, length, off in job.ranges[group.rank]:
+                _read_rows(ds, start, start + length, job.X[off:off + length])
+                job.Y[off:off + length] = encode_labels(ys[start:start + length], info, dtype, classes)
+                err = _nonfinite(job.X[off:off + length], info["path"], job.x, start)
                 if err:
                     return err
     return None
-
-
-def _read_test_set(info, part, dtype):
-    t = info["test"]
-    with open_h5(info["path"]) as f:
-        _read_rows(f[t["x"]], 0, t["rows"], part.test_X)
-        part.test_y[...] = encode_labels(f[t["y"]][...], info, dtype, class_array(info))
-    return _nonfinite(part.test_X, info["path"], t["x"], 0)
 
 
 # -- standardization ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ One seeded permutation of the blocks (`partition_seed`, independent of the rank 
 serves twice: without a /test set, the last `test_rows` rows of the permuted sequence
 are the held-out test set; the rest, in permuted order ('blocks' mode) or in file order
 ('contiguous' mode), are dealt to the ranks in consecutive runs whose sizes differ by at
-most one row. Files sorted by label, time or experiment thus give every rank a
+most one row. The test rows are dealt the same way, so evaluation is shared too. Files sorted by label, time or experiment thus give every rank a
 representative sample, the test split does not depend on the rank count, and no rank
 ever shuffles the whole dataset in memory. Each rank then shuffles its own rows every
 epoch. Everything here is a pure function of the arguments, so every rank computes the
@@ -31,10 +31,25 @@ def balanced_sizes(n, parts):
 
 class Plan:
     """Row ranges per rank: `ranges[r]` is an (k, 3) array of (file_start, length,
-    local_offset), sorted by file_start; `test` likewise for the held-out rows."""
+    local_offset), sorted by file_start; `test[r]` likewise for rank r's held-out rows."""
 
-    def __init__(self, ranges, test, sizes, test_rows):
-        self.ranges, self.test, self.sizes, self.test_rows = ranges, test, sizes, test_rows
+    def __init__(self, ranges, test, sizes, test_sizes):
+        self.ranges, self.test, self.sizes, self.test_sizes = ranges, test, sizes, test_sizes
+
+
+def _deal(part, nranks):
+    """Deal a cut part (rows in offset order) to ranks in balanced consecutive runs."""
+    by_offset = part[np.argsort(part[:, 2], kind="stable")]
+    sizes = balanced_sizes(int(part[:, 1].sum()), nranks)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return _cut(by_offset[:, 0], by_offset[:, 1], bounds), sizes
+
+
+def slabs(n_rows, nranks):
+    """Contiguous balanced ranges of n_rows (a separate /test dataset, predictions)."""
+    sizes = balanced_sizes(n_rows, nranks)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return [np.array([[s, n, 0]], np.int64)[:1 if n else 0] for s, n in zip(starts, sizes)], sizes
 
 
 def _cut(starts, lengths, bounds):
@@ -66,14 +81,11 @@ def make_plan(n_rows, nranks, test_rows=0, block_rows=None, partition_seed=0, mo
     n_train = n_rows - test_rows
     train, test = _cut(starts, lengths, np.array([0, n_train, n_rows]))
     if mode == "contiguous":
-        seq_starts, seq_lengths = train[:, 0], train[:, 1]        # file order
-    else:
-        # back to permuted order: the cut kept order within the train part by offset
-        by_offset = train[np.argsort(train[:, 2], kind="stable")]
-        seq_starts, seq_lengths = by_offset[:, 0], by_offset[:, 1]
-    sizes = balanced_sizes(n_train, nranks)
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    return Plan(_cut(seq_starts, seq_lengths, bounds), test, sizes, test_rows)
+        train = train.copy()
+        train[:, 2] = train[:, 0]           # deal in file order
+    ranges, sizes = _deal(train, nranks)
+    tests, test_sizes = _deal(test, nranks)
+    return Plan(ranges, tests, sizes, test_sizes)
 
 
 def pieces(ranges, window_rows, n_rows):

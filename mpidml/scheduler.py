@@ -6,8 +6,11 @@ A task is a generator. `yield` (or `yield None`) cedes to the next runnable task
 while; `yield event` (an `Event`) suspends until it is set; `return value` finishes the
 task and sets `task.result`. MPICH and Open MPI progress non-blocking collectives only
 inside MPI calls, so between task steps the scheduler tests the outstanding requests
-(one Testsome); when nothing can run it sleeps in short, growing naps instead of
-spinning, and counts that time as blocked (`idle_s`).
+(one Testsome). When nothing can run it polls with sched_yield for up to 2 ms (most
+collectives finish in microseconds, and a peer rank sharing the core gets to run: with
+3 ranks on 2 cores, sleeping between polls made an Iallreduce take milliseconds), then
+sleeps in short, growing naps so a long wait does not burn a core; all of it is counted
+as blocked time (`idle_s`).
 
 Order is deterministic: runnable tasks run first-in first-out, and woken tasks join the
 queue in the order they were suspended. An exception in a task ends `run()` with it.
@@ -60,7 +63,7 @@ class Task:
 class Scheduler:
     """Runs tasks to completion on one rank; see the module docstring."""
 
-    SPIN_S, MIN_NAP, MAX_NAP = 200e-6, 20e-6, 1e-3
+    SPIN_S, MIN_NAP, MAX_NAP = 2e-3, 50e-6, 0.5e-3
 
     def __init__(self, clock=time.perf_counter):
         self.clock = clock

@@ -18,7 +18,7 @@ from .aggregate import Averager
 from .checkpoint import ModelFile, check_writable
 from .comm import drive
 from .errors import DivergedError, UsageError
-from .evaluate import Scaling, score
+from .evaluate import Scaling, from_sums, partial_sums
 from .models import build
 from .optim import Optimizer, schedule
 from .scheduler import Event, Scheduler, Sleep
@@ -115,14 +115,14 @@ class Run:
         if cfg.standardize:
             mean, std = yield from datamod.global_stats(g, part.X, self.n_total)
             datamod.standardize(part.X, mean, std)
+            if part.test_X is not None:
+                datamod.standardize(part.test_X, mean, std)
             self.scaling.mean, self.scaling.std = mean, std
             if info["task"] == "regression":
                 ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total)
                 part.y -= self.dtype.type(ym[0])
                 part.y /= self.dtype.type(ys[0])
                 self.scaling.y_mean, self.scaling.y_std = float(ym[0]), float(ys[0])
-        if g.rank == 0 and part.test_X is not None:
-            part.test_X = self.scaling.features(part.test_X, self.dtype)
         yield from self._initial_state(resume)
 
     def _initial_state(self, resume):
@@ -265,8 +265,9 @@ class Run:
             self.samples += int(red[1])
             if not np.isfinite(red[0]):
                 raise self._diverged(epoch)
+            res = (yield from self.evaluate()) if part.test_X is not None else None
             wall = self.clock() - t_epoch
-            self._end_epoch(epoch, red[0] / max(red[1], 1), wall, red[1],
+            self._end_epoch(epoch, red[0] / max(red[1], 1), res, wall, red[1],
                             g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
         self.finished = True
         if averager is not None:
@@ -285,13 +286,12 @@ class Run:
         if not finite:
             raise self._diverged(epoch)
 
-    def _end_epoch(self, epoch, train_loss, wall, samples, comm_s, idle_s, compute_s):
-        """Rank 0: evaluate, record, print, checkpoint."""
+    def _end_epoch(self, epoch, train_loss, res, wall, samples, comm_s, idle_s, compute_s):
+        """Rank 0: record, print, checkpoint."""
         if self.group.rank != 0:
             return
         entry = {"epoch": epoch + 1, "train_loss": float(train_loss)}
-        if self.part.test_X is not None:
-            res = self.evaluate()
+        if res is not None:
             entry["test_loss"] = res["loss"]
             key = "r2" if self.info["task"] == "regression" else "accuracy"
             entry["test_" + key] = res[key]
@@ -313,9 +313,16 @@ class Run:
                 self.tracer.span("io", "checkpoint", t0, self.clock())
 
     def evaluate(self):
+        """Generator: test metrics of the (global) model; every rank scores its share of
+        the test rows and one Allreduce of the partial sums gives the exact totals."""
         k = len(self.info["classes"]) if self.info["classes"] else 0
-        return score(self.net, self.opt.weights, self.part.test_X, self.part.test_y, self.info["task"], k,
-                     self.scaling)
+        t0 = self.clock()
+        sums = partial_sums(self.net, self.opt.weights, self.part.test_X, self.part.test_y, self.info["task"], k,
+                            self.scaling)
+        if self.tracer:
+            self.tracer.span("trainer", "evaluate", t0, self.clock())
+        yield from self.group.allreduce(sums, "evaluate")
+        return from_sums(sums, self.info["task"], k)
 
     def model_file(self, epoch):
         s = self.scaling
@@ -363,8 +370,8 @@ def train(cfg, group, tracer=None):
                  f"{group.size} ranks; model {run.kind} ({run.net.size} parameters); "
                  f"sync {cfg.sync} every {cfg.sync_every}{' overlapped' if cfg.overlap else ''}")
     train_s = run.train()
-    if run.start_epoch >= cfg.epochs and group.rank == 0 and run.part.test_X is not None:
-        run.final = run.evaluate()
+    if run.start_epoch >= cfg.epochs and run.part.test_X is not None:
+        run.final = drive(run.evaluate(), "evaluate")
     per_rank = drive(group.gather_json({"rss": peak_rss_mb(), "compute_s": run.compute_s,
                                         "comm_s": group.comm_s, "comm_wait_s": run.sched.idle_s},
                                        label="report"), "report")
@@ -381,7 +388,7 @@ def train(cfg, group, tracer=None):
     doc = {
         "ranks": group.size, "model": run.kind, "config": cfg.as_dict(),
         "data": {"path": info["path"], "train_samples": run.n_total,
-                 "test_samples": 0 if run.part.test_X is None else len(run.part.test_y),
+                 "test_samples": 0 if run.part.test_X is None else int(sum(run.part.test_sizes)),
                  "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
                  "partition_sizes": run.part.sizes},
         "history": run.history,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mpidml.partition import balanced_sizes, default_block_rows, make_plan, pieces
+from mpidml.partition import balanced_sizes, default_block_rows, make_plan, pieces, slabs
 
 
 def rows_of(ranges):
@@ -21,7 +21,8 @@ def test_plan_covers_every_row_once(n, nranks, test, block, mode):
         assert len(rows) == plan.sizes[r]
         offsets = plan.ranges[r][:, 2]
         assert sorted(offsets.tolist()) == sorted(set(offsets.tolist()))
-    every = np.concatenate(parts + [rows_of(plan.test)])
+    assert plan.test_sizes.sum() == test and plan.test_sizes.max() - plan.test_sizes.min() <= 1
+    every = np.concatenate(parts + [rows_of(t) for t in plan.test])
     assert np.array_equal(np.sort(every), np.arange(n))
 
 
@@ -30,7 +31,8 @@ def test_1001_rows_on_3_ranks():
 
 
 def test_test_split_does_not_depend_on_rank_count():
-    tests = {tuple(rows_of(make_plan(2000, n, 400).test)) for n in (1, 2, 3, 5, 8)}
+    tests = {tuple(np.sort(np.concatenate([rows_of(t) for t in make_plan(2000, n, 400).test])))
+             for n in (1, 2, 3, 5, 8)}
     assert len(tests) == 1
 
 
@@ -59,3 +61,8 @@ def test_default_block_rows_aligns_to_chunks():
 def test_pieces_split_at_windows():
     p = pieces(np.array([[5, 20, 0], [40, 3, 20]]), 10, 100)
     assert p.tolist() == [[0, 5, 5, 0], [1, 10, 10, 5], [2, 20, 5, 15], [4, 40, 3, 20]]
+
+
+def test_slabs():
+    ranges, sizes = slabs(10, 3)
+    assert sizes.tolist() == [4, 3, 3] and [r.tolist() for r in ranges] == [[[0, 4, 0]], [[4, 3, 0]], [[7, 3, 0]]]
