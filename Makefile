@@ -46,7 +46,7 @@ test: $(STAMP)  ## the whole pytest suite, multi-rank tests included
 
 bench: $(STAMP)  ## benchmarks; writes BENCHMARKS.md
 	$(VPY) -m pip install -q -e '.[bench,$(EXTRAS)]'
-	$(VPY) bench/run.py --np $(NP) --mpiexec $(MPIEXEC) --out BENCHMARKS.md
+	$(VPY) bench/run.py --np $(NP) --mpiexec $(MPIEXEC) --out BENCHMARKS.md $(BENCH)
 
 data: $(STAMP)  ## a synthetic 1M x 100, 10-class dataset in data/synth-1m.h5
 	$(VPY) -m mpidml data synth --samples 1000000 --features 100 --classes 10 --out data/synth-1m.h5

@@ -16,8 +16,11 @@ so the K steps taken meanwhile are kept on top of the global average. The averag
 therefore one round (K steps) stale, in exchange for K steps of computation behind
 which the collective, and the waiting for slower peers, can hide. The merge happens at
 a fixed step, not whenever the request happens to finish, so runs stay bit-identical.
-Use it when ranks wait on each other (imbalance, noisy nodes) or the network offloads
-collectives; with one rank per core and no progress thread it cannot hide transfer time.
+MPI libraries without a progress thread (the mpich wheel) advance the collective only
+inside MPI calls, so while a round is in flight the trainer also polls between layers.
+Use it when ranks wait on each other (imbalance, noisy nodes, frequent averaging) or the
+network offloads collectives; with one rank per core it removes blocked time but cannot
+make the transfer itself free.
 """
 import numpy as np
 

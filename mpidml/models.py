@@ -70,9 +70,11 @@ class Net:
             w = self._work[batch] = (acts, grads, masks)
         return w
 
-    def _forward(self, layers, X, acts):
+    def _forward(self, layers, X, acts, poll=None):
         a = X
         for i, (W, b) in enumerate(layers):
+            if poll is not None:
+                poll()
             z = acts[i]
             np.matmul(a, W, out=z)
             z += b
@@ -85,18 +87,21 @@ class Net:
         return a  # pre-head output (logits or values)
 
     # -- training ---------------------------------------------------------------
-    def loss_grad(self, flat, X, y, grad):
+    def loss_grad(self, flat, X, y, grad, poll=None):
         """Mean loss on (X, y); writes the gradient of that mean into `grad`.
 
         y holds class indices (int) for softmax, 0/1 for sigmoid, targets for identity.
+        `poll`, if given, is called between layers (to progress MPI requests in flight).
         """
         n = X.shape[0]
         layers = self.views(flat)
         glayers = self.views(grad)
         acts, dacts, masks = self._buffers(n)
-        z = self._forward(layers, X, acts)
+        z = self._forward(layers, X, acts, poll)
         loss, dz = self._head_loss_grad(z, y, n)
         for i in range(len(layers) - 1, -1, -1):
+            if poll is not None:
+                poll()
             gW, gb = glayers[i]
             a_prev = X if i == 0 else acts[i - 1]
             np.matmul(a_prev.T, dz, out=gW)

@@ -100,6 +100,11 @@ class Scheduler:
                     t.gen.close()
             raise
 
+    def progress(self):
+        """Test the outstanding requests now (callable from inside a long step)."""
+        if self.requests:
+            self._poll()
+
     # -- internals ---------------------------------------------------------------
     def _step(self, task):
         send, throw = task._send, task._throw
