@@ -96,7 +96,9 @@ def add_train_options(p):
     g.add_argument("--hidden", type=_hidden, default=S, metavar="W1,W2", help="MLP hidden widths (default 128)")
     g.add_argument("--activation", choices=("relu", "tanh"), default=S, help="MLP activation (default relu)")
     g = p.add_argument_group("optimization (per rank)")
-    g.add_argument("--epochs", type=_positive_int("--epochs"), default=S, metavar="E", help=f"default {d.epochs}")
+    g.add_argument("--epochs", type=_positive_int("--epochs"), default=S, metavar="E",
+                   help="passes over the data (default 10, more for small data so that every rank takes "
+                        "at least 300 steps, at most 100 epochs; when resuming, the saved run's)")
     g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=S, metavar="B",
                    help=f"minibatch rows per rank (default {d.batch_size})")
     g.add_argument("--lr", type=_nonneg_float("--lr"), default=S, metavar="LR", help=f"learning rate (default {d.lr})")
@@ -170,7 +172,8 @@ def build_parser():
     q.add_argument("--kind", choices=("blobs", "nonlinear"), default="blobs",
                    help="blobs: Gaussian classes (linear); nonlinear: classes no linear model separates")
     q.add_argument("--sorted", action="store_true", help="store rows sorted by label")
-    q.add_argument("--chunk-rows", type=_positive_int("--chunk-rows"), default=None)
+    q.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per HDF5 chunk (default: about 1 MB; 0: contiguous layout, uncompressed only)")
     q.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", required=True, metavar="F.h5")

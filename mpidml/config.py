@@ -22,7 +22,7 @@ class TrainConfig:
     model: str = "auto"
     hidden: tuple = (128,)
     activation: str = "relu"
-    epochs: int = 10
+    epochs: int = 0            # 0: auto, see train.auto_epochs
     batch_size: int = 64
     lr: float = 0.05
     l2: float = 1e-4

@@ -150,7 +150,8 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
         chunk_rows = X.chunks[0] if X.chunks else None
         row_bytes = d * X.dtype.itemsize
         window = max(1, (chunk_mb << 20) // row_bytes)
-        if chunk_rows:
+        if chunk_rows and (chunk_rows <= window or X.compression):
+            # whole chunks per window: a compressed chunk is decompressed whole anyway
             window = max(chunk_rows, window // chunk_rows * chunk_rows)
         label_kind = None
         if classes is not None:
@@ -182,6 +183,8 @@ def encode_labels(yc, info, dtype, classes):
     if info["task"] == "regression":
         return yc.astype(dtype)
     lab = _as_labels(yc, info["task"])
+    if classes.dtype.kind == "i" and classes[0] == 0 and classes[-1] == len(classes) - 1:
+        return lab.astype(np.int32)             # labels 0..k-1 are their own indices
     return np.searchsorted(classes, lab).astype(np.int32)
 
 
@@ -213,7 +216,9 @@ class Job:
 
 
 def _nonfinite(block, path, name, first_row):
-    if block.dtype.kind != "f":
+    """An error naming the first row with NaN or inf, or None. One fast pass (the sum of
+    finite values is finite unless it overflows); the exact check only when it is not."""
+    if block.dtype.kind != "f" or np.isfinite(np.add.reduce(block, axis=None)):
         return None
     ok = np.isfinite(block).all(axis=1)
     if ok.all():
@@ -295,31 +300,39 @@ def _stream(group, info, jobs, dtype):
     err = None
     with open_h5(info["path"]) as f:
         ds, ys = f[jobs[0].x], f[jobs[0].y]
-        raw = np.empty((min(W, n), info["features"]), ds.dtype)
-        conv = raw if ds.dtype == dtype else np.empty(raw.shape, dtype)
+        # two window buffers: the next window is read while the last one's sends drain
+        bufs = [np.empty((min(W, n), info["features"]), ds.dtype) for _ in range(2)]
+        convs = [b if ds.dtype == dtype else np.empty(b.shape, dtype) for b in bufs]
+        pending = [[], []]
+        yencs = [None, None]
         nwin = -(-n // W)
         bounds = np.searchsorted(allp[:, 0], np.arange(nwin + 1))
         for w in range(nwin):
             sel = allp[bounds[w]:bounds[w + 1]]
             if len(sel) == 0:
                 continue
+            i = w % 2
+            raw, conv = bufs[i], convs[i]
+            for req in pending[i]:
+                yield from group.wait(req, "scatter")
+            pending[i] = []
             a, b = w * W, min(n, (w + 1) * W)
             if err is None:         # after an error, keep the stream going without reading
                 _read_rows(ds, a, b, raw[:b - a])
                 err = _nonfinite(raw[:b - a], info["path"], jobs[0].x, a)
                 if conv is not raw:
                     conv[:b - a] = raw[:b - a]
-                yenc = encode_labels(ys[a:b], info, dtype, classes)
-            sends = []
+                yencs[i] = encode_labels(ys[a:b], info, dtype, classes)
+            yenc = yencs[i]
             for _, start, length, off, dest, j in sel:
                 lo, hi, job = start - a, start - a + length, jobs[j]
                 if dest == 0:
                     job.X[off:off + length], job.Y[off:off + length] = conv[lo:hi], yenc[lo:hi]
                 else:
-                    sends.append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=job.tag))
-                    sends.append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=job.tag + 1))
-            for req in sends:
-                yield from group.wait(req, "scatter")
+                    pending[i].append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=job.tag))
+                    pending[i].append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=job.tag + 1))
+        for req in pending[0] + pending[1]:
+            yield from group.wait(req, "scatter")
     return err
 
 

@@ -57,7 +57,8 @@ def synth(out, n, d, k, seed=0, noise=1.0, kind="blobs", sort=False, chunk_rows=
     rng = np.random.default_rng(seed)
     centers = (rng.standard_normal((max(k, 1), d)) * (4.0 / np.sqrt(d))).astype(np.float32)
     w = rng.standard_normal(d)
-    chunk_rows = chunk_rows or max(1, min(n, (1 << 20) // (4 * d)))
+    if chunk_rows is None:
+        chunk_rows = max(1, min(n, (1 << 20) // (4 * d)))
     comp = None if compression == "none" else compression
 
     def write(tmp):
@@ -65,8 +66,8 @@ def synth(out, n, d, k, seed=0, noise=1.0, kind="blobs", sort=False, chunk_rows=
             for group, rows in (("train", n), ("test", test_samples)):
                 if rows <= 0:
                     continue
-                cr = min(chunk_rows, rows)
-                X = f.create_dataset(f"{group}/X", (rows, d), np.float32, chunks=(cr, d), compression=comp)
+                chunks = None if chunk_rows == 0 and comp is None else (min(chunk_rows or rows, rows), d)
+                X = f.create_dataset(f"{group}/X", (rows, d), np.float32, chunks=chunks, compression=comp)
                 Y = f.create_dataset(f"{group}/y", (rows,), np.float32 if k == 0 else np.int64,
                                      chunks=(min(rows, 1 << 16),), compression=comp)
                 if sort and k:

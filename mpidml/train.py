@@ -43,6 +43,13 @@ def choose_model(kind, info):
     return kind
 
 
+def auto_epochs(largest_partition, batch_size, min_steps=300):
+    """Default epochs: 10, or more (up to 100) so that every rank takes >= min_steps steps;
+    small datasets split over many ranks otherwise stop long before they converge."""
+    steps = -(-largest_partition // batch_size)
+    return int(min(100, max(10, -(-min_steps // steps))))
+
+
 def n_outputs(kind, info):
     if info["task"] == "regression":
         return 1
@@ -90,7 +97,8 @@ class Run:
                                         cfg.partition, cfg.chunk_mb)
                 if resume is not None:      # the architecture comes from the file
                     info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
-                                     "activation": resume.activation}
+                                     "activation": resume.activation,
+                                     "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
                 else:
                     info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
                                      "activation": cfg.activation}
@@ -107,6 +115,8 @@ class Run:
             self.tracer.span("io", "distribute", t0, self.clock())
         self.part = part
         self.n_total = int(sum(part.sizes))
+        if not cfg.epochs:
+            cfg.epochs = arch.get("epochs") or auto_epochs(max(part.sizes), cfg.batch_size)
         self.net = build(self.kind, info["features"], n_outputs(self.kind, info), arch["hidden"],
                          arch["activation"], self.dtype, info["task"])
         self.opt = Optimizer(cfg.optimizer, self.net.size, self.dtype, cfg.lr, cfg.l2,
