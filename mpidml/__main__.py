@@ -6,7 +6,7 @@ from mpidml.threads import pin_blas_threads
 
 def entry():
     pin_blas_threads(sys.argv[1:])
-    from mpidml.cli import main   # numpy loads here, after the pinning
+    from mpidml.cli import main  # numpy loads here, after the pinning
     return main()
 
 

@@ -73,7 +73,8 @@ def add_train_options(p):
     d = TrainConfig()
     g = p.add_argument_group("data")
     g.add_argument("--data", default=S, metavar="PATH", help="HDF5 file (default: the bundled digits dataset)")
-    g.add_argument("--x-dataset", default=S, metavar="NAME", help="features dataset, e.g. /features (default: /train/X or /X)")
+    g.add_argument("--x-dataset", default=S, metavar="NAME",
+                   help="features dataset, e.g. /features (default: /train/X or /X)")
     g.add_argument("--y-dataset", default=S, metavar="NAME", help="labels dataset (default: /train/y or /y)")
     g.add_argument("--test-fraction", type=_nonneg_float("--test-fraction", 1.0), default=S, metavar="F",
                    help=f"held-out share when the file has no /test (default {d.test_fraction})")
@@ -89,7 +90,8 @@ def add_train_options(p):
                    help=f"rank 0's read window when scattering (default {d.chunk_mb})")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=S,
                    help="scale features (and regression targets) by global mean/std (default on)")
-    g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="data and parameter precision (default float32)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=S,
+                   help="data and parameter precision (default float32: half the memory and traffic)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=("auto", "linear", "logistic", "softmax", "mlp"), default=S,
                    help="auto: linear for float targets, logistic for 2 classes, softmax for more")
@@ -102,7 +104,8 @@ def add_train_options(p):
     g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=S, metavar="B",
                    help=f"minibatch rows per rank (default {d.batch_size})")
     g.add_argument("--lr", type=_nonneg_float("--lr"), default=S, metavar="LR", help=f"learning rate (default {d.lr})")
-    g.add_argument("--l2", type=_nonneg_float("--l2"), default=S, metavar="L", help=f"L2 penalty on weights (default {d.l2})")
+    g.add_argument("--l2", type=_nonneg_float("--l2"), default=S, metavar="L",
+                   help=f"L2 penalty on weights (default {d.l2})")
     g.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default=S, help="default momentum")
     g.add_argument("--momentum", type=_nonneg_float("--momentum", 1.0), default=S, metavar="MU", help="default 0.9")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=S, help="Nesterov momentum")
@@ -123,7 +126,8 @@ def add_train_options(p):
     g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
                    help="run the averaging as a non-blocking collective behind the next K steps")
     g.add_argument("--stall-timeout", type=_nonneg_float("--stall-timeout"), default=S, metavar="S",
-                   help=f"end the job when a collective waits longer than S seconds (0: never; default {d.stall_timeout:g})")
+                   help="end the job when a collective waits longer than S seconds, naming the ranks that "
+                        f"stopped (0: never; default {d.stall_timeout:g})")
     g = p.add_argument_group("output")
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int("--checkpoint-every"), default=S, metavar="E",
@@ -284,8 +288,9 @@ def run_command(args, comm):
             e.agreed = True                      # same options, same verdict on every rank
             raise
         setup_logging(comm.rank, cfg.quiet)
-        from .train import train
         import numpy as np
+
+        from .train import train
         np.seterr(all="ignore")       # a diverging run ends with exit 3, not a page of warnings
         tracer = None
         if cfg.trace:

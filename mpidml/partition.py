@@ -5,11 +5,14 @@ One seeded permutation of the blocks (`partition_seed`, independent of the rank 
 serves twice: without a /test set, the last `test_rows` rows of the permuted sequence
 are the held-out test set; the rest, in permuted order ('blocks' mode) or in file order
 ('contiguous' mode), are dealt to the ranks in consecutive runs whose sizes differ by at
-most one row. The test rows are dealt the same way, so evaluation is shared too. Files sorted by label, time or experiment thus give every rank a
-representative sample, the test split does not depend on the rank count, and no rank
-ever shuffles the whole dataset in memory. Each rank then shuffles its own rows every
-epoch. Everything here is a pure function of the arguments, so every rank computes the
-same plan without communication.
+most one row; the test rows are dealt the same way, so evaluation is shared too. Files
+sorted by label, time or experiment thus give every rank a representative sample, the
+test split does not depend on the rank count, and no rank ever shuffles the whole
+dataset in memory. Each rank then shuffles its own rows every epoch. The block size
+(`--block-rows`) trades mixing (small blocks) against read granularity (large blocks);
+`--partition contiguous` deals the training rows in file order instead. Everything here
+is a pure function of the arguments, so every rank computes the same plan without
+communication.
 """
 import numpy as np
 

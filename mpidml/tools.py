@@ -133,8 +133,9 @@ def predict_command(args, group):
         spec[2] = MPI.DOUBLE
     drive(group.collective(lambda: group.comm.Igatherv(np.ascontiguousarray(block), spec, 0), "predict"))
     if group.rank == 0:
-        from .checkpoint import _atomic
         import h5py
+
+        from .checkpoint import _atomic
 
         def write(tmp):
             with h5py.File(tmp, "w") as f:
@@ -159,9 +160,9 @@ def predict_command(args, group):
 
 def info(group):
     """Versions, MPI library, ranks, BLAS and its threads (rank 0 prints)."""
-    from mpi4py import MPI
     import h5py
     import mpi4py
+    from mpi4py import MPI
     lines = {
         "mpidml": __version__, "python": platform.python_version(), "numpy": np.__version__,
         "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version, "mpi4py": mpi4py.__version__,

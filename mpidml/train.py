@@ -166,11 +166,13 @@ class Run:
         if sizes != self.net.sizes or m.head != self.net.head:
             return UsageError(f"{self.cfg.resume}: model layers {sizes} ({m.head}) do not fit this data "
                               f"({self.net.sizes}, {self.net.head})")
-        if m.optimizer_state is not None and m.attrs.get("config", {}).get("optimizer") not in (None, self.cfg.optimizer):
+        saved_optimizer = m.attrs.get("config", {}).get("optimizer")
+        if m.optimizer_state is not None and saved_optimizer not in (None, self.cfg.optimizer):
             return UsageError(f"{self.cfg.resume}: saved with --optimizer {m.config['optimizer']}, "
                               f"this run uses {self.cfg.optimizer}")
         if int(m.epoch) > self.cfg.epochs:
-            return UsageError(f"{self.cfg.resume}: already trained {m.epoch} epochs, more than --epochs {self.cfg.epochs}")
+            return UsageError(f"{self.cfg.resume}: already trained {m.epoch} epochs, "
+                              f"more than --epochs {self.cfg.epochs}")
         return None
 
     # -- the tasks ---------------------------------------------------------------------
@@ -200,7 +202,6 @@ class Run:
         """Task: the local minibatch loop and the synchronisation policy."""
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.part
         B, K = cfg.batch_size, cfg.sync_every
-        n_local = len(part.y)
         sizes = np.array(part.sizes)
         steps = -(-int(sizes.max()) // B)
         self.step_total = steps

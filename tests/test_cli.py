@@ -4,8 +4,8 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from conftest import DIGITS, mpiexec, train
+
 from mpidml.cli import make_config, parse
 from mpidml.errors import UsageError
 from mpidml.threads import pin_blas_threads
@@ -88,7 +88,8 @@ def test_evaluate_and_predict_a_saved_model(tmp_path):
     train(3, tmp_path, "--save", tmp_path / "m.h5", name="t.json")
     with h5py.File(tmp_path / "m.h5") as f:
         assert "pickle" not in str(dict(f.attrs))
-        assert json.loads(f.attrs["config"])["epochs"] == json.loads((tmp_path / "t.json").read_text())["config"]["epochs"]
+        saved = json.loads((tmp_path / "t.json").read_text())
+        assert json.loads(f.attrs["config"])["epochs"] == saved["config"]["epochs"]
     mpiexec(2, ["evaluate", "--model", tmp_path / "m.h5", "--data", DIGITS, "--metrics-json", tmp_path / "e.json"],
             check=0)
     doc = json.loads((tmp_path / "e.json").read_text())

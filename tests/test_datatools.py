@@ -2,8 +2,8 @@
 import h5py
 import numpy as np
 import pytest
-
 from conftest import mpiexec, train
+
 from mpidml.datatools import convert, inspect, synth
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,7 +61,8 @@ def test_convert_string_labels_npz_npy(tmp_path):
     csv.write_text("x1,x2,species\n1,2,setosa\n3,4,virginica\n5,6,setosa\n")
     convert(csv, tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5") as f:
-        assert [v.decode() if isinstance(v, bytes) else v for v in f["train/y"][...]] == ["setosa", "virginica", "setosa"]
+        labels = [v.decode() if isinstance(v, bytes) else v for v in f["train/y"][...]]
+        assert labels == ["setosa", "virginica", "setosa"]
     np.savez(tmp_path / "a.npz", X=np.ones((5, 2)), y=np.arange(5) % 2)
     convert(tmp_path / "a.npz", tmp_path / "a.h5")
     np.save(tmp_path / "b.npy", np.c_[np.ones((4, 3)), np.arange(4) * 0.5])

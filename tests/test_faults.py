@@ -9,7 +9,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import DIGITS, MPIEXEC, ROOT, mpiexec, train, write_h5
 
 pytestmark = pytest.mark.timeout(300)

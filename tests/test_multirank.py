@@ -5,7 +5,6 @@ import os
 import h5py
 import numpy as np
 import pytest
-
 from conftest import DIGITS, ROOT, mpiexec, train, write_h5
 
 pytestmark = pytest.mark.timeout(240)
@@ -98,3 +97,30 @@ def test_trace_shows_every_rank(tmp_path):
     names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     assert {"trainer", "comm"} <= names
     assert any(e["name"] == "average (overlapped)" for e in events if e["ph"] == "X")
+
+
+def _sklearn_logistic_accuracy(path):
+    sk = pytest.importorskip("sklearn.linear_model")
+    from sklearn.preprocessing import StandardScaler
+    with h5py.File(path) as f:
+        X, y, TX, Ty = f["train/X"][...], f["train/y"][...], f["test/X"][...], f["test/y"][...]
+    sc = StandardScaler().fit(X)
+    return sk.LogisticRegression(max_iter=3000).fit(sc.transform(X), y).score(sc.transform(TX), Ty)
+
+
+@pytest.mark.parametrize("opt", [["--optimizer", "sgd", "--lr", "0.1"], ["--optimizer", "momentum"],
+                                 ["--optimizer", "momentum", "--nesterov", "--schedule", "cosine"],
+                                 ["--optimizer", "adam", "--lr", "0.005", "--warmup-epochs", "1"]])
+def test_every_optimizer_reaches_logistic_regression_at_3_ranks(tmp_path, opt):
+    reference = _sklearn_logistic_accuracy(DIGITS)
+    doc = train(3, tmp_path, *opt)
+    assert doc["test"]["accuracy"] >= reference - 0.03, (opt, doc["test"]["accuracy"], reference)
+
+
+def test_mlp_separates_what_no_linear_model_can(tmp_path):
+    from mpidml.datatools import synth
+    path = tmp_path / "nl.h5"
+    synth(path, 6000, 6, 3, kind="nonlinear", test_samples=2000)
+    linear = train(3, tmp_path, "--data", path, "--model", "softmax", name="l.json")
+    mlp = train(3, tmp_path, "--data", path, "--model", "mlp", "--hidden", "64", "--epochs", "40", name="m.json")
+    assert linear["test"]["accuracy"] < 0.5 < 0.8 < mlp["test"]["accuracy"], (linear["test"], mlp["test"])

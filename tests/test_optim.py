@@ -50,7 +50,8 @@ def test_l2_and_clipping():
     opt.step(np.array([0.0, 0.0]), 1.0)
     np.testing.assert_allclose(opt.weights, [1.0, 2.0])          # bias (mask 0) untouched
     opt.step(np.array([30.0, 40.0]), 1.0)                        # norm 50 clipped to 1
-    np.testing.assert_allclose(opt.weights, [1.0 - 0.5 * 0 - (30 + 0.5) / np.hypot(30.5, 40), 2.0 - 40 / np.hypot(30.5, 40)])
+    norm = np.hypot(30 + 0.5, 40)                                # L2 adds 0.5 * w before clipping
+    np.testing.assert_allclose(opt.weights, [1.0 - 30.5 / norm, 2.0 - 40 / norm])
 
 
 def test_schedules():
