@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, agreed=True)   # every rank parses the same command line
 
 
-def _positive_int(name):
+def _positive_int():
     def parse(text):
         try:
             v = int(text)
@@ -40,7 +40,7 @@ def _positive_int(name):
     return parse
 
 
-def _nonneg_float(name, upper=None):
+def _nonneg_float(upper=None):
     def parse(text):
         try:
             v = float(text)
@@ -76,17 +76,17 @@ def add_train_options(p):
     g.add_argument("--x-dataset", default=S, metavar="NAME",
                    help="features dataset, e.g. /features (default: /train/X or /X)")
     g.add_argument("--y-dataset", default=S, metavar="NAME", help="labels dataset (default: /train/y or /y)")
-    g.add_argument("--test-fraction", type=_nonneg_float("--test-fraction", 1.0), default=S, metavar="F",
+    g.add_argument("--test-fraction", type=_nonneg_float(1.0), default=S, metavar="F",
                    help=f"held-out share when the file has no /test (default {d.test_fraction})")
     g.add_argument("--distribute", choices=("scatter", "read"), default=S,
                    help="rank 0 streams partitions to the ranks, or each rank reads its own rows (default scatter)")
     g.add_argument("--partition", choices=("blocks", "contiguous"), default=S,
                    help="rows to ranks: seeded permutation of row blocks, or contiguous runs (default blocks)")
-    g.add_argument("--block-rows", type=_positive_int("--block-rows"), default=S, metavar="R",
+    g.add_argument("--block-rows", type=_positive_int(), default=S, metavar="R",
                    help="rows per partition block (default: about 1/1024 of the rows, whole HDF5 chunks)")
     g.add_argument("--partition-seed", type=int, default=S, metavar="S",
                    help="seed of the block permutation and test split (default 0)")
-    g.add_argument("--chunk-mb", type=_positive_int("--chunk-mb"), default=S, metavar="MB",
+    g.add_argument("--chunk-mb", type=_positive_int(), default=S, metavar="MB",
                    help=f"rank 0's read window when scattering (default {d.chunk_mb})")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=S,
                    help="scale features (and regression targets) by global mean/std (default on)")
@@ -98,39 +98,39 @@ def add_train_options(p):
     g.add_argument("--hidden", type=_hidden, default=S, metavar="W1,W2", help="MLP hidden widths (default 128)")
     g.add_argument("--activation", choices=("relu", "tanh"), default=S, help="MLP activation (default relu)")
     g = p.add_argument_group("optimization (per rank)")
-    g.add_argument("--epochs", type=_positive_int("--epochs"), default=S, metavar="E",
+    g.add_argument("--epochs", type=_positive_int(), default=S, metavar="E",
                    help="passes over the data (default 10, more for small data so that every rank takes "
                         "at least 300 steps, at most 100 epochs; when resuming, the saved run's)")
-    g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=S, metavar="B",
+    g.add_argument("--batch-size", type=_positive_int(), default=S, metavar="B",
                    help=f"minibatch rows per rank (default {d.batch_size})")
-    g.add_argument("--lr", type=_nonneg_float("--lr"), default=S, metavar="LR", help=f"learning rate (default {d.lr})")
-    g.add_argument("--l2", type=_nonneg_float("--l2"), default=S, metavar="L",
+    g.add_argument("--lr", type=_nonneg_float(), default=S, metavar="LR", help=f"learning rate (default {d.lr})")
+    g.add_argument("--l2", type=_nonneg_float(), default=S, metavar="L",
                    help=f"L2 penalty on weights (default {d.l2})")
     g.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default=S, help="default momentum")
-    g.add_argument("--momentum", type=_nonneg_float("--momentum", 1.0), default=S, metavar="MU", help="default 0.9")
+    g.add_argument("--momentum", type=_nonneg_float(1.0), default=S, metavar="MU", help="default 0.9")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=S, help="Nesterov momentum")
     g.add_argument("--schedule", choices=("constant", "step", "cosine"), default=S, help="learning-rate schedule")
-    g.add_argument("--warmup-epochs", type=_nonneg_float("--warmup-epochs"), default=S, metavar="E",
+    g.add_argument("--warmup-epochs", type=_nonneg_float(), default=S, metavar="E",
                    help="linear learning-rate warmup")
-    g.add_argument("--step-epochs", type=_positive_int("--step-epochs"), default=S, metavar="E",
+    g.add_argument("--step-epochs", type=_positive_int(), default=S, metavar="E",
                    help="step schedule: multiply by --gamma every E epochs")
-    g.add_argument("--gamma", type=_nonneg_float("--gamma"), default=S, help="step schedule factor (default 0.1)")
-    g.add_argument("--clip-norm", type=_nonneg_float("--clip-norm"), default=S, metavar="C",
+    g.add_argument("--gamma", type=_nonneg_float(), default=S, help="step schedule factor (default 0.1)")
+    g.add_argument("--clip-norm", type=_nonneg_float(), default=S, metavar="C",
                    help="clip the gradient's global norm to C (0: off)")
     g.add_argument("--seed", type=int, default=S, help="same seed and same ranks give bit-identical results")
     g = p.add_argument_group("aggregation")
     g.add_argument("--sync", choices=("average", "gradients"), default=S,
                    help="average: model averaging every K steps (local SGD); gradients: Allreduce every step")
-    g.add_argument("--sync-every", type=_positive_int("--sync-every"), default=S, metavar="K",
+    g.add_argument("--sync-every", type=_positive_int(), default=S, metavar="K",
                    help=f"local steps between averagings (default {d.sync_every})")
     g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
                    help="run the averaging as a non-blocking collective behind the next K steps")
-    g.add_argument("--stall-timeout", type=_nonneg_float("--stall-timeout"), default=S, metavar="S",
+    g.add_argument("--stall-timeout", type=_nonneg_float(), default=S, metavar="S",
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
                         f"stopped (0: never; default {d.stall_timeout:g})")
     g = p.add_argument_group("output")
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
-    g.add_argument("--checkpoint-every", type=_positive_int("--checkpoint-every"), default=S, metavar="E",
+    g.add_argument("--checkpoint-every", type=_positive_int(), default=S, metavar="E",
                    help="rewrite --save atomically every E epochs")
     g.add_argument("--resume", default=S, metavar="PATH", help="continue from a model file up to --epochs in total")
     g.add_argument("--metrics-json", default=S, metavar="PATH", help="rank 0 writes the metrics document here")
@@ -141,7 +141,7 @@ def add_train_options(p):
 
 def add_common(p):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--threads", type=_positive_int("--threads"), metavar="N",
+    p.add_argument("--threads", type=_positive_int(), metavar="N",
                    help="BLAS threads per rank (default 1, or MPIDML_THREADS)")
 
 
@@ -168,11 +168,11 @@ def build_parser():
     p = sub.add_parser("data", help="synth, convert or inspect data files")
     dsub = p.add_subparsers(dest="data_command", parser_class=Parser, required=True)
     q = dsub.add_parser("synth", help="synthetic float32 data in the default layout")
-    q.add_argument("--samples", type=_positive_int("--samples"), default=10000)
-    q.add_argument("--features", type=_positive_int("--features"), default=20)
+    q.add_argument("--samples", type=_positive_int(), default=10000)
+    q.add_argument("--features", type=_positive_int(), default=20)
     q.add_argument("--classes", type=int, default=2, help="0: regression")
     q.add_argument("--test-samples", type=int, default=0, help="rows of a /test set (default none)")
-    q.add_argument("--noise", type=_nonneg_float("--noise"), default=1.0)
+    q.add_argument("--noise", type=_nonneg_float(), default=1.0)
     q.add_argument("--kind", choices=("blobs", "nonlinear"), default="blobs",
                    help="blobs: Gaussian classes (linear); nonlinear: classes no linear model separates")
     q.add_argument("--sorted", action="store_true", help="store rows sorted by label")
@@ -196,9 +196,15 @@ def build_parser():
 
 
 def parse(argv):
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+    parser = build_parser()
+    if list(argv) in (["-h"], ["--help"]):      # the commands, then every train option
+        parser.print_help()
+        sys.stdout.write("\nWith no command, mpidml trains; its options (mpidml train --help):\n\n")
+        parser._subparsers._group_actions[0].choices["train"].print_help()
+        raise SystemExit(0)
+    if not argv or argv[0].startswith("-") and argv[0] != "--version":
         argv = ["train", *argv]
-    return build_parser().parse_args(argv)
+    return parser.parse_args(argv)
 
 
 def _key(name):
