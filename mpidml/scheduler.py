@@ -65,8 +65,8 @@ class Scheduler:
 
     SPIN_S, MIN_NAP, MAX_NAP = 2e-3, 50e-6, 0.5e-3
 
-    def __init__(self, clock=time.perf_counter):
-        self.clock = clock
+    def __init__(self, clock=time.perf_counter, tracer=None):
+        self.clock, self.tracer = clock, tracer
         self.ready = deque()
         self.requests = []          # [task, request, deadline, label]
         self.sleepers = []          # [task, wake_time]
@@ -184,4 +184,7 @@ class Scheduler:
             time.sleep(sleep)
             nap = min(nap * 2, self.MAX_NAP)
             self._poll()
-        self.idle_s += self.clock() - start
+        end = self.clock()
+        self.idle_s += end - start
+        if self.tracer:
+            self.tracer.span("blocked", "wait", start, end)

@@ -346,13 +346,15 @@ class Run:
                          kind=self.kind, task=self.info["task"], head=self.net.head, sizes=self.net.sizes,
                          activation=self.net.activation, dtype=self.dtype.name, epoch=epoch, step=self.opt.t,
                          seed=self.cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
+                         rng={"generator": "numpy PCG64", "epoch_order_seed": "[seed, rank, epoch]",
+                              "seed": self.cfg.seed, "next_epoch": epoch},
                          features=self.info["features"], config=self.cfg.as_dict(), history=self.history)
 
     # -- the whole run -----------------------------------------------------------------
     def train(self):
         """Run the tasks to completion; returns train_s."""
         cfg = self.cfg
-        self.sched = Scheduler()
+        self.sched = Scheduler(tracer=self.tracer)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
         self.finished, self.epoch, self.step_index, self.step_total = False, self.start_epoch, 0, 0
         self.averager = None

@@ -95,7 +95,7 @@ def test_trace_shows_every_rank(tmp_path):
     events = json.loads(trace.read_text())["traceEvents"]
     assert {e["pid"] for e in events} == {0, 1, 2}
     names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
-    assert {"trainer", "comm"} <= names
+    assert {"trainer", "comm", "blocked", "io"} <= names
     assert any(e["name"] == "average (overlapped)" for e in events if e["ph"] == "X")
 
 
