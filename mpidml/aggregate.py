@@ -51,15 +51,17 @@ class Averager:
         self.requested.set()
 
     def finish(self):
-        """Generator: wait for the round in flight (if any) and merge it."""
+        """Generator: wait for the round in flight (if any) and merge it; returns the
+        global average it merged (the same on every rank), or None."""
         if not self.in_flight:
-            return
+            return None
         if not self.done.is_set:
             yield self.done
         self.state += self.buf
         self.state -= self.snap
         self.in_flight = False
         self.rounds += 1
+        return self.buf
 
     def communicator(self):
         """Task: run each requested averaging collective while training goes on."""

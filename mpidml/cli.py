@@ -304,17 +304,20 @@ def run_command(args, comm):
             from .trace import Tracer
             tracer = Tracer(comm.rank)
         group = Group(comm, cfg.stall_timeout, tracer)
-        doc = train(cfg, group, tracer)
-        if comm.rank == 0:
-            report(doc, cfg.metrics_json, cfg.quiet)
-        group.close()
+        try:
+            doc = train(cfg, group, tracer)
+            if comm.rank == 0:
+                report(doc, cfg.metrics_json, cfg.quiet)
+        finally:
+            group.close()        # before MPI finalizes, also when every rank ends on an error
         return 0
     setup_logging(comm.rank)
     from . import tools
     group = Group(comm)
-    code = tools.run(args, group, report)
-    group.close()
-    return code
+    try:
+        return tools.run(args, group, report)
+    finally:
+        group.close()
 
 
 def report(doc, metrics_json=None, quiet=False):
@@ -324,7 +327,7 @@ def report(doc, metrics_json=None, quiet=False):
         from .checkpoint import atomic_write_bytes
         atomic_write_bytes(metrics_json, json.dumps(doc, indent=1).encode())
     t = doc.get("test")
-    if t is None or quiet and not t:
+    if not t:
         return
     if "accuracy" in t:
         log.warning(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")

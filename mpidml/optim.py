@@ -79,6 +79,9 @@ def schedule(kind, base_lr, total_steps, steps_per_epoch, warmup_steps=0,
     if kind not in ("constant", "step", "cosine"):
         raise ValueError(f"unknown schedule {kind!r}")
 
+    if kind == "constant" and not warmup_steps:
+        return lambda t: base_lr
+
     def lr(t):
         if warmup_steps and t < warmup_steps:
             return base_lr * (t + 1) / warmup_steps

@@ -155,7 +155,7 @@ class Scheduler:
                         self.ready.append(entry[0])
             if now is not None:
                 self.requests = [e for e in self.requests if e[0] not in self.ready]
-        if self.waiting_events:
+        if self.waiting_events and any(ev.is_set for _, ev in self.waiting_events):
             keep = []
             for task, ev in self.waiting_events:
                 (self.ready.append(task) if ev.is_set else keep.append([task, ev]))

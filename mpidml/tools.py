@@ -1,5 +1,4 @@
 """The subcommands besides train: evaluate, predict, data, info, plot."""
-import json
 import logging
 import platform
 import sys
@@ -78,7 +77,9 @@ def evaluate(args, report):
             raise UsageError(f"{args.data}: no dataset {yn}")
         raw_y = f[yn][...]
         X = X[...]
-    if m.dtype and X.dtype.kind == "f" and not np.isfinite(X).all():
+    if len(raw_y) != len(X):
+        raise UsageError(f"{args.data}: {xn} has {len(X)} rows but {yn} has {len(raw_y)}")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
         raise UsageError(f"{args.data}: dataset {xn} has NaN or inf")
     info = {"task": m.task, "classes": m.classes, "label_kind": m.attrs.get("label_kind")}
     classes = None
@@ -193,6 +194,3 @@ def _blas_threads():
     except ImportError:
         return None
 
-
-def dump_json(doc):
-    return json.dumps(doc, indent=1)

@@ -33,13 +33,13 @@ def choose_model(kind, info):
         kind = "linear" if info["task"] == "regression" else ("logistic" if k == 2 else "softmax")
     if kind == "logistic" and k != 2:
         raise UsageError(f"--model logistic needs 2 classes, {info['path']}:{info['y']} has {k}; "
-                         "use --model softmax", agreed=True)
+                         "use --model softmax")
     if kind in ("logistic", "softmax") and info["task"] == "regression":
         raise UsageError(f"--model {kind} needs class labels, {info['path']}:{info['y']} holds float "
-                         "targets; use --model linear or mlp", agreed=True)
+                         "targets; use --model linear or mlp")
     if kind == "linear" and info["task"] != "regression":
         raise UsageError(f"--model linear needs float targets, {info['path']}:{info['y']} holds class "
-                         "labels; use --model logistic or softmax", agreed=True)
+                         "labels; use --model logistic or softmax")
     return kind
 
 
@@ -99,6 +99,10 @@ class Run:
                     info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
                                      "activation": resume.activation,
                                      "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
+                    # the first layer was trained on features scaled this way: keep it
+                    info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
+                                       (("mean", resume.mean), ("std", resume.std),
+                                        ("y_mean", resume.y_mean), ("y_std", resume.y_std))}
                 else:
                     info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
                                      "activation": cfg.activation}
@@ -121,19 +125,33 @@ class Run:
                          arch["activation"], self.dtype, info["task"])
         self.opt = Optimizer(cfg.optimizer, self.net.size, self.dtype, cfg.lr, cfg.l2,
                              self.net.weight_mask(), cfg.momentum, cfg.nesterov, clip_norm=cfg.clip_norm)
-        self.scaling = Scaling()
-        if cfg.standardize:
-            mean, std = yield from datamod.global_stats(g, part.X, self.n_total)
-            datamod.standardize(part.X, mean, std)
+        self.scaling = yield from self._scaling(info.get("scaling"))
+        s = self.scaling
+        if s.mean is not None:
+            datamod.standardize(part.X, s.mean, s.std)
             if part.test_X is not None:
-                datamod.standardize(part.test_X, mean, std)
-            self.scaling.mean, self.scaling.std = mean, std
-            if info["task"] == "regression":
-                ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total)
-                part.y -= self.dtype.type(ym[0])
-                part.y /= self.dtype.type(ys[0])
-                self.scaling.y_mean, self.scaling.y_std = float(ym[0]), float(ys[0])
+                datamod.standardize(part.test_X, s.mean, s.std)
+        if s.y_mean is not None:
+            part.y -= self.dtype.type(s.y_mean)
+            part.y /= self.dtype.type(s.y_std)
         yield from self._initial_state(resume)
+
+    def _scaling(self, saved):
+        """Generator: the standardization statistics, from the resumed model or computed
+        from all training rows (two Allreduce passes)."""
+        if saved is not None:
+            arr = {k: None if v is None else np.array(v, np.float64) for k, v in saved.items()}
+            return Scaling(arr["mean"], arr["std"], None if arr["y_mean"] is None else float(arr["y_mean"][0]),
+                           None if arr["y_std"] is None else float(arr["y_std"][0]))
+        scaling = Scaling()
+        if not self.cfg.standardize:
+            return scaling
+        g, part = self.group, self.part
+        scaling.mean, scaling.std = yield from datamod.global_stats(g, part.X, self.n_total)
+        if self.info["task"] == "regression":
+            ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total)
+            scaling.y_mean, scaling.y_std = float(ym[0]), float(ys[0])
+        return scaling
 
     def _initial_state(self, resume):
         """Generator: same starting state on every rank (seeded on rank 0, broadcast)."""
@@ -261,8 +279,10 @@ class Run:
                     trace.span("trainer", "step", t0, t1)
                 if not gradients and (s + 1) % K == 0 and s != steps - 1:
                     if cfg.overlap:
-                        yield from averager.finish()
-                        self._check_finite(w, epoch)
+                        merged = yield from averager.finish()
+                        if merged is not None:
+                            # the global average is the same on every rank; the merged w is not
+                            self._check_finite(merged, epoch)
                         averager.start()
                     else:
                         yield from averager.blocking()
@@ -292,7 +312,7 @@ class Run:
                              agreed=True)
 
     def _check_finite(self, w, epoch):
-        # identical on every rank after a synchronisation, so all ranks agree without messages;
+        # w must be identical on every rank (an average), so all ranks agree without messages;
         # |w| beyond ~1e19 overflows the float32 dot product, which is divergence all the same
         with np.errstate(over="ignore", invalid="ignore"):
             finite = np.isfinite(np.dot(w, w))

@@ -79,3 +79,15 @@ def test_data_commands_from_the_command_line(tmp_path):
     assert "300 rows" in proc.stdout
     proc = mpiexec(2, ["data", "convert", tmp_path / "none.csv", tmp_path / "x.h5"], timeout=30)
     assert proc.returncode == 2 and "none.csv: no such file" in proc.stderr
+
+
+def test_real_data_stored_sorted_by_label_trains_like_shuffled(tmp_path):
+    from conftest import DIGITS
+    with h5py.File(DIGITS) as f:
+        X, y, TX, Ty = f["train/X"][...], f["train/y"][...], f["test/X"][...], f["test/y"][...]
+    order = np.argsort(y, kind="stable")
+    with h5py.File(tmp_path / "sorted.h5", "w") as f:
+        f["train/X"], f["train/y"], f["test/X"], f["test/y"] = X[order], y[order], TX, Ty
+    sorted_run = train(3, tmp_path, "--data", tmp_path / "sorted.h5", name="s.json")
+    shuffled = train(3, tmp_path, name="u.json")
+    assert sorted_run["test"]["accuracy"] >= shuffled["test"]["accuracy"] - 0.03

@@ -93,3 +93,15 @@ def test_float32_training_step_allocates_work_once():
     bufs = net._work[16]
     net.loss_grad(w, X, y, g)
     assert net._work[16] is bufs and g.dtype == np.float32
+
+
+def test_softmax_is_stable_for_widely_spread_logits():
+    net = Net([2, 3], "softmax", dtype=np.float32)
+    w = np.zeros(net.size, np.float32)
+    W, b = net.views(w)[0]
+    b[...] = [0.0, 1.0, 2.0]
+    W[0] = [0.0, 500.0, 0.0]          # the first row's logits sit hundreds below the second's
+    X = np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32)
+    g = np.empty(net.size, np.float32)
+    loss = net.loss_grad(w, X, np.array([2, 1]), g)
+    assert np.isfinite(loss) and np.isfinite(g).all() and loss < 1.0
