@@ -136,6 +136,9 @@ def add_train_options(p):
     g.add_argument("--metrics-json", default=S, metavar="PATH", help="rank 0 writes the metrics document here")
     g.add_argument("--trace", default=S, metavar="PATH", help="Chrome trace JSON of every rank's tasks (Perfetto)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress lines")
+    g.add_argument("--progress-bar", action="store_true", default=S,
+                   help="live bar within each epoch on rank 0 (automatic when its stdout is a terminal; "
+                        "under mpiexec it usually is not, so ask for it)")
     g.add_argument("--config", metavar="TOML", help="options from a TOML file (keys as options, with _ or -)")
 
 

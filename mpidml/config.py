@@ -53,6 +53,7 @@ class TrainConfig:
     trace: str = ""
     stall_timeout: float = 300.0
     quiet: bool = False
+    progress_bar: bool = False     # also on whenever rank 0's stdout is a terminal
 
     def as_dict(self):
         d = dataclasses.asdict(self)

@@ -357,16 +357,22 @@ def _chunks(n, rows=65536):
 
 
 def global_stats(group, X, n_total):
-    """Generator: global per-column mean and std (float64), by two Allreduce passes."""
+    """Generator: global per-column mean and std (float64), by two Allreduce passes
+    (sums, then squared deviations: no cancellation), in cache-sized chunks."""
     X2 = X.reshape(len(X), -1)
     acc = np.zeros(X2.shape[1], np.float64)
-    for a, b in _chunks(len(X2)):
-        acc += X2[a:b].sum(axis=0, dtype=np.float64)
+    for a, b in _chunks(len(X2), 8192):
+        acc += np.add.reduce(X2[a:b], axis=0, dtype=np.float64)
     yield from group.allreduce(acc, "stats")
     mean = acc / n_total
+    m = mean.astype(X2.dtype)
     acc = np.zeros_like(mean)
-    for a, b in _chunks(len(X2)):
-        acc += np.square(X2[a:b] - mean).sum(axis=0)
+    tmp = np.empty((min(8192, len(X2)), X2.shape[1]), X2.dtype)
+    for a, b in _chunks(len(X2), 8192):
+        d = tmp[:b - a]
+        np.subtract(X2[a:b], m, out=d)
+        np.multiply(d, d, out=d)
+        acc += np.add.reduce(d, axis=0, dtype=np.float64)
     yield from group.allreduce(acc, "stats")
     std = np.sqrt(acc / n_total)
     std[std == 0] = 1.0

@@ -4,7 +4,7 @@ Each rank runs four cooperative tasks on its scheduler:
   trainer       minibatch steps on the local partition; yields after every step
   communicator  the overlapped averaging collectives (--overlap)
   prefetch      the next epoch's minibatch order
-  monitor       the live progress bar on rank 0 (only when stdout is a terminal)
+  monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
 """
 import logging
 import resource
@@ -69,6 +69,7 @@ class Run:
         self.dtype = np.dtype(cfg.dtype)
         self.clock = time.perf_counter
         self.compute_s = 0.0
+        self.bar = False
         self.history = []
         self.samples = 0
 
@@ -205,16 +206,23 @@ class Run:
                 yield self.order_taken
                 self.order_taken.clear()
 
+    BAR_WIDTH = 30
+
     def monitor(self):
-        """Task: a live progress bar within the epoch (rank 0, terminals only)."""
+        """Task: a live progress bar within the epoch, redrawn every 0.2 s (rank 0)."""
         while not self.finished:
             yield Sleep(0.2)
-            if self.step_total:
+            if self.step_total and not self.finished:
                 frac = self.step_index / self.step_total
-                bar = "#" * int(frac * 30)
-                sys.stdout.write(f"\r  epoch {self.epoch + 1} [{bar:<30}] {frac:4.0%}")
+                bar = "#" * int(frac * self.BAR_WIDTH)
+                sys.stdout.write(f"\r  epoch {self.epoch + 1} [{bar:<{self.BAR_WIDTH}}] {frac:4.0%}")
                 sys.stdout.flush()
-        sys.stdout.write("\r" + " " * 50 + "\r")
+        self.clear_bar()
+
+    def clear_bar(self):
+        if self.bar:
+            sys.stdout.write("\r" + " " * (self.BAR_WIDTH + 20) + "\r")
+            sys.stdout.flush()
 
     def trainer(self):
         """Task: the local minibatch loop and the synchronisation policy."""
@@ -333,6 +341,7 @@ class Run:
                       "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": idle_s})
         self.history.append(entry)
         if not self.cfg.quiet:
+            self.clear_bar()
             metric = "".join(f"  {k} {entry[k]:.4f}" for k in ("test_loss", "test_accuracy", "test_r2")
                              if k in entry)
             share = idle_s / wall if wall > 0 else 0.0
@@ -386,7 +395,8 @@ class Run:
         if self.averager is not None and cfg.overlap:
             self.sched.spawn(self.averager.communicator(), "communicator")
         self.sched.spawn(self.prefetch(), "prefetch")
-        if self.group.rank == 0 and not cfg.quiet and sys.stdout.isatty():
+        if self.group.rank == 0 and not cfg.quiet and (cfg.progress_bar or sys.stdout.isatty()):
+            self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
         self.sched.run()
         self.finished = True
