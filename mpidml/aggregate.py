@@ -34,13 +34,11 @@ class Averager:
         self.buf = np.empty_like(state) if overlap else None
         self.requested, self.done = Event(), Event()
         self.in_flight = self.stopping = False
-        self.rounds = 0
 
     def blocking(self):
         """Generator: average the state now."""
         self.state *= self.weight
         yield from self.group.allreduce(self.state, "average")
-        self.rounds += 1
 
     def start(self):
         """Snapshot the state and hand its weighted copy to the communicator task."""
@@ -60,7 +58,6 @@ class Averager:
         self.state += self.buf
         self.state -= self.snap
         self.in_flight = False
-        self.rounds += 1
         return self.buf
 
     def communicator(self):

@@ -125,9 +125,6 @@ class Group:
     def bcast(self, buf, root=0, label="bcast"):
         yield from self.collective(lambda: self.comm.Ibcast(buf, root), label)
 
-    def barrier(self, label="barrier"):
-        yield from self.collective(self.comm.Ibarrier, label)
-
     def bcast_json(self, obj, root=0, label="bcast"):
         """Broadcast a JSON-able object from `root` (no pickle); returns it on every rank."""
         size = np.zeros(1, np.int64)

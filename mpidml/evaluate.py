@@ -33,9 +33,8 @@ def partial_sums(net, params, X, y, task, n_classes, scaling):
     """The additive pieces of the test metrics on these rows (float64 vector), so that
     ranks holding parts of the test set can Allreduce them into exact global metrics.
 
-    classification: [rows, loss sum, confusion matrix (k*k)]
-    regression:     [rows, loss sum, sum d, sum d^2, sum residual^2, sum |residual|],
-                    d = y - c with c the training target mean (keeps the sums well scaled)
+    classification: [loss sum, rows, confusion matrix (k*k)]
+    regression:     [loss sum, metrics.regression_sums around the training target mean]
     """
     n = len(y)
     if task == "regression":
@@ -43,32 +42,26 @@ def partial_sums(net, params, X, y, task, n_classes, scaling):
         if n:
             raw = net.predict_raw(params, X)
             y64 = np.asarray(y, np.float64)
+            out[0] = net.loss(raw, scaling.targets_in(y64)) * n
             pred = scaling.targets_out(raw[:, 0].astype(np.float64))
-            c = scaling.y_mean or 0.0
-            d, res = y64 - c, y64 - pred
-            out[:] = [n, net.loss(raw, scaling.targets_in(y64)) * n, d.sum(), (d * d).sum(),
-                      (res * res).sum(), np.abs(res).sum()]
+            out[1:] = metrics.regression_sums(y64, pred, scaling.y_mean or 0.0)
         return out
     out = np.zeros(2 + n_classes * n_classes)
     if n:
         raw = net.predict_raw(params, X)
-        pred = (raw[:, 0] >= 0.5).astype(np.int64) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
-        out[0], out[1] = n, net.loss(raw, y) * n
-        out[2:] = metrics.confusion_matrix(y, pred, n_classes).ravel()
+        out[0], out[1] = net.loss(raw, y) * n, n
+        out[2:] = metrics.confusion_matrix(y, metrics.predicted_classes(raw), n_classes).ravel()
     return out
 
 
 def from_sums(sums, task, n_classes):
-    """Metrics from (global) partial sums; see `partial_sums`."""
-    n = max(sums[0], 1.0)
+    """Metrics (with the mean loss) from (global) partial sums; see `partial_sums`."""
     if task == "regression":
-        _, loss, sd, sdd, ss_res, sabs = sums
-        ss_tot = sdd - sd * sd / n
-        r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
-        return {"r2": float(r2), "rmse": float(np.sqrt(ss_res / n)), "mae": float(sabs / n), "loss": float(loss / n)}
-    cm = sums[2:].reshape(n_classes, n_classes).round().astype(np.int64)
-    return {"accuracy": float(np.trace(cm) / n), "loss": float(sums[1] / n), "macro_f1": metrics.macro_f1(cm),
-            "confusion_matrix": cm.tolist()}
+        res = metrics.regression(sums[1:])
+    else:
+        res = metrics.classification(sums[2:].reshape(n_classes, n_classes))
+    res["loss"] = float(sums[0] / max(sums[1], 1.0))      # sums[1] counts the rows either way
+    return res
 
 
 def score(net, params, X, y, task, n_classes, scaling):
