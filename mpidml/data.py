@@ -87,13 +87,13 @@ def _label_chunks(Y, rows=1 << 20):
         yield s, np.asarray(Y[s:s + rows]).reshape(-1)
 
 
-def _as_labels(yc, task):
-    """Labels of a chunk in the form classes are compared in (int64 or bytes)."""
-    if yc.dtype.kind in "SO":
-        return np.array([v.encode() if isinstance(v, str) else bytes(v) for v in yc], "S") \
-            if yc.dtype.kind == "O" else yc
-    if yc.dtype.kind == "f":
-        return yc.astype(np.int64)
+def as_labels(yc):
+    """Labels of a chunk in the form classes are compared in: int64, or bytes for text
+    (h5py returns variable-length strings as objects)."""
+    if yc.dtype.kind == "O":
+        return np.array([v.encode() if isinstance(v, str) else bytes(v) for v in yc], "S")
+    if yc.dtype.kind == "S":
+        return yc
     return yc.astype(np.int64)
 
 
@@ -116,7 +116,7 @@ def scan_labels(Y, path, name, task):
             if frac.any():
                 raise UsageError(f"{path}: dataset {name} has non-integer label {yc[np.argmax(frac)]!r} at row "
                                  f"{s + int(np.argmax(frac))}; use --model linear for regression")
-        u = np.unique(_as_labels(yc, task))
+        u = np.unique(as_labels(yc))
         classes = u if classes is None else np.union1d(classes, u)
     return classes
 
@@ -169,7 +169,7 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
 
 
 def class_array(info):
-    """The classes as a sorted numpy array comparable with `_as_labels` output."""
+    """The classes as a sorted numpy array comparable with `as_labels` output."""
     if info["classes"] is None:
         return None
     if info["label_kind"] == "str":
@@ -182,7 +182,7 @@ def encode_labels(yc, info, dtype, classes):
     yc = np.asarray(yc).reshape(-1)
     if info["task"] == "regression":
         return yc.astype(dtype)
-    lab = _as_labels(yc, info["task"])
+    lab = as_labels(yc)
     if classes.dtype.kind == "i" and classes[0] == 0 and classes[-1] == len(classes) - 1:
         return lab.astype(np.int32)             # labels 0..k-1 are their own indices
     return np.searchsorted(classes, lab).astype(np.int32)

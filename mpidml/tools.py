@@ -84,9 +84,9 @@ def evaluate(args, report):
     info = {"task": m.task, "classes": m.classes, "label_kind": m.attrs.get("label_kind")}
     classes = None
     if m.task != "regression":
-        from .data import _as_labels, class_array
+        from .data import as_labels, class_array
         classes = class_array(info)
-        labels = _as_labels(np.asarray(raw_y).reshape(-1), m.task)
+        labels = as_labels(np.asarray(raw_y).reshape(-1))
         unknown = ~np.isin(labels, classes)
         if unknown.any():
             raise UsageError(f"{args.data}: dataset {yn} has label {labels[np.argmax(unknown)]!r} "
