@@ -87,7 +87,8 @@ def add_train_options(p):
     g.add_argument("--partition-seed", type=int, default=S, metavar="S",
                    help="seed of the block permutation and test split (default 0)")
     g.add_argument("--chunk-mb", type=_positive_int(), default=S, metavar="MB",
-                   help=f"rank 0's read window when scattering (default {d.chunk_mb})")
+                   help=f"rank 0's read buffer when scattering: two windows, one read while the other is "
+                        f"sent (default {d.chunk_mb})")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=S,
                    help="scale features (and regression targets) by global mean/std (default on)")
     g.add_argument("--dtype", choices=("float32", "float64"), default=S,

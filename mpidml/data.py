@@ -149,7 +149,7 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
             raise UsageError(f"{path}: dataset {yn} has a single class; classification needs at least two")
         chunk_rows = X.chunks[0] if X.chunks else None
         row_bytes = d * X.dtype.itemsize
-        window = max(1, (chunk_mb << 20) // row_bytes)
+        window = max(1, (chunk_mb << 20) // 2 // row_bytes)      # two windows share the budget
         if chunk_rows and (chunk_rows <= window or X.compression):
             # whole chunks per window: a compressed chunk is decompressed whole anyway
             window = max(chunk_rows, window // chunk_rows * chunk_rows)
@@ -276,18 +276,24 @@ def _read_rows(ds, start, stop, out):
 
 def _stream(group, info, jobs, dtype):
     """Generator: rank 0 reads the jobs' dataset window by window and sends every rank its
-    rows; the others receive straight into their partition. Returns rank 0's verdict."""
+    rows; the others receive straight into their partition. Every rank checks the rows it
+    keeps as they arrive (so the NaN/inf pass runs on all ranks at once, not all on rank
+    0) and returns its verdict, naming the file row."""
     rank, size = group.rank, group.size
     n, W = jobs[0].rows, info["window_rows"]
+    err = None
     if rank != 0:
-        reqs = []
+        posted = []
         for job in jobs:
-            for _, _, length, off in pieces(job.ranges[rank], W, n):
-                reqs.append(group.comm.Irecv(job.X[off:off + length], source=0, tag=job.tag))
-                reqs.append(group.comm.Irecv(job.Y[off:off + length], source=0, tag=job.tag + 1))
-        for req in reqs:
-            yield from group.wait(req, "scatter")
-        return None
+            for _, start, length, off in pieces(job.ranges[rank], W, n):
+                posted.append((job, start, length, off,
+                               group.comm.Irecv(job.X[off:off + length], source=0, tag=job.tag),
+                               group.comm.Irecv(job.Y[off:off + length], source=0, tag=job.tag + 1)))
+        for job, start, length, off, rx, ry in posted:
+            yield from group.wait(rx, "scatter")
+            yield from group.wait(ry, "scatter")
+            err = err or _nonfinite(job.X[off:off + length], info["path"], job.x, start)
+        return err
     # rank 0: rows (window, file_start, length, offset, dest rank, job index) in file order
     table = []
     for j, job in enumerate(jobs):
@@ -297,7 +303,6 @@ def _stream(group, info, jobs, dtype):
     allp = np.concatenate(table)
     allp = allp[np.lexsort((allp[:, 1], allp[:, 0]))]
     classes = class_array(info)
-    err = None
     with open_h5(info["path"]) as f:
         ds, ys = f[jobs[0].x], f[jobs[0].y]
         # two window buffers: the next window is read while the last one's sends drain
@@ -317,17 +322,15 @@ def _stream(group, info, jobs, dtype):
                 yield from group.wait(req, "scatter")
             pending[i] = []
             a, b = w * W, min(n, (w + 1) * W)
-            if err is None:         # after an error, keep the stream going without reading
-                _read_rows(ds, a, b, raw[:b - a])
-                err = _nonfinite(raw[:b - a], info["path"], jobs[0].x, a)
-                if conv is not raw:
-                    conv[:b - a] = raw[:b - a]
-                yencs[i] = encode_labels(ys[a:b], info, dtype, classes)
-            yenc = yencs[i]
+            _read_rows(ds, a, b, raw[:b - a])
+            if conv is not raw:
+                conv[:b - a] = raw[:b - a]
+            yenc = yencs[i] = encode_labels(ys[a:b], info, dtype, classes)
             for _, start, length, off, dest, j in sel:
                 lo, hi, job = start - a, start - a + length, jobs[j]
                 if dest == 0:
                     job.X[off:off + length], job.Y[off:off + length] = conv[lo:hi], yenc[lo:hi]
+                    err = err or _nonfinite(job.X[off:off + length], info["path"], job.x, start)
                 else:
                     pending[i].append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=job.tag))
                     pending[i].append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=job.tag + 1))
