@@ -208,22 +208,28 @@ class Partition:
 
 
 class Job:
-    """Rows of one dataset pair bound for the ranks: `ranges[r]` as in partition.Plan,
-    received into this rank's (X, y) with message tags `tag`, `tag + 1`."""
+    """Rows of one dataset pair (`rows` long) bound for the ranks: `ranges[r]` as in
+    partition.Plan, received into this rank's (X, y) with message tags `tag`, `tag + 1`."""
 
     def __init__(self, x, y, rows, ranges, X, Y, tag):
         self.x, self.y, self.rows, self.ranges, self.X, self.Y, self.tag = x, y, rows, ranges, X, Y, tag
 
 
-def _nonfinite(block, path, name, first_row):
-    """An error naming the first row with NaN or inf, or None. One fast pass (the sum of
-    finite values is finite unless it overflows); the exact check only when it is not."""
+def first_nonfinite(block):
+    """Index of the first row of `block` holding NaN or inf, or None. One fast pass (the
+    sum of finite values is finite unless it overflows); the exact check only if not."""
     if block.dtype.kind != "f" or np.isfinite(np.add.reduce(block, axis=None)):
         return None
-    ok = np.isfinite(block).all(axis=1)
-    if ok.all():
+    ok = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+    return None if ok.all() else int(np.argmin(ok))
+
+
+def _nonfinite(block, path, name, first_row):
+    """A UsageError naming the file row of the first NaN/inf in `block`, or None."""
+    bad = first_nonfinite(block)
+    if bad is None:
         return None
-    return UsageError(f"{path}: dataset {name} has NaN or inf at row {first_row + int(np.argmin(ok))}")
+    return UsageError(f"{path}: dataset {name} has NaN or inf at row {first_row + bad}")
 
 
 def distribute(group, info, how="scatter", dtype=np.float32):
@@ -242,11 +248,13 @@ def distribute(group, info, how="scatter", dtype=np.float32):
     if test:
         if test["source"] == "split":
             ranges, sizes = plan.test, plan.test_sizes     # rows of the training dataset
+            rows = info["rows"]
         else:
             ranges, sizes = slabs(test["rows"], group.size)
+            rows = test["rows"]
         part.test_X, part.test_y = arrays(sizes[rank])
         part.test_sizes = [int(v) for v in sizes]
-        jobs.append(Job(test["x"], test["y"], test["rows"], ranges, part.test_X, part.test_y, X_TAG + 2))
+        jobs.append(Job(test["x"], test["y"], rows, ranges, part.test_X, part.test_y, X_TAG + 2))
     err = None
     try:
         if how == "scatter":
@@ -339,18 +347,29 @@ def _stream(group, info, jobs, dtype):
     return err
 
 
+LABEL_WINDOW = 1 << 20
+
+
 def _read_own(group, info, jobs, dtype):
-    """Every rank reads its own rows of every job."""
+    """Every rank reads its own rows of every job: features straight into the partition,
+    labels through a bounded window (one read per million rows, not one per range)."""
     classes = class_array(info)
     with open_h5(info["path"]) as f:
         for job in jobs:
             ds, ys = f[job.x], f[job.y]
-            for start, length, off in job.ranges[group.rank]:
+            ranges = job.ranges[group.rank]
+            for start, length, off in ranges:
                 _read_rows(ds, start, start + length, job.X[off:off + length])
-                job.Y[off:off + length] = encode_labels(ys[start:start + length], info, dtype, classes)
-                err = _nonfinite(job.X[off:off + length], info["path"], job.x, start)
-                if err:
-                    return err
+            win = -1
+            for w, start, length, off in pieces(ranges, LABEL_WINDOW, job.rows):
+                if w != win:
+                    win, base = w, w * LABEL_WINDOW
+                    labels = encode_labels(ys[base:min(job.rows, base + LABEL_WINDOW)], info, dtype, classes)
+                job.Y[off:off + length] = labels[start - base:start - base + length]
+            bad = first_nonfinite(job.X)
+            if bad is not None:     # name the file row, not the partition row
+                start, _, off = next(r for r in ranges if r[2] <= bad < r[2] + r[1])
+                return _nonfinite(job.X[bad:bad + 1], info["path"], job.x, int(start + bad - off))
     return None
 
 

@@ -97,6 +97,8 @@ def pieces(ranges, window_rows, n_rows):
     out = []
     for start, length, off in ranges:
         pos, end = int(start), int(start + length)
+        if end > n_rows:
+            raise ValueError(f"range {start}+{length} runs past the {n_rows} rows")
         while pos < end:
             w = pos // window_rows
             stop = min(end, (w + 1) * window_rows, n_rows)
