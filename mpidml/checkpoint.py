@@ -15,12 +15,12 @@ import tempfile
 import h5py
 import numpy as np
 
-from .errors import UsageError
+from .errors import MpidmlError, UsageError
 
 FORMAT, VERSION = "mpidml-model", 1
 
 
-def _atomic(path, write):
+def atomic_write(path, write):
     """Call write(tmp_path), then fsync and rename tmp_path over `path`."""
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
@@ -42,9 +42,11 @@ def _atomic(path, write):
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
+            raise MpidmlError(f"{path}: cannot write ({e.strerror or e})") from e
         raise
 
 
@@ -52,7 +54,7 @@ def atomic_write_bytes(path, data):
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(data)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def check_writable(path, option):
@@ -101,7 +103,7 @@ class ModelFile:
                     if self.attrs.get("label_kind") == "str":
                         data = np.array([c.encode() for c in data], "S")
                     f.create_dataset("classes", data=np.asarray(data))
-        _atomic(path, write)
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path):

@@ -9,7 +9,7 @@ import sys
 import h5py
 import numpy as np
 
-from .checkpoint import _atomic
+from .checkpoint import atomic_write
 from .data import open_h5
 from .errors import UsageError
 
@@ -78,7 +78,7 @@ def synth(out, n, d, k, seed=0, noise=1.0, kind="blobs", sort=False, chunk_rows=
                     xb, yb = _generate(rng, centers, w, m, d, k, noise, kind)
                     X[s:s + m], Y[s:s + m] = xb, yb
             f.attrs["source"] = f"mpidml data synth --kind {kind} --seed {seed}"
-    _atomic(out, write)
+    atomic_write(out, write)
 
 
 def _write_sorted(rng, centers, w, rows, d, k, noise, kind, X, Y):
@@ -102,6 +102,8 @@ LABEL_NAMES = ("label", "y", "target")
 def convert(src, dst, label=None):
     if not os.path.exists(src):
         raise UsageError(f"{src}: no such file")
+    if not os.path.isfile(src) or not os.access(src, os.R_OK):
+        raise UsageError(f"{src}: not a readable file")
     ext = os.path.splitext(src)[1].lower()
     if ext in (".npy", ".npz"):
         return _convert_numpy(src, dst, ext)
@@ -179,7 +181,7 @@ def _convert_csv(src, dst, label):
                 raise UsageError(f"{src}: no data rows")
             f.attrs["source"] = os.path.basename(src)
             f.attrs["label_column"] = names[li]
-    _atomic(dst, write)
+    atomic_write(dst, write)
 
 
 def _convert_numpy(src, dst, ext):
@@ -209,7 +211,7 @@ def _convert_numpy(src, dst, ext):
                 yb = np.asarray(ys[s:s + CHUNK])
                 _append(X, Y, np.asarray(xs[s:s + CHUNK], np.float32), yb.astype(kind) if kind != "S" else yb)
             f.attrs["source"] = os.path.basename(src)
-    _atomic(dst, write)
+    atomic_write(dst, write)
 
 
 # -- inspect ---------------------------------------------------------------------------

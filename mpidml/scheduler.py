@@ -52,12 +52,12 @@ class Event:
 
 
 class Task:
-    __slots__ = ("name", "gen", "result", "done", "_send", "_throw")
+    __slots__ = ("name", "gen", "result", "done", "_throw")
 
     def __init__(self, gen, name):
         self.name, self.gen = name, gen
         self.result, self.done = None, False
-        self._send = self._throw = None
+        self._throw = None      # an exception to raise inside the task when it resumes
 
 
 class Scheduler:
@@ -73,7 +73,6 @@ class Scheduler:
         self.waiting_events = []    # [task, event]
         self.tasks = []
         self.idle_s = 0.0
-        self.switches = 0
 
     def spawn(self, gen, name):
         task = Task(gen, name)
@@ -107,11 +106,9 @@ class Scheduler:
 
     # -- internals ---------------------------------------------------------------
     def _step(self, task):
-        send, throw = task._send, task._throw
-        task._send = task._throw = None
-        self.switches += 1
+        throw, task._throw = task._throw, None
         try:
-            op = task.gen.throw(throw) if throw is not None else task.gen.send(send)
+            op = task.gen.throw(throw) if throw is not None else task.gen.send(None)
         except StopIteration as stop:
             task.done, task.result = True, stop.value
             return

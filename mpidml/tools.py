@@ -136,7 +136,7 @@ def predict_command(args, group):
     if group.rank == 0:
         import h5py
 
-        from .checkpoint import _atomic
+        from .checkpoint import atomic_write
 
         def write(tmp):
             with h5py.File(tmp, "w") as f:
@@ -154,7 +154,7 @@ def predict_command(args, group):
                     f["classes"] = np.array([str(c).encode() for c in cls], "S") \
                         if m.attrs.get("label_kind") == "str" else np.asarray(cls, np.int64)
                 f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, meta
-        _atomic(args.out, write)
+        atomic_write(args.out, write)
         log.warning(f"predict: {n} rows of {args.data}:{meta} -> {args.out}")
     return 0
 
