@@ -123,16 +123,15 @@ def predict_command(args, group):
     except UsageError as e:
         err = e
     drive(group.agree(err, "predict"))
-    k = proba.shape[1] if proba is not None else 0
-    values = labels.astype(np.float64)
-    block = np.column_stack([values, proba]) if k else values[:, None]
-    counts = sizes * block.shape[1]
-    recv = np.empty((n, block.shape[1]), np.float64) if group.rank == 0 else None
-    spec = [recv, (counts, np.concatenate([[0], np.cumsum(counts)[:-1]])), None] if group.rank == 0 else None
+    # one row per sample: [label or value, class probabilities...], gathered on rank 0
     from mpi4py import MPI
-    if spec:
-        spec[2] = MPI.DOUBLE
-    drive(group.collective(lambda: group.comm.Igatherv(np.ascontiguousarray(block), spec, 0), "predict"))
+    block = np.ascontiguousarray(np.column_stack([labels.astype(np.float64)] + ([] if proba is None else [proba])))
+    counts = sizes * block.shape[1]
+    recv = spec = None
+    if group.rank == 0:
+        recv = np.empty((n, block.shape[1]), np.float64)
+        spec = [recv, (counts, np.concatenate([[0], np.cumsum(counts)[:-1]])), MPI.DOUBLE]
+    drive(group.collective(lambda: group.comm.Igatherv(block, spec, 0), "predict"))
     if group.rank == 0:
         import h5py
 
@@ -143,16 +142,11 @@ def predict_command(args, group):
                 if m.task == "regression":
                     f["values"] = recv[:, 0]
                 else:
+                    from .data import class_array
+                    classes = class_array({"classes": m.classes, "label_kind": m.attrs.get("label_kind")})
                     idx = recv[:, 0].astype(np.int64)
-                    cls = m.classes
-                    if m.attrs.get("label_kind") == "str":
-                        f["labels"] = np.array([cls[i].encode() for i in idx], "S")
-                    else:
-                        f["labels"] = np.asarray(cls, np.int64)[idx]
-                    f["class_index"] = idx
+                    f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
                     f["proba"] = recv[:, 1:].astype(np.float32)
-                    f["classes"] = np.array([str(c).encode() for c in cls], "S") \
-                        if m.attrs.get("label_kind") == "str" else np.asarray(cls, np.int64)
                 f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, meta
         atomic_write(args.out, write)
         log.warning(f"predict: {n} rows of {args.data}:{meta} -> {args.out}")
