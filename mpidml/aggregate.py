@@ -17,12 +17,14 @@ therefore one round (K steps) stale, in exchange for K steps of computation behi
 which the collective, and the waiting for slower peers, can hide. The merge happens at
 a fixed step, not whenever the request happens to finish, so runs stay bit-identical.
 MPI libraries without a progress thread (the mpich wheel) advance the collective only
-inside MPI calls, so while a round is in flight the trainer also polls between layers.
+inside MPI calls, so the round starts at the sync point itself and, while it is in
+flight, the trainer lets MPI progress it between layers.
 Use it when ranks wait on each other (imbalance, noisy nodes, frequent averaging) or the
 network offloads collectives; with one rank per core it removes blocked time but cannot
 make the transfer itself free.
 """
 import numpy as np
+from mpi4py import MPI
 
 from .scheduler import Event
 
@@ -41,9 +43,12 @@ class Averager:
         yield from self.group.allreduce(self.state, "average")
 
     def start(self):
-        """Snapshot the state and hand its weighted copy to the communicator task."""
+        """Snapshot the state, start the Iallreduce of its weighted copy right away, and
+        hand the request to the communicator task to see it through."""
         np.copyto(self.snap, self.state)
         np.multiply(self.state, self.weight, out=self.buf)
+        self.handle = self.group.start(lambda: self.group.comm.Iallreduce(MPI.IN_PLACE, self.buf, MPI.SUM),
+                                       "average (overlapped)")
         self.in_flight = True
         self.done.clear()
         self.requested.set()
@@ -67,7 +72,7 @@ class Averager:
             self.requested.clear()
             if self.stopping:
                 return
-            yield from self.group.allreduce(self.buf, "average (overlapped)")
+            yield from self.group.complete(self.handle)
             self.done.set()
 
     def stop(self):

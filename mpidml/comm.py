@@ -17,7 +17,7 @@ from mpi4py import MPI
 from .errors import DivergedError, MpidmlError, StallError, UsageError
 from .scheduler import Scheduler, Wait
 
-PING_TAG, PONG_TAG = 21, 22
+PING_TAG, PONG_TAG, PROGRESS_TAG = 21, 22, 23
 GRACE = 2.0
 
 
@@ -79,16 +79,29 @@ class Group:
                 if self.clock() > deadline:
                     self._diagnose(label)
 
-    def collective(self, start, label):
-        """Generator: start a non-blocking collective (`start()` returns its request) and
-        wait for it under the stall deadline."""
+    def start(self, start, label):
+        """Start a non-blocking collective now (`start()` returns its request); returns the
+        handle that `complete` waits on."""
         self.seq += 1
-        t0 = self.clock()
-        yield from self.wait(start(), label)
+        return start(), label, self.clock()
+
+    def complete(self, handle):
+        """Generator: wait for a started collective under the stall deadline."""
+        req, label, t0 = handle
+        yield from self.wait(req, label)
         t1 = self.clock()
         self.comm_s += t1 - t0
         if self.tracer:
             self.tracer.span("comm", label, t0, t1)
+
+    def collective(self, start, label):
+        """Generator: start a non-blocking collective and wait for it."""
+        yield from self.complete(self.start(start, label))
+
+    def poke(self):
+        """Let MPI progress the collectives in flight (an Iprobe that matches nothing):
+        without a progress thread they only advance inside MPI calls."""
+        self.notes.Iprobe(MPI.ANY_SOURCE, PROGRESS_TAG)
 
     def _diagnose(self, label):
         """Ping everyone, collect answers for GRACE seconds, raise StallError naming the silent."""

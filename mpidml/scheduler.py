@@ -99,11 +99,6 @@ class Scheduler:
                     t.gen.close()
             raise
 
-    def progress(self):
-        """Test the outstanding requests now (callable from inside a long step)."""
-        if self.requests:
-            self._poll()
-
     # -- internals ---------------------------------------------------------------
     def _step(self, task):
         throw, task._throw = task._throw, None

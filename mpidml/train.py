@@ -263,7 +263,7 @@ class Run:
                     np.take(part.X, idx, axis=0, out=xb[:m])
                     np.take(part.y, idx, out=yb[:m])
                     # while an overlapped average is in flight, progress it between layers too
-                    poll = self.sched.progress if averager is not None and averager.in_flight else None
+                    poll = g.poke if averager is not None and averager.in_flight else None
                     loss = net.loss_grad(w, xb[:m], yb[:m], grad, poll)
                     loss_sum += loss * m
                     count += m
