@@ -110,6 +110,9 @@ class Scheduler:
         if op is None:
             self.ready.append(task)
         elif isinstance(op, Wait):
+            if op.request == MPI.REQUEST_NULL:      # already completed elsewhere
+                self.ready.append(task)
+                return
             deadline = None if op.timeout is None else self.clock() + op.timeout
             self.requests.append([task, op.request, deadline, op.label])
         elif isinstance(op, Event):

@@ -15,6 +15,7 @@ def test_averaged_weights_equal_the_weighted_mean(n):
     proc = mpiexec(n, [], script=os.path.join(ROOT, "tests", "mpi_average.py"), check=0, timeout=60)
     res = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("{")))
     assert res["blocking_err"] < 1e-12 and res["overlap_err"] < 1e-12 and res["identical"]
+    assert res["started_at_sync_point"]
 
 
 @pytest.mark.parametrize("n", [1, 3])

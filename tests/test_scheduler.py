@@ -118,3 +118,20 @@ def test_event_nobody_sets_is_reported():
     s.spawn(waiter(), "lonely")
     with pytest.raises(RuntimeError, match="lonely"):
         s.run()
+
+
+def test_wait_on_a_request_completed_elsewhere_resumes():
+    comm = MPI.COMM_SELF
+    req = comm.Isend(np.zeros(1), dest=0, tag=3)
+    comm.Recv(np.zeros(1), source=0, tag=3)
+    req.Wait()                                  # now MPI_REQUEST_NULL
+    log = []
+
+    def waiter():
+        yield Wait(req, timeout=1)
+        log.append("resumed")
+
+    s = Scheduler()
+    s.spawn(waiter(), "w")
+    s.run()
+    assert log == ["resumed"]
