@@ -1,11 +1,12 @@
 # mpidml — `make run` trains on the bundled data, `make test` runs the whole suite.
 # Variables (make VAR=value):
-#   NP       ranks for `make run` / `make bench`                (default 2)
+#   NP       ranks for `make run`                               (default 2)
 #   ARGS     extra options for `make run`, e.g. ARGS="--model mlp --epochs 20"
 #   PYTHON   interpreter that creates .venv                     (default python3)
 #   MPIEXEC  launcher; point it at the cluster's mpiexec/srun to use a system MPI
 #   MPICC    set to the system MPI's mpicc to build mpi4py against it instead of the mpich wheel
 #   PYTEST   extra pytest options, e.g. PYTEST="-k scheduler -x"
+#   BENCH    extra bench/run.py options, e.g. BENCH="--only mlp --quick"
 
 NP      ?= 2
 ARGS    ?=
@@ -15,6 +16,7 @@ VPY     := $(VENV)/bin/python
 MPICC   ?=
 MPIEXEC ?= $(VENV)/bin/mpiexec
 PYTEST  ?=
+BENCH   ?=
 STAMP   := $(VENV)/.installed
 EXTRAS  := test
 ifeq ($(MPICC),)
@@ -25,7 +27,7 @@ endif
 
 help:  ## list the targets and variables
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 10
-	@sed -n '2,9p' $(MAKEFILE_LIST) | sed 's/^# //'
+	@sed -n '2,10p' $(MAKEFILE_LIST) | sed 's/^# //'
 
 install: $(STAMP)  ## create .venv and install mpidml with its dependencies (idempotent)
 
@@ -46,7 +48,7 @@ test: $(STAMP)  ## the whole pytest suite, multi-rank tests included
 
 bench: $(STAMP)  ## benchmarks; writes BENCHMARKS.md
 	$(VPY) -m pip install -q -e '.[bench,$(EXTRAS)]'
-	$(VPY) bench/run.py --np $(NP) --mpiexec $(MPIEXEC) --out BENCHMARKS.md $(BENCH)
+	$(VPY) bench/run.py --mpiexec $(MPIEXEC) --out BENCHMARKS.md $(BENCH)
 
 data: $(STAMP)  ## a synthetic 1M x 100, 10-class dataset in data/synth-1m.h5
 	$(VPY) -m mpidml data synth --samples 1000000 --features 100 --classes 10 --out data/synth-1m.h5

@@ -380,7 +380,6 @@ SECTIONS = {"throughput": bench_throughput, "scheduler": bench_scheduler, "overl
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=",".join(SECTIONS))
-    p.add_argument("--np", type=int, default=2)
     p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(PY), "mpiexec"))
     p.add_argument("--quick", action="store_true", help="smaller runs")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
