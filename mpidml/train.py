@@ -69,6 +69,7 @@ class Run:
         self.dtype = np.dtype(cfg.dtype)
         self.clock = time.perf_counter
         self.compute_s = 0.0
+        self.eval_s = 0.0           # test scoring, kept out of train_s and samples/s
         self.bar = False
         self.history = []
         self.samples = 0
@@ -306,9 +307,10 @@ class Run:
             self.samples += int(red[1])
             if not np.isfinite(red[0]):
                 raise self._diverged(epoch)
+            eval0 = self.eval_s
             res = (yield from self.evaluate()) if part.test_X is not None else None
             wall = self.clock() - t_epoch
-            self._end_epoch(epoch, red[0] / max(red[1], 1), res, wall, red[1],
+            self._end_epoch(epoch, red[0] / max(red[1], 1), res, wall, wall - (self.eval_s - eval0), red[1],
                             g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
         self.finished = True
         if averager is not None:
@@ -327,7 +329,7 @@ class Run:
         if not finite:
             raise self._diverged(epoch)
 
-    def _end_epoch(self, epoch, train_loss, res, wall, samples, comm_s, idle_s, compute_s):
+    def _end_epoch(self, epoch, train_loss, res, wall, train_wall, samples, comm_s, idle_s, compute_s):
         """Rank 0: record, print, checkpoint."""
         if self.group.rank != 0:
             return
@@ -337,7 +339,7 @@ class Run:
             key = "r2" if self.info["task"] == "regression" else "accuracy"
             entry["test_" + key] = res[key]
             self.final = res
-        entry.update({"wall_s": wall, "samples_per_s": samples / wall if wall > 0 else 0.0,
+        entry.update({"wall_s": wall, "samples_per_s": samples / train_wall if train_wall > 0 else 0.0,
                       "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": idle_s})
         self.history.append(entry)
         if not self.cfg.quiet:
@@ -364,6 +366,7 @@ class Run:
         if self.tracer:
             self.tracer.span("trainer", "evaluate", t0, self.clock())
         yield from self.group.allreduce(sums, "evaluate")
+        self.eval_s += self.clock() - t0
         return from_sums(sums, self.info["task"], k)
 
     def model_file(self, epoch):
@@ -381,7 +384,7 @@ class Run:
 
     # -- the whole run -----------------------------------------------------------------
     def train(self):
-        """Run the tasks to completion; returns train_s."""
+        """Run the tasks to completion; returns train_s (the loop without test scoring)."""
         cfg = self.cfg
         self.sched = Scheduler(tracer=self.tracer)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
@@ -400,7 +403,7 @@ class Run:
             self.sched.spawn(self.monitor(), "monitor")
         self.sched.run()
         self.finished = True
-        return self.clock() - t0
+        return self.clock() - t0 - self.eval_s
 
 
 def train(cfg, group, tracer=None):
@@ -438,7 +441,8 @@ def train(cfg, group, tracer=None):
                  "partition_sizes": run.part.sizes},
         "history": run.history,
         "timing": {"wall_s": time.perf_counter() - t_start, "distribute_s": run.distribute_s,
-                   "train_s": train_s, "compute_s": run.compute_s, "comm_s": group.comm_s,
+                   "train_s": train_s, "evaluate_s": run.eval_s, "compute_s": run.compute_s,
+                   "comm_s": group.comm_s,
                    "comm_wait_s": run.sched.idle_s,
                    "samples_per_s": run.samples / train_s if train_s > 0 else 0.0,
                    "per_rank": {k: [r[k] for r in per_rank] for k in ("compute_s", "comm_s", "comm_wait_s")}},

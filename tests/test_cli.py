@@ -78,8 +78,13 @@ def test_progress_line_per_epoch_on_rank_0():
 def test_metrics_document_fields(tmp_path):
     doc = train(2, tmp_path, "--epochs", "2", "--sync-every", "4", "--distribute", "read")
     assert doc["config"]["sync_every"] == 4 and doc["config"]["distribute"] == "read"
-    for key in ("wall_s", "distribute_s", "train_s", "compute_s", "comm_s", "comm_wait_s", "samples_per_s"):
+    for key in ("wall_s", "distribute_s", "train_s", "evaluate_s", "compute_s", "comm_s", "comm_wait_s",
+                "samples_per_s"):
         assert doc["timing"][key] >= 0
+    t = doc["timing"]
+    # samples/s: every rank's training samples over the loop alone (test scoring excluded)
+    assert t["samples_per_s"] * t["train_s"] == pytest.approx(2 * doc["data"]["train_samples"])
+    assert t["train_s"] + t["evaluate_s"] + t["distribute_s"] < t["wall_s"]
     assert set(doc["history"][0]) >= {"epoch", "train_loss", "test_loss", "test_accuracy", "wall_s"}
     assert set(doc["test"]) == {"accuracy", "loss", "macro_f1", "confusion_matrix"}
 
