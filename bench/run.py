@@ -117,8 +117,8 @@ def bench_throughput(args):
                      f"{results[n] / results[1]:.2f}", f"{doc['test']['accuracy']:.4f}"])
     text = ("Softmax regression (plain SGD, lr 0.05, no L2, like the bare loop) on synthetic 1M x 100, "
             "10 classes (float32, batch 256 per rank, "
-            f"{epochs} epochs, 100k test rows). samples/s counts all ranks over `train_s` (which includes "
-            "the per-epoch test evaluation); each row is the best of 3 runs.\n\n")
+            f"{epochs} epochs, 100k test rows). samples/s counts all ranks over `train_s` (the training "
+            "loop; the per-epoch test scoring is reported apart as evaluate_s); each row is the best of 3 runs.\n\n")
     text += table(["run", "samples/s", "x bare loop", "x N=1", "test accuracy"], rows)
     text += (f"\n\nTargets: N=1 >= 1.5x the bare loop (measured {results[1] / bare:.2f}x), "
              f"N=2 >= 1.9x N=1 (measured {results[2] / results[1]:.2f}x).")
