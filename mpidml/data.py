@@ -29,7 +29,9 @@ def open_h5(path):
     try:
         if not h5py.is_hdf5(path):
             raise UsageError(f"{path}: not an HDF5 file")
-        return h5py.File(path, "r")
+        # read-only opens need no lock; HDF5's file locking fails on many parallel file
+        # systems ("unable to lock file") and only serializes the ranks' opens elsewhere
+        return h5py.File(path, "r", locking=False)
     except UsageError:
         raise
     except Exception as e:  # truncated or corrupt files raise OSError from HDF5
