@@ -16,6 +16,7 @@ import numpy as np
 from .errors import UsageError
 from .partition import default_block_rows, make_plan, pieces, slabs
 
+LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time
 X_TAG = 11  # training rows use tags 11 (X) and 12 (y); test rows 13 and 14
 
 
@@ -84,9 +85,9 @@ def _check_xy(f, path, xn, yn):
     return X, Y
 
 
-def _label_chunks(Y, rows=1 << 20):
-    for s in range(0, Y.shape[0], rows):
-        yield s, np.asarray(Y[s:s + rows]).reshape(-1)
+def _label_chunks(Y):
+    for s in range(0, Y.shape[0], LABEL_WINDOW):
+        yield s, np.asarray(Y[s:s + LABEL_WINDOW]).reshape(-1)
 
 
 def as_labels(yc):
@@ -349,9 +350,6 @@ def _stream(group, info, jobs, dtype):
     return err
 
 
-LABEL_WINDOW = 1 << 20
-
-
 def _read_own(group, info, jobs, dtype):
     """Every rank reads its own rows of every job: features straight into the partition,
     labels through a bounded window (one read per million rows, not one per range)."""
@@ -376,7 +374,7 @@ def _read_own(group, info, jobs, dtype):
 
 
 # -- standardization ---------------------------------------------------------------------
-def _chunks(n, rows=65536):
+def _chunks(n, rows=8192):
     return ((s, min(n, s + rows)) for s in range(0, n, rows))
 
 
@@ -385,14 +383,14 @@ def global_stats(group, X, n_total):
     (sums, then squared deviations: no cancellation), in cache-sized chunks."""
     X2 = X.reshape(len(X), -1)
     acc = np.zeros(X2.shape[1], np.float64)
-    for a, b in _chunks(len(X2), 8192):
+    for a, b in _chunks(len(X2)):
         acc += np.add.reduce(X2[a:b], axis=0, dtype=np.float64)
     yield from group.allreduce(acc, "stats")
     mean = acc / n_total
     m = mean.astype(X2.dtype)
     acc = np.zeros_like(mean)
     tmp = np.empty((min(8192, len(X2)), X2.shape[1]), X2.dtype)
-    for a, b in _chunks(len(X2), 8192):
+    for a, b in _chunks(len(X2)):
         d = tmp[:b - a]
         np.subtract(X2[a:b], m, out=d)
         np.multiply(d, d, out=d)
@@ -403,10 +401,3 @@ def global_stats(group, X, n_total):
     return mean, std
 
 
-def standardize(X, mean, std):
-    """In place: (X - mean) / std, chunk by chunk."""
-    X2 = X.reshape(len(X), -1)
-    m, s = mean.astype(X.dtype), std.astype(X.dtype)
-    for a, b in _chunks(len(X2)):
-        X2[a:b] -= m
-        X2[a:b] /= s

@@ -10,12 +10,29 @@ class Scaling:
     def __init__(self, mean=None, std=None, y_mean=None, y_std=None):
         self.mean, self.std, self.y_mean, self.y_std = mean, std, y_mean, y_std
 
+    @classmethod
+    def from_arrays(cls, mean, std, y_mean, y_std):
+        """From stored arrays (model file or JSON lists): target statistics as floats."""
+        def scalar(v):
+            return None if v is None else float(np.ravel(v)[0])
+        def vector(v):
+            return None if v is None else np.asarray(v, np.float64)
+        return cls(vector(mean), vector(std), scalar(y_mean), scalar(y_std))
+
+    def apply(self, X, rows=65536):
+        """Standardize X in place, chunk by chunk (no full-size temporaries)."""
+        if self.mean is None:
+            return X
+        X2 = X.reshape(len(X), -1)
+        m, s = self.mean.astype(X.dtype), self.std.astype(X.dtype)
+        for a in range(0, len(X2), rows):
+            X2[a:a + rows] -= m
+            X2[a:a + rows] /= s
+        return X
+
     def features(self, X, dtype):
         """Standardized float copy of X (the stored data is never changed)."""
-        X = np.asarray(X, dtype=dtype)
-        if self.mean is not None:
-            X = (X - self.mean.astype(dtype)) / self.std.astype(dtype)
-        return X
+        return self.apply(np.array(X, dtype=dtype))
 
     def targets_out(self, values):
         """Model outputs -> targets in the data's units."""

@@ -46,9 +46,12 @@ def _collective(group, work):
 def _load(path):
     from .checkpoint import ModelFile
     m = ModelFile.load(path)
-    scaling = Scaling(m.mean, m.std, None if m.y_mean is None else float(np.ravel(m.y_mean)[0]),
-                      None if m.y_std is None else float(np.ravel(m.y_std)[0]))
-    return m, m.net(), scaling
+    return m, m.net(), Scaling.from_arrays(m.mean, m.std, m.y_mean, m.y_std)
+
+
+def _label_info(m):
+    """What data.class_array and data.encode_labels need to know of a saved model."""
+    return {"task": m.task, "classes": m.classes, "label_kind": m.attrs.get("label_kind")}
 
 
 def _features(m, f, path, name):
@@ -81,7 +84,7 @@ def evaluate(args, report):
         raise UsageError(f"{args.data}: {xn} has {len(X)} rows but {yn} has {len(raw_y)}")
     if X.dtype.kind == "f" and not np.isfinite(X).all():
         raise UsageError(f"{args.data}: dataset {xn} has NaN or inf")
-    info = {"task": m.task, "classes": m.classes, "label_kind": m.attrs.get("label_kind")}
+    info = _label_info(m)
     classes = None
     if m.task != "regression":
         from .data import as_labels, class_array
@@ -143,7 +146,7 @@ def predict_command(args, group):
                     f["values"] = recv[:, 0]
                 else:
                     from .data import class_array
-                    classes = class_array({"classes": m.classes, "label_kind": m.attrs.get("label_kind")})
+                    classes = class_array(_label_info(m))
                     idx = recv[:, 0].astype(np.int64)
                     f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
                     f["proba"] = recv[:, 1:].astype(np.float32)

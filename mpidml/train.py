@@ -129,10 +129,9 @@ class Run:
                              self.net.weight_mask(), cfg.momentum, cfg.nesterov, clip_norm=cfg.clip_norm)
         self.scaling = yield from self._scaling(info.get("scaling"))
         s = self.scaling
-        if s.mean is not None:
-            datamod.standardize(part.X, s.mean, s.std)
-            if part.test_X is not None:
-                datamod.standardize(part.test_X, s.mean, s.std)
+        s.apply(part.X)
+        if part.test_X is not None:
+            s.apply(part.test_X)
         if s.y_mean is not None:
             part.y -= self.dtype.type(s.y_mean)
             part.y /= self.dtype.type(s.y_std)
@@ -142,9 +141,7 @@ class Run:
         """Generator: the standardization statistics, from the resumed model or computed
         from all training rows (two Allreduce passes)."""
         if saved is not None:
-            arr = {k: None if v is None else np.array(v, np.float64) for k, v in saved.items()}
-            return Scaling(arr["mean"], arr["std"], None if arr["y_mean"] is None else float(arr["y_mean"][0]),
-                           None if arr["y_std"] is None else float(arr["y_std"][0]))
+            return Scaling.from_arrays(saved["mean"], saved["std"], saved["y_mean"], saved["y_std"])
         scaling = Scaling()
         if not self.cfg.standardize:
             return scaling
