@@ -266,7 +266,8 @@ def distribute(group, info, how="scatter", dtype=np.float32):
             for job in jobs:
                 passes.setdefault(job.x, []).append(job)
             for batch in passes.values():
-                err = err or (yield from _stream(group, info, batch, dtype))
+                verdict = yield from _stream(group, info, batch, dtype)   # every pass, always:
+                err = err or verdict                                      # rank 0 sends regardless
         elif how == "read":
             err = _read_own(group, info, jobs, dtype)
         else:

@@ -30,6 +30,9 @@ def broken_inputs(tmp):
         "strings_x": dict(X=np.array([[b"a"] * 4] * 60), y=y), "one_class": dict(X=X, y=np.zeros(60, int)),
         "nan_label": dict(X=X, y=np.where(y == 0, np.nan, 1.0)), "y_only": dict(y=y),
         "test_mismatch": dict(train__X=X, train__y=y, test__X=X[:, :3], test__y=y),
+        # a test set large enough that its rows travel by rendezvous, not eager sends
+        "nan_with_test_set": dict(train__X=nan, train__y=y, test__X=np.ones((60000, 4), np.float32),
+                                  test__y=np.arange(60000) % 2),
         "few_rows": dict(X=X[:2], y=y[:2]),
     }
     cases = [(name, ["--data", write_h5(tmp / f"{name}.h5", **d)]) for name, d in files.items()]
