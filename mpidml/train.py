@@ -156,9 +156,8 @@ class Run:
         """Generator: same starting state on every rank (seeded on rank 0, broadcast)."""
         g, opt = self.group, self.opt
         self.start_epoch = 0
-        meta = None
+        meta, err = None, None
         if g.rank == 0:
-            err = None
             if resume is not None:
                 err = self._check_resume(resume)
                 if err is None:
@@ -170,8 +169,6 @@ class Run:
                             "history": resume.attrs.get("history", [])}
             else:
                 self.net.init(opt.weights, np.random.default_rng(self.cfg.seed))
-        else:
-            err = None
         yield from g.agree(err, "resume")
         yield from g.bcast(opt.state, label="init")
         if self.cfg.resume:
@@ -185,7 +182,7 @@ class Run:
                               f"({self.net.sizes}, {self.net.head})")
         saved_optimizer = m.attrs.get("config", {}).get("optimizer")
         if m.optimizer_state is not None and saved_optimizer not in (None, self.cfg.optimizer):
-            return UsageError(f"{self.cfg.resume}: saved with --optimizer {m.config['optimizer']}, "
+            return UsageError(f"{self.cfg.resume}: saved with --optimizer {saved_optimizer}, "
                               f"this run uses {self.cfg.optimizer}")
         if int(m.epoch) > self.cfg.epochs:
             return UsageError(f"{self.cfg.resume}: already trained {m.epoch} epochs, "
