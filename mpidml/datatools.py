@@ -111,7 +111,7 @@ def convert(src, dst, label=None):
 
 
 def _writer(f, d, label_dtype):
-    X = f.create_dataset("train/X", (0, d), np.float32, maxshape=(None, d), chunks=(min(CHUNK, 8192), d))
+    X = f.create_dataset("train/X", (0, d), np.float32, maxshape=(None, d), chunks=(8192, d))
     Y = f.create_dataset("train/y", (0,), label_dtype, maxshape=(None,), chunks=(8192,))
     return X, Y
 
