@@ -66,3 +66,14 @@ def test_pieces_split_at_windows():
 def test_slabs():
     ranges, sizes = slabs(10, 3)
     assert sizes.tolist() == [4, 3, 3] and [r.tolist() for r in ranges] == [[[0, 4, 0]], [[4, 3, 0]], [[7, 3, 0]]]
+
+
+@pytest.mark.parametrize("mode", ["blocks", "contiguous"])
+def test_ranks_keep_their_rows_in_file_order_in_merged_ranges(mode):
+    plan = make_plan(5000, 3, 1000, 64, partition_seed=2, mode=mode)
+    for ranges in plan.ranges + plan.test:
+        starts, lengths, offsets = ranges.T
+        assert np.all(np.diff(starts) > 0)
+        assert np.array_equal(offsets, np.concatenate([[0], np.cumsum(lengths)[:-1]]))
+        assert np.all(starts[1:] > starts[:-1] + lengths[:-1])    # neighbours are merged
+    assert len(make_plan(5000, 3, 0, 64, mode="contiguous").ranges[1]) == 1
