@@ -40,6 +40,16 @@ def _positive_int():
     return parse
 
 
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
 def _nonneg_float(upper=None):
     def parse(text):
         try:
@@ -86,9 +96,9 @@ def add_train_options(p):
                    help="rows per partition block (default: about 1/1024 of the rows, whole HDF5 chunks)")
     g.add_argument("--partition-seed", type=int, default=S, metavar="S",
                    help="seed of the block permutation and test split (default 0)")
-    g.add_argument("--chunk-mb", type=_positive_int(), default=S, metavar="MB",
-                   help=f"rank 0's read buffer when scattering: two windows, one read while the other is "
-                        f"sent (default {d.chunk_mb})")
+    g.add_argument("--chunk-mb", type=_positive_float, default=S, metavar="MB",
+                   help=f"a reading rank's buffer when rows are passed on: two windows, one read while the other "
+                        f"is sent (default {d.chunk_mb:g})")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=S,
                    help="scale features (and regression targets) by global mean/std (default on)")
     g.add_argument("--dtype", choices=("float32", "float64"), default=S,

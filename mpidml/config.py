@@ -41,7 +41,7 @@ class TrainConfig:
     partition: str = "blocks"
     block_rows: int = 0
     partition_seed: int = 0
-    chunk_mb: int = 16
+    chunk_mb: float = 16
     standardize: bool = True
     test_fraction: float = 0.2
     dtype: str = "float32"

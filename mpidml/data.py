@@ -4,10 +4,12 @@ Rank 0 `describe`s the file (layout, shapes, dtypes, classes) and broadcasts tha
 small JSON document. `distribute` then fills each rank's preallocated partition, either
 by streaming: rank 0 reads the file window by window (a bounded buffer aligned to the
 HDF5 chunks) and sends every rank its rows with buffer-based point-to-point messages,
-or by having every rank read its own rows (`read`). Both give identical partitions.
-Values are checked (NaN/inf, labels) on the reading rank while the data streams, and all
-ranks agree on the verdict before anything trains.
+or by having every rank read its own rows (`read`; for compressed data, every rank reads
+a slab of windows and passes rows on, so no chunk is decompressed twice). Both give
+identical partitions. Values are checked (NaN/inf) by the rank that keeps them, as they
+land, and all ranks agree on the verdict before anything trains.
 """
+import contextlib
 import os
 
 import h5py
@@ -15,14 +17,16 @@ import numpy as np
 
 from .errors import UsageError
 from .partition import default_block_rows, make_plan, pieces, slabs
+from .rows import Rows
 
 LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time
 X_TAG = 11  # training rows use tags 11 (X) and 12 (y); test rows 13 and 14
 
 
 # -- opening and validating ------------------------------------------------------------
-def open_h5(path):
-    """Open an HDF5 file read-only, or raise a UsageError that says what is wrong."""
+def open_h5(path, cache_bytes=None):
+    """Open an HDF5 file read-only, or raise a UsageError that says what is wrong.
+    `cache_bytes`: the chunk cache per dataset (HDF5's default is 1 MB)."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -32,7 +36,8 @@ def open_h5(path):
             raise UsageError(f"{path}: not an HDF5 file")
         # read-only opens need no lock; HDF5's file locking fails on many parallel file
         # systems ("unable to lock file") and only serializes the ranks' opens elsewhere
-        return h5py.File(path, "r", locking=False)
+        cache = {"rdcc_nbytes": int(cache_bytes), "rdcc_nslots": 10007} if cache_bytes else {}
+        return h5py.File(path, "r", locking=False, **cache)
     except UsageError:
         raise
     except Exception as e:  # truncated or corrupt files raise OSError from HDF5
@@ -152,7 +157,7 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
             raise UsageError(f"{path}: dataset {yn} has a single class; classification needs at least two")
         chunk_rows = X.chunks[0] if X.chunks else None
         row_bytes = d * X.dtype.itemsize
-        window = max(1, (chunk_mb << 20) // 2 // row_bytes)      # two windows share the budget
+        window = max(1, int(chunk_mb * (1 << 20)) // 2 // row_bytes)      # two windows share the budget
         if chunk_rows and (chunk_rows <= window or X.compression):
             # whole chunks per window: a compressed chunk is decompressed whole anyway
             window = max(chunk_rows, window // chunk_rows * chunk_rows)
@@ -168,6 +173,7 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
             "block_rows": int(block_rows or default_block_rows(n, chunk_rows)),
             "partition_seed": int(partition_seed), "partition": partition,
             "compression": X.compression,
+            "chunk_bytes": int(np.prod(X.chunks) * X.dtype.itemsize) if X.chunks else None,
         }
 
 
@@ -219,20 +225,74 @@ class Job:
 
 
 def first_nonfinite(block):
-    """Index of the first row of `block` holding NaN or inf, or None. One fast pass (the
-    sum of finite values is finite unless it overflows); the exact check only if not."""
-    if block.dtype.kind != "f" or np.isfinite(np.add.reduce(block, axis=None)):
+    """Index of the first row of `block` holding NaN or inf, or None. One fast pass (a dot
+    product with itself is finite unless a value is not, or the squares overflow); the
+    exact check only if not."""
+    if block.dtype.kind != "f" or not block.size:
+        return None
+    flat = block.reshape(-1)
+    quick = np.dot(flat, flat) if block.dtype in (np.float32, np.float64) else np.add.reduce(flat)
+    if np.isfinite(quick):
         return None
     ok = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
     return None if ok.all() else int(np.argmin(ok))
 
 
-def _nonfinite(block, path, name, first_row):
-    """A UsageError naming the file row of the first NaN/inf in `block`, or None."""
+def nonfinite_error(block, runs, path, name):
+    """A UsageError naming the file row of the first NaN/inf in `block`, whose rows are
+    the file rows `runs` ((start, length) pairs) in order; None if all are finite."""
     bad = first_nonfinite(block)
     if bad is None:
         return None
-    return UsageError(f"{path}: dataset {name} has NaN or inf at row {first_row + bad}")
+    ends = np.cumsum(runs[:, 1])
+    i = int(np.searchsorted(ends, bad, side="right"))
+    return UsageError(f"{path}: dataset {name} has NaN or inf at row {int(runs[i, 0] + bad - (ends[i] - runs[i, 1]))}")
+
+
+def windows(ranges, window_rows, n_rows):
+    """The rows of `ranges` (a Plan's, in file order) window by window: yields (window,
+    offset, runs), where runs is a (k, 2) array of (file_start, length) that fills the
+    partition rows from `offset` on."""
+    p = pieces(ranges, window_rows, n_rows)
+    cuts = np.flatnonzero(np.diff(p[:, 0])) + 1
+    for group in np.split(p, cuts) if len(p) else []:
+        yield int(group[0, 0]), int(group[0, 3]), group[:, 1:3]
+
+
+class Source:
+    """One (X, y) dataset pair of an open file, read run by run straight into the caller's
+    arrays (rows.Rows), labels encoded and features checked as each stretch lands, while
+    it is still in cache."""
+
+    def __init__(self, opened, info, x, y, dtype, classes):
+        f, fd = opened
+        self.info, self.name, self.dtype, self.classes = info, x, dtype, classes
+        self.X = Rows(f[x], dtype, fd)
+        ys = f[y]
+        self.Y = Rows(ys, ys.dtype, fd) if ys.dtype.kind in "fiub" else None
+        self.ys = ys
+
+    def fill(self, runs, X, Y, check=True):
+        """Read the file rows `runs` ((start, length) pairs) into X and Y, in order; returns
+        a UsageError for a read error or (if `check`) naming the file row of the first
+        NaN/inf, or None."""
+        raw_y = np.empty(len(Y), self.ys.dtype) if self.Y else []
+        pos = 0
+        try:
+            for start, length in runs:
+                start, length = int(start), int(length)
+                self.X.read(start, length, X[pos:pos + length])
+                if self.Y:
+                    self.Y.read(start, length, raw_y[pos:pos + length])
+                else:           # text labels: h5py converts them
+                    raw_y.extend(np.asarray(self.ys[start:start + length]).reshape(-1))
+                pos += length
+        except OSError as e:
+            X[...] = 0      # finite: whoever receives these rows must not report garbage as NaN
+            return UsageError(f"{self.info['path']}: cannot read dataset {self.name} ({_short(e)})")
+        Y[...] = encode_labels(raw_y if self.Y else np.array(raw_y, dtype=object), self.info, self.dtype,
+                               self.classes)
+        return nonfinite_error(X, runs, self.info["path"], self.name) if check else None
 
 
 def distribute(group, info, how="scatter", dtype=np.float32):
@@ -260,117 +320,118 @@ def distribute(group, info, how="scatter", dtype=np.float32):
         jobs.append(Job(test["x"], test["y"], rows, ranges, part.test_X, part.test_y, X_TAG + 2))
     err = None
     try:
-        if how == "scatter":
-            # one pass over each file dataset: the split test rows travel with the training rows
-            passes = {}
+        if how not in ("scatter", "read"):
+            raise UsageError(f"--distribute {how!r}: expected scatter or read")
+        if how == "read" and not info["compression"]:
+            err = _read_own(group, info, jobs, dtype)
+        else:
+            # scatter: rank 0 reads every window. read, compressed: every rank reads a
+            # slab of windows, so each chunk is decompressed once, not once per rank.
+            readers = 1 if how == "scatter" else group.size
+            passes = {}     # one pass per file dataset: split test rows travel with the training rows
             for job in jobs:
                 passes.setdefault(job.x, []).append(job)
             for batch in passes.values():
-                verdict = yield from _stream(group, info, batch, dtype)   # every pass, always:
-                err = err or verdict                                      # rank 0 sends regardless
-        elif how == "read":
-            err = _read_own(group, info, jobs, dtype)
-        else:
-            raise UsageError(f"--distribute {how!r}: expected scatter or read")
+                verdict = yield from _stream(group, info, batch, dtype, readers)   # every pass, always:
+                err = err or verdict                                    # the readers send regardless
     except UsageError as e:
         err = e
     yield from group.agree(err, "validate")
     return part
 
 
-def _read_rows(ds, start, stop, out):
-    """Rows [start, stop) of `ds` into the preallocated `out` (converting dtype if needed)."""
-    if out.dtype == ds.dtype and out.flags.c_contiguous:
-        ds.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
-    else:
-        out[...] = ds[start:stop]
+@contextlib.contextmanager
+def _open_for(info):
+    """The file twice: for HDF5 (with a chunk cache that holds a compressed chunk or two,
+    so runs of rows cut from one chunk do not decompress it once per run) and for raw
+    reads (os.open)."""
+    cache = 2 * info["chunk_bytes"] if info["compression"] and info["chunk_bytes"] else None
+    fd = os.open(info["path"], os.O_RDONLY)
+    try:
+        with open_h5(info["path"], cache) as f:
+            yield f, fd
+    finally:
+        os.close(fd)
 
 
-def _stream(group, info, jobs, dtype):
-    """Generator: rank 0 reads the jobs' dataset window by window and sends every rank its
-    rows; the others receive straight into their partition. Every rank checks the rows it
-    keeps as they arrive (so the NaN/inf pass runs on all ranks at once, not all on rank
-    0) and returns its verdict, naming the file row."""
-    rank, size = group.rank, group.size
+def _stream(group, info, jobs, dtype, readers=1):
+    """Generator: ranks 0..readers-1 each read a slab of windows of the jobs' dataset and
+    send every rank its rows of each window as one message (a rank's rows are in file
+    order, so they fill one stretch of its partition); rows a reader keeps go straight
+    into its partition. Every rank checks the rows it receives (so the NaN/inf pass runs
+    on all ranks at once) and returns its verdict, naming the file row."""
+    rank = group.rank
     n, W = jobs[0].rows, info["window_rows"]
+    nwin = -(-n // W)
+
+    def reader(w):
+        return w * readers // nwin
+
+    posted = []
+    for job in jobs:
+        for w, lo, runs in windows(job.ranges[rank], W, n):
+            if reader(w) != rank:
+                hi = lo + int(runs[:, 1].sum())
+                posted.append((job, lo, runs, group.comm.Irecv(job.X[lo:hi], source=reader(w), tag=job.tag),
+                               group.comm.Irecv(job.Y[lo:hi], source=reader(w), tag=job.tag + 1)))
     err = None
-    if rank != 0:
-        posted = []
-        for job in jobs:
-            for _, start, length, off in pieces(job.ranges[rank], W, n):
-                posted.append((job, start, length, off,
-                               group.comm.Irecv(job.X[off:off + length], source=0, tag=job.tag),
-                               group.comm.Irecv(job.Y[off:off + length], source=0, tag=job.tag + 1)))
-        for job, start, length, off, rx, ry in posted:
-            yield from group.wait(rx, "scatter")
-            yield from group.wait(ry, "scatter")
-            err = err or _nonfinite(job.X[off:off + length], info["path"], job.x, start)
-        return err
-    # rank 0: rows (window, file_start, length, offset, dest rank, job index) in file order
-    table = []
-    for j, job in enumerate(jobs):
-        for r in range(size):
-            p = pieces(job.ranges[r], W, n)
-            table.append(np.column_stack([p, np.full(len(p), r), np.full(len(p), j)]))
-    allp = np.concatenate(table)
-    allp = allp[np.lexsort((allp[:, 1], allp[:, 0]))]
-    classes = class_array(info)
-    with open_h5(info["path"]) as f:
-        ds, ys = f[jobs[0].x], f[jobs[0].y]
-        # two window buffers: the next window is read while the last one's sends drain
-        bufs = [np.empty((min(W, n), info["features"]), ds.dtype) for _ in range(2)]
-        convs = [b if ds.dtype == dtype else np.empty(b.shape, dtype) for b in bufs]
-        pending = [[], []]
-        yencs = [None, None]
-        nwin = -(-n // W)
-        bounds = np.searchsorted(allp[:, 0], np.arange(nwin + 1))
-        for w in range(nwin):
-            sel = allp[bounds[w]:bounds[w + 1]]
-            if len(sel) == 0:
+    if rank < readers:
+        err = yield from _send_windows(group, info, jobs, dtype, {w for w in range(nwin) if reader(w) == rank})
+    for job, lo, runs, rx, ry in posted:
+        yield from group.wait(rx, "scatter")
+        yield from group.wait(ry, "scatter")
+        err = err or nonfinite_error(job.X[lo:lo + int(runs[:, 1].sum())], runs, info["path"], job.x)
+    return err
+
+
+def _send_windows(group, info, jobs, dtype, mine):
+    """Generator: read the windows `mine` and send their rows on, through two window
+    buffers (the next window is read while the last one's sends drain). A read error
+    is kept, not raised: the others are waiting for these messages."""
+    n, W = jobs[0].rows, info["window_rows"]
+    todo = sorted((w, j, r, lo, runs) for j, job in enumerate(jobs) for r in range(group.size)
+                  for w, lo, runs in windows(job.ranges[r], W, n) if w in mine)
+    err = None
+    with _open_for(info) as opened:
+        src = Source(opened, info, jobs[0].x, jobs[0].y, dtype, class_array(info))
+        xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(2)]
+        ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(2)]
+        pending, used, last = [[], []], 0, -1
+        for w, j, r, lo, runs in todo:
+            i, job, m = w % 2, jobs[j], int(runs[:, 1].sum())
+            if w != last:
+                last, used = w, 0
+                for req in pending[i]:
+                    yield from group.wait(req, "scatter")
+                pending[i] = []
+            # every stretch is read even after an error: the others check what they receive
+            if r == group.rank:
+                verdict = src.fill(runs, job.X[lo:lo + m], job.Y[lo:lo + m])
+                err = err or verdict
                 continue
-            i = w % 2
-            raw, conv = bufs[i], convs[i]
-            for req in pending[i]:
-                yield from group.wait(req, "scatter")
-            pending[i] = []
-            a, b = w * W, min(n, (w + 1) * W)
-            _read_rows(ds, a, b, raw[:b - a])
-            if conv is not raw:
-                conv[:b - a] = raw[:b - a]
-            yenc = yencs[i] = encode_labels(ys[a:b], info, dtype, classes)
-            for _, start, length, off, dest, j in sel:
-                lo, hi, job = start - a, start - a + length, jobs[j]
-                if dest == 0:
-                    job.X[off:off + length], job.Y[off:off + length] = conv[lo:hi], yenc[lo:hi]
-                    err = err or _nonfinite(job.X[off:off + length], info["path"], job.x, start)
-                else:
-                    pending[i].append(group.comm.Isend(conv[lo:hi], dest=int(dest), tag=job.tag))
-                    pending[i].append(group.comm.Isend(yenc[lo:hi], dest=int(dest), tag=job.tag + 1))
+            xb, yb = xbufs[i][used:used + m], ybufs[i][used:used + m]
+            used += m
+            verdict = src.fill(runs, xb, yb, check=False)
+            err = err or verdict
+            pending[i] += [group.comm.Isend(xb, dest=r, tag=job.tag), group.comm.Isend(yb, dest=r, tag=job.tag + 1)]
+            group.poke()
         for req in pending[0] + pending[1]:
             yield from group.wait(req, "scatter")
     return err
 
 
 def _read_own(group, info, jobs, dtype):
-    """Every rank reads its own rows of every job: features straight into the partition,
-    labels through a bounded window (one read per million rows, not one per range)."""
+    """Every rank reads its own rows of every job straight into its partition, a window
+    of file rows at a time (so each stretch is checked while still in cache)."""
     classes = class_array(info)
-    with open_h5(info["path"]) as f:
+    with _open_for(info) as opened:
         for job in jobs:
-            ds, ys = f[job.x], f[job.y]
-            ranges = job.ranges[group.rank]
-            for start, length, off in ranges:
-                _read_rows(ds, start, start + length, job.X[off:off + length])
-            win = -1
-            for w, start, length, off in pieces(ranges, LABEL_WINDOW, job.rows):
-                if w != win:
-                    win, base = w, w * LABEL_WINDOW
-                    labels = encode_labels(ys[base:min(job.rows, base + LABEL_WINDOW)], info, dtype, classes)
-                job.Y[off:off + length] = labels[start - base:start - base + length]
-            bad = first_nonfinite(job.X)
-            if bad is not None:     # name the file row, not the partition row
-                start, _, off = next(r for r in ranges if r[2] <= bad < r[2] + r[1])
-                return _nonfinite(job.X[bad:bad + 1], info["path"], job.x, int(start + bad - off))
+            src = Source(opened, info, job.x, job.y, dtype, classes)
+            for _, lo, runs in windows(job.ranges[group.rank], info["window_rows"], job.rows):
+                hi = lo + int(runs[:, 1].sum())
+                err = src.fill(runs, job.X[lo:hi], job.Y[lo:hi])
+                if err:
+                    return err
     return None
 
 

@@ -64,6 +64,24 @@ def test_every_broken_input_exits_2_with_one_line(tmp_path, n):
             assert any(m in lines[0] for m in mentioned), (name, lines[0])
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "gzip"])
+@pytest.mark.parametrize("how", ["scatter", "read"])
+def test_nan_is_found_by_whichever_rank_reads_or_receives_it(tmp_path, layout, how):
+    """Every path a row can take (raw reads, HDF5 reads, messages from one or from every
+    reader) checks it, and the error names the row of the file."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 4)).astype(np.float32)
+    X[2222, 1] = np.nan
+    path = tmp_path / "nan.h5"
+    with h5py.File(path, "w") as f:
+        opts = {"chunks": (100, 4), "compression": "gzip"} if layout == "gzip" else {}
+        f.create_dataset("X", data=X, **opts)
+        f["y"] = np.arange(3000) % 2
+    proc = mpiexec(3, ["--quiet", "--data", path, "--distribute", how, "--chunk-mb", "0.01"], timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"mpidml: error: {path}: dataset /X has NaN or inf at row 2222"]
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = mpiexec(1, ["--data", tmp_path / "missing.h5", "--debug"], timeout=30)
     assert proc.returncode == 2 and "Traceback" in proc.stderr

@@ -51,10 +51,28 @@ def test_uneven_flat_file_on_three_ranks(tmp_path, blobs):
     assert doc["test"]["accuracy"] > 0.9
 
 
-def test_scatter_and_read_give_identical_results(tmp_path, blobs):
-    a = train(3, tmp_path, "--data", blobs, "--distribute", "scatter", "--chunk-mb", "1", name="a.json")
-    b = train(3, tmp_path, "--data", blobs, "--distribute", "read", name="b.json")
+def gzip_file(tmp_path):
+    """Compressed, chunked /train and /test, sorted by label: `read` takes the two-phase path
+    (every rank decompresses a slab of windows and passes rows on)."""
+    rng = np.random.default_rng(2)
+    y = np.sort(rng.integers(0, 3, 3000))
+    X = (rng.standard_normal((3000, 5)) + 3 * np.eye(3, 5)[y]).astype(np.float32)
+    path = tmp_path / "gzip.h5"
+    with h5py.File(path, "w") as f:
+        for group, rows in (("train", slice(0, 2500)), ("test", slice(2500, 3000))):
+            f.create_dataset(f"{group}/X", data=X[rows], chunks=(100, 5), compression="gzip")
+            f.create_dataset(f"{group}/y", data=y[rows], chunks=(100,), compression="gzip")
+    return str(path)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "gzip"])
+def test_scatter_and_read_give_identical_results(tmp_path, blobs, layout):
+    data = blobs if layout == "contiguous" else gzip_file(tmp_path)
+    # small windows: several per reader, both window buffers in use
+    a = train(3, tmp_path, "--data", data, "--distribute", "scatter", "--chunk-mb", "0.01", name="a.json")
+    b = train(3, tmp_path, "--data", data, "--distribute", "read", "--chunk-mb", "0.01", name="b.json")
     assert a["test"] == b["test"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    assert a["data"]["partition_sizes"] == b["data"]["partition_sizes"]
 
 
 @pytest.mark.parametrize("args", [["--sync", "gradients"], ["--overlap", "--sync-every", "2"],
