@@ -20,6 +20,7 @@ from .partition import default_block_rows, make_plan, pieces, slabs
 from .rows import Rows
 
 LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time
+BUFFERS = 2  # window buffers per reader: the next window is read while the last one's sends drain
 X_TAG = 11  # training rows use tags 11 (X) and 12 (y); test rows 13 and 14
 
 
@@ -157,7 +158,7 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
             raise UsageError(f"{path}: dataset {yn} has a single class; classification needs at least two")
         chunk_rows = X.chunks[0] if X.chunks else None
         row_bytes = d * X.dtype.itemsize
-        window = max(1, int(chunk_mb * (1 << 20)) // 2 // row_bytes)      # two windows share the budget
+        window = max(1, int(chunk_mb * (1 << 20)) // BUFFERS // row_bytes)      # the windows share the budget
         if chunk_rows and (chunk_rows <= window or X.compression):
             # whole chunks per window: a compressed chunk is decompressed whole anyway
             window = max(chunk_rows, window // chunk_rows * chunk_rows)
@@ -389,16 +390,17 @@ def _send_windows(group, info, jobs, dtype, mine):
     buffers (the next window is read while the last one's sends drain). A read error
     is kept, not raised: the others are waiting for these messages."""
     n, W = jobs[0].rows, info["window_rows"]
-    todo = sorted((w, j, r, lo, runs) for j, job in enumerate(jobs) for r in range(group.size)
+    # window by window; in each, the others' rows first, so they travel while this rank reads its own
+    todo = sorted((w, r == group.rank, j, r, lo, runs) for j, job in enumerate(jobs) for r in range(group.size)
                   for w, lo, runs in windows(job.ranges[r], W, n) if w in mine)
     err = None
     with _open_for(info) as opened:
         src = Source(opened, info, jobs[0].x, jobs[0].y, dtype, class_array(info))
-        xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(2)]
-        ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(2)]
-        pending, used, last = [[], []], 0, -1
-        for w, j, r, lo, runs in todo:
-            i, job, m = w % 2, jobs[j], int(runs[:, 1].sum())
+        xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(BUFFERS)]
+        ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(BUFFERS)]
+        pending, used, last = [[] for _ in range(BUFFERS)], 0, -1
+        for w, _, j, r, lo, runs in todo:
+            i, job, m = w % BUFFERS, jobs[j], int(runs[:, 1].sum())
             if w != last:
                 last, used = w, 0
                 for req in pending[i]:
@@ -415,7 +417,7 @@ def _send_windows(group, info, jobs, dtype, mine):
             err = err or verdict
             pending[i] += [group.comm.Isend(xb, dest=r, tag=job.tag), group.comm.Isend(yb, dest=r, tag=job.tag + 1)]
             group.poke()
-        for req in pending[0] + pending[1]:
+        for req in sum(pending, []):
             yield from group.wait(req, "scatter")
     return err
 
