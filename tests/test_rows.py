@@ -63,3 +63,20 @@ def test_a_file_cut_short_is_an_error_not_garbage(tmp_path):
                 rows.read(0, 10, np.empty((10, 7), np.float32))
     finally:
         os.close(fd)
+
+
+def test_raw_reads_that_disagree_with_hdf5_are_not_trusted(tmp_path):
+    # the descriptor of another file with the same layout and other values
+    for name, data in (("a.h5", X), ("b.h5", X + 1)):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["X"] = data
+    fd = os.open(tmp_path / "b.h5", os.O_RDONLY)
+    try:
+        with h5py.File(tmp_path / "a.h5", "r") as f:
+            rows = Rows(f["X"], np.float32, fd)
+            assert rows.fd is None
+            out = np.empty((10, 7), np.float32)
+            rows.read(5, 10, out)
+            assert np.array_equal(out, X[5:15])
+    finally:
+        os.close(fd)
