@@ -347,12 +347,16 @@ def _open_for(info):
     so runs of rows cut from one chunk do not decompress it once per run) and for raw
     reads (os.open)."""
     cache = 2 * info["chunk_bytes"] if info["compression"] and info["chunk_bytes"] else None
-    fd = os.open(info["path"], os.O_RDONLY)
-    try:
-        with open_h5(info["path"], cache) as f:
+    with open_h5(info["path"], cache) as f:     # a clear UsageError if this rank cannot see the file
+        try:
+            fd = os.open(info["path"], os.O_RDONLY)
+        except OSError:
+            fd = None                           # HDF5 reads only
+        try:
             yield f, fd
-    finally:
-        os.close(fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
 def _stream(group, info, jobs, dtype, readers=1):

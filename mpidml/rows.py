@@ -23,7 +23,8 @@ class Rows:
         self.row_bytes = int(np.prod(self.tail, dtype=np.int64)) * self.dtype.itemsize
         self.space = ds.id.get_space()
         self.fd, self.chunk_rows, self.offsets = None, None, None
-        if fd is not None and ds.dtype == self.dtype and ds.dtype.kind in "fiu" and len(ds):
+        if fd is not None and hasattr(os, "preadv") and ds.dtype == self.dtype and ds.dtype.kind in "fiu" \
+                and len(ds):
             self._map_storage(fd)
 
     def _map_storage(self, fd):
