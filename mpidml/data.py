@@ -252,12 +252,13 @@ def nonfinite_error(block, runs, path, name):
 
 def windows(ranges, window_rows, n_rows):
     """The rows of `ranges` (a Plan's, in file order) window by window: yields (window,
-    offset, runs), where runs is a (k, 2) array of (file_start, length) that fills the
-    partition rows from `offset` on."""
+    stretch, runs), where runs is a (k, 2) array of (file_start, length) that fills the
+    partition rows `stretch` (a slice)."""
     p = pieces(ranges, window_rows, n_rows)
     cuts = np.flatnonzero(np.diff(p[:, 0])) + 1
     for group in np.split(p, cuts) if len(p) else []:
-        yield int(group[0, 0]), int(group[0, 3]), group[:, 1:3]
+        lo = int(group[0, 3])
+        yield int(group[0, 0]), slice(lo, lo + int(group[:, 2].sum())), group[:, 1:3]
 
 
 class Source:
@@ -374,18 +375,18 @@ def _stream(group, info, jobs, dtype, readers=1):
 
     posted = []
     for job in jobs:
-        for w, lo, runs in windows(job.ranges[rank], W, n):
-            if reader(w) != rank:
-                hi = lo + int(runs[:, 1].sum())
-                posted.append((job, lo, runs, group.comm.Irecv(job.X[lo:hi], source=reader(w), tag=job.tag),
-                               group.comm.Irecv(job.Y[lo:hi], source=reader(w), tag=job.tag + 1)))
+        for w, rows, runs in windows(job.ranges[rank], W, n):
+            source = reader(w)
+            if source != rank:
+                posted.append((job, rows, runs, group.comm.Irecv(job.X[rows], source=source, tag=job.tag),
+                               group.comm.Irecv(job.Y[rows], source=source, tag=job.tag + 1)))
     err = None
     if rank < readers:
         err = yield from _send_windows(group, info, jobs, dtype, {w for w in range(nwin) if reader(w) == rank})
-    for job, lo, runs, rx, ry in posted:
+    for job, rows, runs, rx, ry in posted:
         yield from group.wait(rx, "scatter")
         yield from group.wait(ry, "scatter")
-        err = err or nonfinite_error(job.X[lo:lo + int(runs[:, 1].sum())], runs, info["path"], job.x)
+        err = err or nonfinite_error(job.X[rows], runs, info["path"], job.x)
     return err
 
 
@@ -395,16 +396,16 @@ def _send_windows(group, info, jobs, dtype, mine):
     is kept, not raised: the others are waiting for these messages."""
     n, W = jobs[0].rows, info["window_rows"]
     # window by window; in each, the others' rows first, so they travel while this rank reads its own
-    todo = sorted((w, r == group.rank, j, r, lo, runs) for j, job in enumerate(jobs) for r in range(group.size)
-                  for w, lo, runs in windows(job.ranges[r], W, n) if w in mine)
+    todo = sorted(((w, r == group.rank, j, r), rows, runs) for j, job in enumerate(jobs) for r in range(group.size)
+                  for w, rows, runs in windows(job.ranges[r], W, n) if w in mine)
     err = None
     with _open_for(info) as opened:
         src = Source(opened, info, jobs[0].x, jobs[0].y, dtype, class_array(info))
         xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(BUFFERS)]
         ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(BUFFERS)]
         pending, used, last = [[] for _ in range(BUFFERS)], 0, -1
-        for w, _, j, r, lo, runs in todo:
-            i, job, m = w % BUFFERS, jobs[j], int(runs[:, 1].sum())
+        for (w, _, j, r), rows, runs in todo:
+            i, job, m = w % BUFFERS, jobs[j], rows.stop - rows.start
             if w != last:
                 last, used = w, 0
                 for req in pending[i]:
@@ -412,7 +413,7 @@ def _send_windows(group, info, jobs, dtype, mine):
                 pending[i] = []
             # every stretch is read even after an error: the others check what they receive
             if r == group.rank:
-                verdict = src.fill(runs, job.X[lo:lo + m], job.Y[lo:lo + m])
+                verdict = src.fill(runs, job.X[rows], job.Y[rows])
                 err = err or verdict
                 continue
             xb, yb = xbufs[i][used:used + m], ybufs[i][used:used + m]
@@ -433,9 +434,8 @@ def _read_own(group, info, jobs, dtype):
     with _open_for(info) as opened:
         for job in jobs:
             src = Source(opened, info, job.x, job.y, dtype, classes)
-            for _, lo, runs in windows(job.ranges[group.rank], info["window_rows"], job.rows):
-                hi = lo + int(runs[:, 1].sum())
-                err = src.fill(runs, job.X[lo:hi], job.Y[lo:hi])
+            for _, rows, runs in windows(job.ranges[group.rank], info["window_rows"], job.rows):
+                err = src.fill(runs, job.X[rows], job.Y[rows])
                 if err:
                     return err
     return None

@@ -10,9 +10,9 @@ sorted by label, time or experiment thus give every rank a representative sample
 test split does not depend on the rank count, and no rank ever shuffles the whole
 dataset in memory. A rank keeps its rows in file order (neighbouring blocks merge into
 one range, and every read or message fills one contiguous stretch of the partition);
-it shuffles them every epoch. The block size
-(`--block-rows`) trades mixing (small blocks) against read granularity (large blocks);
-`--partition contiguous` deals the training rows in file order instead. Everything here
+it shuffles them every epoch. The block size (`--block-rows`) trades mixing (small
+blocks) against read granularity (large blocks); `--partition contiguous` deals the
+training rows in file order instead. Everything here
 is a pure function of the arguments, so every rank computes the same plan without
 communication.
 """
