@@ -7,7 +7,7 @@ import numpy as np
 
 from . import __version__
 from .comm import drive
-from .data import encode_labels, open_h5
+from .data import encode_labels, nonfinite_error, open_h5
 from .errors import UsageError
 from .evaluate import Scaling, predict, score
 
@@ -82,8 +82,9 @@ def evaluate(args, report):
         X = X[...]
     if len(raw_y) != len(X):
         raise UsageError(f"{args.data}: {xn} has {len(X)} rows but {yn} has {len(raw_y)}")
-    if X.dtype.kind == "f" and not np.isfinite(X).all():
-        raise UsageError(f"{args.data}: dataset {xn} has NaN or inf")
+    err = nonfinite_error(X, np.array([[0, len(X)]]), args.data, xn)
+    if err:
+        raise err
     info = _label_info(m)
     classes = None
     if m.task != "regression":
@@ -116,8 +117,9 @@ def predict_command(args, group):
             sizes = balanced_sizes(n, group.size)
             lo = int(sizes[:group.rank].sum())
             mine = X[lo:lo + int(sizes[group.rank])]
-        if mine.dtype.kind == "f" and not np.isfinite(mine).all():
-            raise UsageError(f"{args.data}: dataset {name} has NaN or inf")
+        err = nonfinite_error(mine, np.array([[lo, len(mine)]]), args.data, name)
+        if err:
+            raise err
         if group.rank == 0:
             from .checkpoint import check_writable
             check_writable(args.out, "--out")
