@@ -218,3 +218,30 @@ def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
     assert "accuracy" in ev.stdout + ev.stderr
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     assert not leftovers or all(os.path.getsize(tmp_path / p) >= 0 for p in leftovers)
+
+
+def test_abort_waits_until_the_launcher_has_read_the_error(tmp_path):
+    """MPI_Abort can end the job before mpiexec forwards a rank's last stderr bytes; the
+    aborting rank first waits until its pipe (or socket) is drained, never past the timeout."""
+    import socket
+
+    from mpidml.cli import wait_until_read
+    r, w = os.pipe()
+    os.write(w, b"mpidml: error: x\n")
+    t0 = time.monotonic()
+    assert not wait_until_read(w, timeout=0.2) and time.monotonic() - t0 < 1
+    os.read(r, 100)
+    assert wait_until_read(w, timeout=0.2)
+    a, b = socket.socketpair()
+    a.send(b"x" * 100)
+    assert not wait_until_read(a.fileno(), timeout=0.05)
+    b.recv(100)
+    assert wait_until_read(a.fileno(), timeout=0.05)
+    with open(tmp_path / "log", "w") as f:
+        f.write("x")
+        f.flush()
+        assert wait_until_read(f.fileno(), timeout=0.05)
+    for fd in (r, w):
+        os.close(fd)
+    a.close()
+    b.close()
