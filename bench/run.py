@@ -393,8 +393,9 @@ def bench_data(args):
                              f"{rss[0]:.0f}", f"{rss[1]:.0f}", f"{rss[0] - rss[1]:+.0f}"])
     text = ("Synthetic float32 data, 50 features, 2 ranks. `plain read` is one process reading the whole "
             "training dataset with h5py into a fresh array, in the same run (page cache warm for both); "
-            "both are the best of 3 (of 5 for `synth defaults`). `distribute_s` covers everything from the partition plan to every "
-            "rank holding validated rows and labels (reading, NaN/inf checks, label encoding, sending). "
+            "both are the best of 3 (of 5 for `synth defaults`). `distribute_s` covers everything from the "
+            "partition plan to every rank holding validated rows and labels (reading, NaN/inf checks, label "
+            "encoding, sending). "
             "Test split 1% (`synth defaults`: `data synth` with its defaults, 1 MB chunks, and the default "
             "20% split, the issue's acceptance case). `scatter`: rank 0 reads every row; `read`: every rank "
             "reads its own rows, or, for compressed data, a slab of whole chunks whose rows it passes on "

@@ -8,10 +8,15 @@ in a collective. Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 div
 4 a peer rank stalled.
 """
 import argparse
+import array
+import fcntl
 import logging
 import math
 import os
+import stat
 import sys
+import termios
+import time
 
 from . import __version__
 from .config import TrainConfig, bundled_dataset
@@ -415,11 +420,6 @@ def wait_until_read(fd, timeout=2.0):
     """Wait until the reader of a pipe or local socket has taken every byte written to `fd`
     (FIONREAD counts what a pipe still holds, TIOCOUTQ a socket's unread send queue).
     True when drained, False at the timeout."""
-    import array
-    import fcntl
-    import stat
-    import termios
-    import time
     mode = os.fstat(fd).st_mode
     request = termios.FIONREAD if stat.S_ISFIFO(mode) else termios.TIOCOUTQ if stat.S_ISSOCK(mode) else None
     if request is None:

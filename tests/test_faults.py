@@ -2,6 +2,7 @@
 unwritable outputs, corrupt checkpoints, exact resume. Every launch has a timeout."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,8 @@ import h5py
 import numpy as np
 import pytest
 from conftest import DIGITS, MPIEXEC, ROOT, mpiexec, train, write_h5
+
+from mpidml.cli import wait_until_read
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -223,9 +226,6 @@ def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
 def test_abort_waits_until_the_launcher_has_read_the_error(tmp_path):
     """MPI_Abort can end the job before mpiexec forwards a rank's last stderr bytes; the
     aborting rank first waits until its pipe (or socket) is drained, never past the timeout."""
-    import socket
-
-    from mpidml.cli import wait_until_read
     r, w = os.pipe()
     os.write(w, b"mpidml: error: x\n")
     t0 = time.monotonic()
