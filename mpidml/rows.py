@@ -7,6 +7,7 @@ and, on chunked data, about as much as the copy itself (BENCHMARKS.md: raw reads
 0.9x HDF5's time on contiguous data and 0.5x on chunked, here). Everything else (filters,
 another dtype or byte order, unallocated chunks) goes through HDF5, one hyperslab per run.
 """
+import bisect
 import os
 
 import numpy as np
@@ -22,13 +23,16 @@ class Rows:
         self.tail = tuple(ds.shape[1:])
         self.row_bytes = int(np.prod(self.tail, dtype=np.int64)) * self.dtype.itemsize
         self.space = ds.id.get_space()
-        self.fd, self.chunk_rows, self.offsets = None, None, None
+        self.fd = None
         if fd is not None and hasattr(os, "preadv") and ds.dtype == self.dtype and ds.dtype.kind in "fiu" \
                 and len(ds):
             self._map_storage(fd)
 
     def _map_storage(self, fd):
-        """File offsets of the raw rows, if the dataset is stored as plain bytes."""
+        """Where the raw rows lie, if the dataset is stored as plain bytes: extents of rows
+        (first row, file offset; -1 where a chunk was never written) that each sit back to
+        back in the file. A file written front to back has a few large extents even when
+        chunked, so a run of rows is one read however many chunks it crosses."""
         ds = self.ds
         dcpl = ds.id.get_create_plist()
         if dcpl.get_nfilters() or dcpl.get_external_count() or ds.is_virtual:
@@ -58,7 +62,11 @@ class Rows:
         allocated = np.flatnonzero(offsets >= 0)
         if not len(allocated):
             return
-        self.fd, self.chunk_rows, self.offsets = fd, chunk_rows, offsets
+        follows = (offsets[1:] == offsets[:-1] + chunk_rows * self.row_bytes) & (offsets[:-1] >= 0)
+        first = np.flatnonzero(np.r_[True, ~follows])           # chunks that start an extent
+        self.fd = fd
+        self.extent_rows = (first * chunk_rows).tolist() + [ds.shape[0]]
+        self.extent_offsets = offsets[first].tolist()
         # trust, but verify: a stored row read both ways must agree to the bit
         row = int(allocated[0]) * chunk_rows
         raw, ref = np.empty((1,) + self.tail, self.dtype), np.empty((1,) + self.tail, self.dtype)
@@ -78,12 +86,13 @@ class Rows:
         pos = 0
         while pos < count:
             row = start + pos
-            k = row // self.chunk_rows
-            m = min(count - pos, (k + 1) * self.chunk_rows - row)
-            if self.offsets[k] < 0:
+            e = bisect.bisect_right(self.extent_rows, row) - 1
+            m = min(count - pos, self.extent_rows[e + 1] - row)
+            base = self.extent_offsets[e]
+            if base < 0:
                 self._hdf5(row, m, out[pos:pos + m])
             else:
-                self._pread(int(self.offsets[k]) + (row - k * self.chunk_rows) * self.row_bytes, out[pos:pos + m])
+                self._pread(base + (row - self.extent_rows[e]) * self.row_bytes, out[pos:pos + m])
             pos += m
 
     def _pread(self, offset, out):
