@@ -13,6 +13,7 @@ Sections:
 """
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -363,6 +364,22 @@ def read_paths(path):
     return len(runs), times
 
 
+def pages_out_idle_memory():
+    """True where the kernel runs DAMON with the pageout action (this project's VMs do): it
+    drops page-cache pages it takes for idle, even of a file read seconds earlier (here,
+    three back-to-back `--distribute read` runs of the 1.6 GB file took 1.1, 0.11, 1.2 s)."""
+    root = "/sys/kernel/mm/damon/admin/kdamonds"
+
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+    actions = glob.glob(f"{root}/[0-9]*/contexts/[0-9]*/schemes/[0-9]*/action")
+    return any(read(a) == "pageout" and read(a.split("/contexts/")[0] + "/state") == "on" for a in actions)
+
+
 def bench_data(args):
     sizes = [(2_000_000, "0.4 GB")] if args.quick else [(2_000_000, "0.4 GB"), (8_000_000, "1.6 GB")]
     rows, plains, paths = [], {}, []
@@ -400,7 +417,13 @@ def bench_data(args):
             "20% split, the issue's acceptance case). `scatter`: rank 0 reads every row; `read`: every rank "
             "reads its own rows, or, for compressed data, a slab of whole chunks whose rows it passes on "
             "(each chunk is decompressed once). "
-            "Peak RSS per rank from getrusage.\n\n")
+            "Peak RSS per rank from getrusage.")
+    if pages_out_idle_memory():
+        text += (" This machine's kernel pages out memory that DAMON sees as idle, page cache included, "
+                 "so a file read moments ago is sometimes partly read from disk again, in the plain read as in "
+                 "mpidml: the best of several runs keeps the ones it spared, and a row far above its "
+                 "neighbours is such a run (`ratio` 3x and more).")
+    text += "\n\n"
     text += table(["size", "layout", "--distribute", "plain read (s)", "distribute_s", "ratio (target <= 1)",
                    "rank 0 peak MB", "rank 1 peak MB", "rank 0 - rank 1"], rows)
     text += ("\n\nRead path (mpidml/rows.py), one process reading one rank's partition (of 2) of the 0.4 GB "
