@@ -413,7 +413,26 @@ def _abort(comm, code):
             wait_until_read(stream.fileno())
         except (OSError, ValueError):        # closed or not a real file: nothing to wait for
             pass
+    _unlink_mpich_segment()
     comm.Abort(code)
+
+
+def _unlink_mpich_segment():
+    """MPICH keeps its node's shared-memory segment named in /dev/shm until MPI_Finalize,
+    which an aborted job never reaches: each abort left 3 MB of RAM there for good (718
+    files, 2.2 GB, on this machine after a day of tests). Removing the name is safe: the
+    ranks keep their mappings, and the job is ending."""
+    try:
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f}
+    except OSError:
+        return
+    for name in mapped:
+        if name.startswith("/dev/shm/mpich_shm_"):
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
 
 def wait_until_read(fd, timeout=2.0):
