@@ -210,6 +210,20 @@ def test_stopped_rank_is_named_within_the_stall_timeout(tmp_path):
     assert not {s for s in _shm_segments() - before if s.startswith("mpich_shm_")}
 
 
+def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
+    """The launcher forwards SIGINT to every rank; rank 0 alone reports it."""
+    proc = _launch_long_run(tmp_path, f"int-{os.getpid()}")
+    try:
+        _wait_epochs(proc, 3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert [ln for ln in err.splitlines() if ln.startswith("mpidml: error:")] == ["mpidml: error: interrupted"], err
+
+
 def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
     ckpt = tmp_path / "ck.h5"
     tag = f"kill-{os.getpid()}"
