@@ -4,8 +4,8 @@ Errors: every rank parses the same command line, so a bad option fails on all of
 at once and only rank 0 prints it. Errors found in the data are agreed by all ranks
 (comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
-in a collective; Ctrl-C, which the launcher forwards to every rank, is reported by rank 0
-alone. Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 diverged,
+in a collective; when every rank fails alike (Ctrl-C, which the launcher forwards to all,
+or a bug), rank 0 alone reports it. Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 diverged,
 4 a peer rank stalled.
 """
 import argparse
@@ -388,8 +388,6 @@ def main(argv=None):
         _fatal(str(e), e.code, comm, abort=not e.agreed, debug=debug)
         return e.code
     except KeyboardInterrupt:
-        if rank != 0:
-            _leave_it_to_rank_0()
         _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, abort=True, debug=debug)
         return 130
     except Exception as e:
@@ -398,9 +396,9 @@ def main(argv=None):
 
 
 def _leave_it_to_rank_0(seconds=1.0):
-    """Ctrl-C reaches every rank (the launcher forwards it): give rank 0 a moment to report
-    it once and end the job, rather than print the same line from every rank. A rank that
-    alone was interrupted reports after the pause."""
+    """A failure that reaches every rank (Ctrl-C, which the launcher forwards, or a bug every
+    rank runs into) is reported once: the other ranks give rank 0 a moment to report it and
+    end the job. A rank that failed alone reports after the pause."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -410,6 +408,8 @@ def _leave_it_to_rank_0(seconds=1.0):
 
 
 def _fatal(message, code, comm, abort, debug):
+    if abort and comm.Get_size() > 1 and comm.Get_rank() != 0:
+        _leave_it_to_rank_0()
     if debug:
         import traceback
         traceback.print_exc()

@@ -224,6 +224,14 @@ def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
     assert [ln for ln in err.splitlines() if ln.startswith("mpidml: error:")] == ["mpidml: error: interrupted"], err
 
 
+@pytest.mark.parametrize("where, reporter", [("all", 0), ("2", 2)])
+def test_a_bug_is_reported_once_by_the_rank_that_hit_it(where, reporter):
+    proc = mpiexec(3, [where, "--quiet"], script=os.path.join(ROOT, "tests", "fail_on_ranks.py"), timeout=30)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mpidml: error:")]
+    assert proc.returncode == 1, proc.stderr
+    assert errors == [f"mpidml: error: rank {reporter}: internal error: RuntimeError: planted bug"], proc.stderr
+
+
 def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
     ckpt = tmp_path / "ck.h5"
     tag = f"kill-{os.getpid()}"
