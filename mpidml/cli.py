@@ -430,7 +430,17 @@ def _abort(comm, code):
         except (OSError, ValueError):        # closed or not a real file: nothing to wait for
             pass
     _unlink_mpich_segment()
+    _silence_stderr()
     comm.Abort(code)
+
+
+def _silence_stderr():
+    """Our one line is out; MPI_Abort would add MPICH's "Abort(N) on node ..." under it."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        pass
 
 
 def _unlink_mpich_segment():
