@@ -388,10 +388,12 @@ def main(argv=None):
         _fatal(str(e), e.code, comm, abort=not e.agreed, debug=debug)
         return e.code
     except KeyboardInterrupt:
-        _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, abort=True, debug=debug)
+        _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, abort=True, debug=debug,
+               everywhere=True)
         return 130
     except Exception as e:
-        _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, abort=True, debug=debug)
+        _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, abort=True, debug=debug,
+               everywhere=True)
         return 1
 
 
@@ -407,8 +409,10 @@ def _leave_it_to_rank_0(seconds=1.0):
             pass
 
 
-def _fatal(message, code, comm, abort, debug):
-    if abort and comm.Get_size() > 1 and comm.Get_rank() != 0:
+def _fatal(message, code, comm, abort, debug, everywhere=False):
+    """Print the one error line and, for a failure this rank met alone (`abort`), end the
+    job. `everywhere`: the failure may have reached every rank; rank 0 reports it."""
+    if everywhere and comm.Get_size() > 1 and comm.Get_rank() != 0:
         _leave_it_to_rank_0()
     if debug:
         import traceback
