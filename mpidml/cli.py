@@ -4,22 +4,18 @@ Errors: every rank parses the same command line, so a bad option fails on all of
 at once and only rank 0 prints it. Errors found in the data are agreed by all ranks
 (comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
-in a collective; when every rank fails alike (Ctrl-C, which the launcher forwards to all,
-or a bug), rank 0 alone reports it. Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 diverged,
-4 a peer rank stalled.
+in a collective (mpidml/abort.py); when every rank fails alike (Ctrl-C, which the launcher
+forwards to all, or a bug), rank 0 alone reports it. Exit codes: 0 ok, 1 internal error,
+2 bad usage or input, 3 diverged, 4 a peer rank stalled, 130 interrupted.
 """
 import argparse
-import array
-import fcntl
 import logging
 import math
 import os
-import stat
 import sys
-import termios
-import time
 
 from . import __version__
+from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import MpidmlError, UsageError
 
@@ -384,101 +380,28 @@ def main(argv=None):
         if e.agreed and rank != 0:
             return e.code
         if getattr(e, "silent", False):      # another rank reports this one
-            _abort(comm, e.code)
-        _fatal(str(e), e.code, comm, abort=not e.agreed, debug=debug)
+            abort(comm, e.code)
+        _fatal(str(e), e.code, comm, alone=not e.agreed, debug=debug)
         return e.code
     except KeyboardInterrupt:
-        _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, abort=True, debug=debug,
+        _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, alone=True, debug=debug,
                everywhere=True)
         return 130
     except Exception as e:
-        _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, abort=True, debug=debug,
+        _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)
         return 1
 
 
-def _leave_it_to_rank_0(seconds=1.0):
-    """A failure that reaches every rank (Ctrl-C, which the launcher forwards, or a bug every
-    rank runs into) is reported once: the other ranks give rank 0 a moment to report it and
-    end the job. A rank that failed alone reports after the pause."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            time.sleep(max(0.0, end - time.monotonic()))
-        except KeyboardInterrupt:       # a second Ctrl-C: keep waiting for rank 0
-            pass
-
-
-def _fatal(message, code, comm, abort, debug, everywhere=False):
-    """Print the one error line and, for a failure this rank met alone (`abort`), end the
-    job. `everywhere`: the failure may have reached every rank; rank 0 reports it."""
+def _fatal(message, code, comm, alone, debug, everywhere=False):
+    """Print the one error line and, for a failure this rank met `alone` (not agreed by all
+    ranks), end the job. `everywhere`: it may have reached every rank; rank 0 reports it."""
     if everywhere and comm.Get_size() > 1 and comm.Get_rank() != 0:
-        _leave_it_to_rank_0()
+        leave_it_to_rank_0()
     if debug:
         import traceback
         traceback.print_exc()
     sys.stderr.write(f"mpidml: error: {message}\n")
     sys.stderr.flush()
-    if abort and comm.Get_size() > 1:
-        _abort(comm, code)
-
-
-def _abort(comm, code):
-    """MPI_Abort once the launcher has read what this rank wrote: MPICH's mpiexec can end
-    the job before it forwards the last bytes in a rank's stdout/stderr pipe (measured here:
-    the error line lost in 8 of 60 plain write-then-abort runs at 3 ranks)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-            wait_until_read(stream.fileno())
-        except (OSError, ValueError):        # closed or not a real file: nothing to wait for
-            pass
-    _unlink_mpich_segment()
-    _silence_stderr()
-    comm.Abort(code)
-
-
-def _silence_stderr():
-    """Our one line is out; MPI_Abort would add MPICH's "Abort(N) on node ..." under it."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-    except OSError:
-        pass
-
-
-def _unlink_mpich_segment():
-    """MPICH keeps its node's shared-memory segment named in /dev/shm until MPI_Finalize,
-    which an aborted job never reaches: each abort left 3 MB of RAM there for good (718
-    files, 2.2 GB, here after a day of test runs and abort experiments). Removing the name
-    is safe: the ranks keep their mappings, and the job is ending."""
-    try:
-        with open("/proc/self/maps") as f:
-            mapped = {line.split()[-1] for line in f}
-    except OSError:
-        return
-    for name in mapped:
-        if name.startswith("/dev/shm/mpich_shm_"):
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
-
-
-def wait_until_read(fd, timeout=2.0):
-    """Wait until the reader of a pipe or local socket has taken every byte written to `fd`
-    (FIONREAD counts what a pipe still holds, TIOCOUTQ a socket's unread send queue).
-    True when drained, False at the timeout."""
-    mode = os.fstat(fd).st_mode
-    request = termios.FIONREAD if stat.S_ISFIFO(mode) else termios.TIOCOUTQ if stat.S_ISSOCK(mode) else None
-    if request is None:
-        return True                          # a terminal or a file holds no unread bytes for us
-    queued = array.array("i", [0])
-    deadline = time.monotonic() + timeout
-    while True:
-        fcntl.ioctl(fd, request, queued)
-        if queued[0] == 0:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
+    if alone and comm.Get_size() > 1:
+        abort(comm, code)

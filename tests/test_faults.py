@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import DIGITS, MPIEXEC, ROOT, mpiexec, train, write_h5
 
-from mpidml.cli import wait_until_read
+from mpidml.abort import wait_until_read
 
 pytestmark = pytest.mark.timeout(300)
 
