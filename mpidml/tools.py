@@ -7,7 +7,7 @@ import numpy as np
 
 from . import __version__
 from .comm import drive
-from .data import encode_labels, nonfinite_error, open_h5
+from .data import as_labels, class_array, encode_labels, nonfinite_error, open_h5
 from .errors import UsageError
 from .evaluate import Scaling, predict, score
 
@@ -88,7 +88,6 @@ def evaluate(args, report):
     info = _label_info(m)
     classes = None
     if m.task != "regression":
-        from .data import as_labels, class_array
         classes = class_array(info)
         labels = as_labels(np.asarray(raw_y).reshape(-1))
         unknown = ~np.isin(labels, classes)
@@ -147,7 +146,6 @@ def predict_command(args, group):
                 if m.task == "regression":
                     f["values"] = recv[:, 0]
                 else:
-                    from .data import class_array
                     classes = class_array(_label_info(m))
                     idx = recv[:, 0].astype(np.int64)
                     f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
