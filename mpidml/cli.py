@@ -30,23 +30,25 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, agreed=True)   # every rank parses the same command line
 
 
-def _positive_int():
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {v}")
-        return v
-    return parse
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
 
 
 def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    v = _number(text)
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return v
@@ -54,10 +56,7 @@ def _positive_float(text):
 
 def _nonneg_float(upper=None):
     def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+        v = _number(text)
         if not math.isfinite(v) or v < 0 or (upper is not None and v >= upper):
             bound = f" and below {upper:g}" if upper is not None else ""
             raise argparse.ArgumentTypeError(f"must be a finite number >= 0{bound}, got {text}")
@@ -94,7 +93,7 @@ def add_train_options(p):
                    help="rank 0 streams partitions to the ranks, or each rank reads its own rows (default scatter)")
     g.add_argument("--partition", choices=("blocks", "contiguous"), default=S,
                    help="rows to ranks: seeded permutation of row blocks, or contiguous runs (default blocks)")
-    g.add_argument("--block-rows", type=_positive_int(), default=S, metavar="R",
+    g.add_argument("--block-rows", type=_positive_int, default=S, metavar="R",
                    help="rows per partition block (default: about 1/1024 of the rows, whole HDF5 chunks)")
     g.add_argument("--partition-seed", type=int, default=S, metavar="S",
                    help="seed of the block permutation and test split (default 0)")
@@ -111,10 +110,10 @@ def add_train_options(p):
     g.add_argument("--hidden", type=_hidden, default=S, metavar="W1,W2", help="MLP hidden widths (default 128)")
     g.add_argument("--activation", choices=("relu", "tanh"), default=S, help="MLP activation (default relu)")
     g = p.add_argument_group("optimization (per rank)")
-    g.add_argument("--epochs", type=_positive_int(), default=S, metavar="E",
+    g.add_argument("--epochs", type=_positive_int, default=S, metavar="E",
                    help="passes over the data (default 10, more for small data so that every rank takes "
                         "at least 300 steps, at most 100 epochs; when resuming, the saved run's)")
-    g.add_argument("--batch-size", type=_positive_int(), default=S, metavar="B",
+    g.add_argument("--batch-size", type=_positive_int, default=S, metavar="B",
                    help=f"minibatch rows per rank (default {d.batch_size})")
     g.add_argument("--lr", type=_nonneg_float(), default=S, metavar="LR", help=f"learning rate (default {d.lr})")
     g.add_argument("--l2", type=_nonneg_float(), default=S, metavar="L",
@@ -125,7 +124,7 @@ def add_train_options(p):
     g.add_argument("--schedule", choices=("constant", "step", "cosine"), default=S, help="learning-rate schedule")
     g.add_argument("--warmup-epochs", type=_nonneg_float(), default=S, metavar="E",
                    help="linear learning-rate warmup")
-    g.add_argument("--step-epochs", type=_positive_int(), default=S, metavar="E",
+    g.add_argument("--step-epochs", type=_positive_int, default=S, metavar="E",
                    help="step schedule: multiply by --gamma every E epochs")
     g.add_argument("--gamma", type=_nonneg_float(), default=S, help="step schedule factor (default 0.1)")
     g.add_argument("--clip-norm", type=_nonneg_float(), default=S, metavar="C",
@@ -134,7 +133,7 @@ def add_train_options(p):
     g = p.add_argument_group("aggregation")
     g.add_argument("--sync", choices=("average", "gradients"), default=S,
                    help="average: model averaging every K steps (local SGD); gradients: Allreduce every step")
-    g.add_argument("--sync-every", type=_positive_int(), default=S, metavar="K",
+    g.add_argument("--sync-every", type=_positive_int, default=S, metavar="K",
                    help=f"local steps between averagings (default {d.sync_every})")
     g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
                    help="run the averaging as a non-blocking collective behind the next K steps")
@@ -143,7 +142,7 @@ def add_train_options(p):
                         f"stopped (0: never; default {d.stall_timeout:g})")
     g = p.add_argument_group("output")
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
-    g.add_argument("--checkpoint-every", type=_positive_int(), default=S, metavar="E",
+    g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",
                    help="rewrite --save atomically every E epochs")
     g.add_argument("--resume", default=S, metavar="PATH", help="continue from a model file up to --epochs in total")
     g.add_argument("--metrics-json", default=S, metavar="PATH", help="rank 0 writes the metrics document here")
@@ -157,7 +156,7 @@ def add_train_options(p):
 
 def add_common(p):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--threads", type=_positive_int(), metavar="N",
+    p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS threads per rank (default 1, or MPIDML_THREADS)")
 
 
@@ -184,8 +183,8 @@ def build_parser():
     p = sub.add_parser("data", help="synth, convert or inspect data files")
     dsub = p.add_subparsers(dest="data_command", parser_class=Parser, required=True)
     q = dsub.add_parser("synth", help="synthetic float32 data in the default layout")
-    q.add_argument("--samples", type=_positive_int(), default=10000)
-    q.add_argument("--features", type=_positive_int(), default=20)
+    q.add_argument("--samples", type=_positive_int, default=10000)
+    q.add_argument("--features", type=_positive_int, default=20)
     q.add_argument("--classes", type=int, default=2, help="0: regression")
     q.add_argument("--test-samples", type=int, default=0, help="rows of a /test set (default none)")
     q.add_argument("--noise", type=_nonneg_float(), default=1.0)
