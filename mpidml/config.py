@@ -52,6 +52,7 @@ class TrainConfig:
     metrics_json: str = ""
     trace: str = ""
     stall_timeout: float = 300.0
+    wait: str = "auto"             # how a rank waits in a collective: auto, spin, nap
     quiet: bool = False
     progress_bar: bool = False     # also on whenever rank 0's stdout is a terminal
 

@@ -6,11 +6,15 @@ A task is a generator. `yield` (or `yield None`) cedes to the next runnable task
 while; `yield event` (an `Event`) suspends until it is set; `return value` finishes the
 task and sets `task.result`. MPICH and Open MPI progress non-blocking collectives only
 inside MPI calls, so between task steps the scheduler tests the outstanding requests
-(one Testsome). When nothing can run it polls with sched_yield for up to 2 ms (most
-collectives finish in microseconds, and a peer rank sharing the core gets to run: with
-3 ranks on 2 cores, sleeping between polls made an Iallreduce take milliseconds), then
-sleeps in short, growing naps so a long wait does not burn a core; all of it is counted
-as blocked time (`idle_s`).
+(one Testsome). When nothing can run while a request is outstanding it polls, with a
+sched_yield between polls (a peer rank sharing the core gets to run: with 3 ranks on 2
+cores, sleeping between polls made an Iallreduce take milliseconds), for up to
+`spin_s`, then sleeps in short, growing naps so a long wait does not burn a core. All of
+it is counted as blocked time (`idle_s`). How long to poll depends on the cores
+(topology.py): with a core per rank, `SPIN_S_OWN_CORE` (0.2 s), since every step of a
+collective needs every rank inside MPI and one napping rank holds all of them up (at 16
+ranks, 2 ms of polling then naps made the wait per average grow to 20 ms against 0.2 ms
+for a blocking Allreduce); with more ranks than cores, `SPIN_S_SHARED` (2 ms).
 
 Order is deterministic: runnable tasks run first-in first-out, and woken tasks join the
 queue in the order they were suspended. An exception in a task ends `run()` with it.
@@ -63,10 +67,11 @@ class Task:
 class Scheduler:
     """Runs tasks to completion on one rank; see the module docstring."""
 
-    SPIN_S, MIN_NAP, MAX_NAP = 2e-3, 50e-6, 0.5e-3
+    SPIN_S_SHARED, SPIN_S_OWN_CORE, MIN_NAP, MAX_NAP = 2e-3, 0.2, 50e-6, 0.5e-3
 
-    def __init__(self, clock=time.perf_counter, tracer=None):
+    def __init__(self, clock=time.perf_counter, tracer=None, own_core=False):
         self.clock, self.tracer = clock, tracer
+        self.spin_s = self.SPIN_S_OWN_CORE if own_core else self.SPIN_S_SHARED
         self.ready = deque()
         self.requests = []          # [task, request, deadline, label]
         self.sleepers = []          # [task, wake_time]
@@ -165,8 +170,8 @@ class Scheduler:
     def _nap(self):
         """Sleep in growing naps until some task can run; count it as idle time."""
         start = self.clock()
-        spin_until = start + self.SPIN_S       # most collectives finish within microseconds
-        while not self.ready and self.clock() < spin_until:
+        spin_until = start + self.spin_s       # most collectives finish within microseconds
+        while not self.ready and self.requests and self.clock() < spin_until:
             os.sched_yield()                    # let a peer on the same core run
             self._poll()
         nap = self.MIN_NAP

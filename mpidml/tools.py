@@ -10,6 +10,7 @@ from .comm import drive
 from .data import as_labels, class_array, encode_labels, nonfinite_error, open_h5
 from .errors import UsageError
 from .evaluate import Scaling, predict, score
+from .topology import gather_layout, oversubscription_warning
 
 log = logging.getLogger("mpidml")
 
@@ -157,7 +158,7 @@ def predict_command(args, group):
 
 
 def info(group):
-    """Versions, MPI library, ranks, BLAS and its threads (rank 0 prints)."""
+    """Versions, MPI library, ranks, BLAS and its threads, hosts and cores (rank 0 prints)."""
     import h5py
     import mpi4py
     from mpi4py import MPI
@@ -176,8 +177,18 @@ def info(group):
     except ImportError:
         lines["blas"] = "unknown (threadpoolctl not installed)"
     threads = drive(group.gather_json(_blas_threads(), label="info"))
+    layout = drive(gather_layout(group))
     if group.rank == 0:
         lines["blas_threads_per_rank"] = threads
+        lines["hosts"] = len(layout.hosts)
+        for i, line in enumerate(layout.describe()):
+            lines[f"host {i}"] = line
+        lines["cpus_per_rank"] = [len(p.cpus) if p.quota is None else min(len(p.cpus), p.quota)
+                                  for p in layout.ranks]
+        lines["collective_wait"] = "spin (a core per rank)" if layout.has_core_per_rank(0) else "nap"
+        warning = oversubscription_warning(layout)
+        if warning:
+            lines["warning"] = warning
         width = max(len(k) for k in lines)
         for k, v in lines.items():
             sys.stdout.write(f"{k:<{width}}  {v}\n")

@@ -22,6 +22,7 @@ from .evaluate import Scaling, from_sums, partial_sums
 from .models import build
 from .optim import Optimizer, schedule
 from .scheduler import Event, Scheduler, Sleep
+from .topology import gather_layout, oversubscription_warning
 
 log = logging.getLogger("mpidml")
 
@@ -112,6 +113,11 @@ class Run:
                 err = e
         yield from g.agree(err, "open")
         self.info = info = yield from g.bcast_json(info, label="describe")
+        self.layout = yield from gather_layout(g)
+        self.own_core = cfg.wait == "spin" or (cfg.wait == "auto" and self.layout.has_core_per_rank(g.rank))
+        warning = oversubscription_warning(self.layout)
+        if warning and g.rank == 0:
+            log.warning(f"mpidml: warning: {warning}")
         arch = info["model"]
         self.kind = arch["kind"]
         t0 = self.clock()
@@ -380,7 +386,7 @@ class Run:
     def train(self):
         """Run the tasks to completion; returns train_s (the loop without test scoring)."""
         cfg = self.cfg
-        self.sched = Scheduler(tracer=self.tracer)
+        self.sched = Scheduler(tracer=self.tracer, own_core=self.own_core)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
         self.finished, self.epoch, self.step_index, self.step_total = False, self.start_epoch, 0, 0
         self.averager = None
