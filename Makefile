@@ -57,6 +57,6 @@ lint: $(STAMP)  ## ruff
 	$(VPY) -m pip install -q ruff
 	$(VPY) -m ruff check mpidml tests bench
 
-clean:  ## remove .venv, caches and generated data
-	rm -rf $(VENV) .pytest_cache build *.egg-info data/synth-*.h5
+clean:  ## remove .venv, caches, generated data and benchmark files
+	rm -rf $(VENV) .pytest_cache build *.egg-info data/synth-*.h5 .bench .wheels .devprefix BENCHMARKS-device.md
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
