@@ -186,16 +186,22 @@ def _wait_epochs(proc, count):
         assert line, proc.stderr.read()
 
 
-def _shm_segments():
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+def _job_segments(pids):
+    """MPICH's node segments that this job's ranks have mapped (/dev/shm/mpich_shm_*): other
+    MPI jobs on the machine make their own, and a test may judge only its job's."""
+    names = set()
+    for pid in pids.values():
+        with open(f"/proc/{pid}/maps") as f:
+            names |= {ln.split("/dev/shm/")[1].split()[0] for ln in f if "/dev/shm/mpich_shm_" in ln}
+    return names
 
 
 def test_stopped_rank_is_named_within_the_stall_timeout(tmp_path):
-    before = _shm_segments()
     proc = _launch_long_run(tmp_path, f"stall-{os.getpid()}", "--stall-timeout", "3")
     try:
         _wait_epochs(proc, 4)
         pids = _rank_pids(f"stall-{os.getpid()}")
+        segments = _job_segments(pids)
         os.kill(pids[1], signal.SIGSTOP)
         t0 = time.time()
         _, err = proc.communicate(timeout=30)
@@ -209,7 +215,7 @@ def test_stopped_rank_is_named_within_the_stall_timeout(tmp_path):
     assert "rank 1 did not arrive" in err and "rank 2" not in err, err
     assert elapsed < 3 + 8
     # MPICH's node segment would outlive the aborted job in /dev/shm
-    assert not {s for s in _shm_segments() - before if s.startswith("mpich_shm_")}
+    assert segments and not [s for s in segments if os.path.exists(f"/dev/shm/{s}")]
 
 
 def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
@@ -236,19 +242,21 @@ def test_a_bug_is_reported_once_by_the_rank_that_hit_it(where, reporter):
 def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
     ckpt = tmp_path / "ck.h5"
     tag = f"kill-{os.getpid()}"
-    before = _shm_segments()
+    segments = set()
     proc = _launch_long_run(tmp_path, tag, "--save", ckpt, "--checkpoint-every", "1")
     try:
         _wait_epochs(proc, 5)
-        os.kill(_rank_pids(tag)[2], signal.SIGKILL)
+        pids = _rank_pids(tag)
+        segments = _job_segments(pids)
+        os.kill(pids[2], signal.SIGKILL)
         t0 = time.time()
         proc.communicate(timeout=30)
         assert time.time() - t0 < 30
     finally:
         if proc.poll() is None:
             proc.kill()
-        for name in _shm_segments() - before:   # SIGKILL leaves MPICH no chance to remove its segment
-            if name.startswith("mpich_shm_"):
+        for name in segments:       # SIGKILL leaves MPICH no chance to remove its segment
+            if os.path.exists(f"/dev/shm/{name}"):
                 os.unlink(f"/dev/shm/{name}")
     assert proc.returncode != 0
     ev = mpiexec(1, ["evaluate", "--model", ckpt, "--data", DIGITS], check=0, timeout=30)
