@@ -136,7 +136,10 @@ def add_train_options(p):
     g.add_argument("--sync-every", type=_positive_int, default=S, metavar="K",
                    help=f"local steps between averagings (default {d.sync_every})")
     g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
-                   help="run the averaging as a non-blocking collective behind the next K steps")
+                   help="run the averaging as a non-blocking collective behind the next steps")
+    g.add_argument("--merge-after", type=_positive_int, default=S, metavar="D",
+                   help="with --overlap: merge each average D steps after it started, at most K (default K/2: "
+                        "fewer steps stay closer to blocking averaging, more hide more communication)")
     g.add_argument("--stall-timeout", type=_nonneg_float(), default=S, metavar="S",
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
                         f"stopped (0: never; default {d.stall_timeout:g})")
@@ -291,6 +294,9 @@ def make_config(args, environ=os.environ):
         raise UsageError("--checkpoint-every needs --save PATH (the file it rewrites)")
     if cfg.model != "mlp" and "hidden" in vars(args):
         raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
+    if cfg.merge_after > cfg.sync_every:
+        raise UsageError(f"--merge-after {cfg.merge_after} must be at most --sync-every {cfg.sync_every}: "
+                         "a round merges before the next one starts")
     if cfg.sync == "gradients" and cfg.overlap:
         raise UsageError("--overlap applies to --sync average (gradient Allreduce runs every step)")
     return cfg

@@ -28,6 +28,23 @@ class Optimizer:
         self.weight_mask = weight_mask
         self.t = 0                      # steps taken (Adam's bias correction, schedules)
         self._tmp = np.empty(n, dtype)
+        self.mark()
+
+    def mark(self):
+        """Start tracking how much of the moments' present value the steps keep (`absorb`)."""
+        self._decay = [1.0, 1.0]        # d m_now / d m_mark, d v_now / d v_mark
+
+    def absorb(self, delta):
+        """Add `delta`, a change of the state as it was at `mark()`, as if it had been made
+        then: the weights take their whole delta, each moment its delta decayed by the
+        steps taken since (mu^D for momentum, beta1^D and beta2^D for Adam), exactly as
+        those steps decayed the moment itself. A moment is mostly forgotten within a few
+        steps; adding its whole delta would add back what the steps had already decayed."""
+        n, tmp = self.n, self._tmp
+        self.weights += delta[:n]
+        for slot, decay in zip(range(1, SLOTS[self.kind]), self._decay):
+            np.multiply(delta[slot * n:(slot + 1) * n], decay, out=tmp)
+            self.state[slot * n:(slot + 1) * n] += tmp
 
     def step(self, grad, lr):
         """Apply one update with learning rate `lr` from `grad` (modified in place)."""
@@ -55,6 +72,7 @@ class Optimizer:
             else:
                 np.multiply(v, lr, out=tmp)
             w -= tmp
+            self._decay[0] *= self.mu
         else:
             b1, b2 = self.betas
             m, v = self.state[self.n:2 * self.n], self.state[2 * self.n:]
@@ -71,6 +89,8 @@ class Optimizer:
             np.divide(m, tmp, out=tmp)
             tmp *= step
             w -= tmp
+            self._decay[0] *= b1
+            self._decay[1] *= b2
 
 
 def schedule(kind, base_lr, total_steps, steps_per_epoch, warmup_steps=0,

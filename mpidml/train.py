@@ -6,6 +6,7 @@ Each rank runs four cooperative tasks on its scheduler:
   prefetch      the next epoch's minibatch order
   monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
 """
+import functools
 import logging
 import resource
 import sys
@@ -229,6 +230,7 @@ class Run:
         """Task: the local minibatch loop and the synchronisation policy."""
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.part
         B, K = cfg.batch_size, cfg.sync_every
+        D = cfg.merge_after or max(1, K // 2)       # --overlap: steps from a round's start to its merge
         sizes = np.array(part.sizes)
         steps = -(-int(sizes.max()) // B)
         self.step_total = steps
@@ -255,6 +257,8 @@ class Run:
             self.order_ready.clear()
             self.order_taken.set()
             loss_sum, count = 0.0, 0
+            merge_at = -1
+            check_average = functools.partial(self._check_finite, epoch=epoch)
             for s in range(steps):
                 self.step_index = s
                 t0 = self.clock()
@@ -286,13 +290,13 @@ class Run:
                 self.compute_s += t1 - t0
                 if trace:
                     trace.span("trainer", "step", t0, t1)
+                if cfg.overlap and s == merge_at:
+                    yield from averager.finish(check_average)
                 if not gradients and (s + 1) % K == 0 and s != steps - 1:
                     if cfg.overlap:
-                        merged = yield from averager.finish()
-                        if merged is not None:
-                            # the global average is the same on every rank; the merged w is not
-                            self._check_finite(merged, epoch)
+                        yield from averager.finish(check_average)
                         averager.start()
+                        merge_at = s + D
                     else:
                         yield from averager.blocking()
                         self._check_finite(w, epoch)
@@ -392,7 +396,7 @@ class Run:
         self.averager = None
         if cfg.sync == "average":
             weight = self.dtype.type(len(self.part.y) / self.n_total)
-            self.averager = Averager(self.group, self.opt.state, weight, cfg.overlap)
+            self.averager = Averager(self.group, self.opt.state, weight, cfg.overlap, self.opt)
         t0 = self.clock()
         self.sched.spawn(self.trainer(), "trainer")
         if self.averager is not None and cfg.overlap:

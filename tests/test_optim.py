@@ -62,3 +62,27 @@ def test_schedules():
     assert cos(0) == 1.0 and cos(50) == pytest.approx(0.5) and cos(100) == pytest.approx(0.0)
     warm = schedule("constant", 1.0, 100, 10, warmup_steps=4)
     assert [warm(t) for t in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("kind", ["momentum", "adam"])
+def test_absorb_adds_a_moment_delta_as_if_made_at_the_mark(kind):
+    """An overlapped average changes the state as it was D steps ago; absorb() must give the
+    moments exactly what they would hold had the change been made then (their recurrence is
+    linear), and the weights their whole delta."""
+    rng = np.random.default_rng(0)
+    n, steps = 50, 7
+    a = Optimizer(kind, n, np.float64, 0.01)
+    a.state[...] = np.abs(rng.standard_normal(a.state.size))
+    delta = rng.standard_normal(a.state.size) * 0.1
+    delta[2 * n:] = np.abs(delta[2 * n:])          # Adam's second moment stays non-negative
+    b = Optimizer(kind, n, np.float64, 0.01)
+    b.state[...] = a.state + delta
+    a.mark()
+    grads = rng.standard_normal((steps, n))
+    for g in grads:
+        a.step(g.copy(), 0.01)
+        b.step(g.copy(), 0.01)
+    before = a.weights.copy()
+    a.absorb(delta)
+    np.testing.assert_allclose(a.state[n:], b.state[n:], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.weights, before + delta[:n], rtol=1e-12)
