@@ -7,6 +7,13 @@ to answer: any rank that is itself waiting in a collective answers at once; a ra
 never arrived (stuck in its own work, hung, stopped) or died does not. The lowest rank
 that answers reports the silent ranks by number and ends the job; the others end quietly.
 Nothing is sent while things go well, so the mechanism costs one wake-up per heartbeat.
+
+Pings are found with Iprobe(MPI_ANY_SOURCE) and then received from the rank that sent them,
+never with a receive posted for MPI_ANY_SOURCE: with the mpich wheel (ch4, its shared-memory
+module beside UCX) such a receive that matches a message the network has already delivered
+takes the message and never completes. Two ranks pinging a third over the network at the
+same moment (every rank that waits diagnoses at once) then lost the second ping, and the
+healthy third rank was named with the stopped one.
 """
 import json
 import time
@@ -43,25 +50,25 @@ class Group:
         self.comm_s = 0.0
         self.clock = time.perf_counter
         self._ping = np.zeros(1, np.int64)
-        self._ping_req = self.notes.Irecv(self._ping, MPI.ANY_SOURCE, PING_TAG) if self.size > 1 else None
+        self._pong = np.zeros(1, np.int64)
         self._pongs = []
 
     def close(self):
-        """Withdraw the standing ping receive (MPI must not finalize with it pending)."""
-        if self._ping_req is not None:
-            self._ping_req.Cancel()
-            self._ping_req.Wait()
-            self._ping_req = None
+        """Complete the answers still in flight (MPI must not finalize with them pending)."""
         MPI.Request.Waitall(self._pongs)
         self._pongs = []
 
     # -- the deadline mechanism ----------------------------------------------------
     def answer_pings(self):
-        """Reply to every liveness ping that has arrived."""
+        """Reply to every liveness ping that has arrived (see the module docstring for why a
+        probe, and not a standing receive for any source)."""
+        if self.size == 1:
+            return
         status = MPI.Status()
-        while self._ping_req is not None and self._ping_req.Test(status):
-            self._pongs.append(self.notes.Isend(np.zeros(1, np.int64), dest=status.Get_source(), tag=PONG_TAG))
-            self._ping_req = self.notes.Irecv(self._ping, MPI.ANY_SOURCE, PING_TAG)
+        while self.notes.Iprobe(MPI.ANY_SOURCE, PING_TAG, status):
+            source = status.Get_source()
+            self.notes.Recv(self._ping, source, PING_TAG)      # there: a probed message
+            self._pongs.append(self.notes.Isend(self._pong, dest=source, tag=PONG_TAG))
         self._pongs = [r for r in self._pongs if not r.Test()]
 
     def wait(self, req, label):

@@ -51,3 +51,8 @@ def blobs(tmp_path):
 
 
 DIGITS = os.path.join(ROOT, "data", "digits.h5")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "network: ranks talk over TCP or across simulated hosts (tests/test_network.py)")
+    config.addinivalue_line("markers", "slow: a launch that waits out a timeout on purpose (several seconds)")
