@@ -390,10 +390,10 @@ def run_ceiling(n, rows, epochs, mpiexec):
     path = synth(f"scale-{rows // n}.h5", "--samples", rows // n, "--features", 100, "--classes", 10, "--noise", 1.5,
                  "--test-samples", 1000)
     outs = [os.path.join(WORK, f"ceiling-{i}.json") for i in range(n)]
-    procs = [subprocess.Popen([str(c) for c in [mpiexec, "-n", 1, PY, "-m", "mpidml", "--quiet", "--metrics-json",
-                                                out, "--data", path, "--epochs", epochs, "--sync-every", 16,
-                                                *SCALE_MODEL]],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for out in outs]
+    cmd = [mpiexec, "-n", 1, PY, "-m", "mpidml", "--quiet", "--data", path, "--epochs", epochs, "--sync-every", 16,
+           "--no-overlap", *SCALE_MODEL]
+    procs = [subprocess.Popen([str(c) for c in [*cmd, "--metrics-json", out]], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for out in outs]
     for p in procs:
         if p.wait(timeout=3600) != 0:
             raise RuntimeError(f"a ceiling run failed: {p.stderr.read()}")
@@ -433,8 +433,8 @@ def bench_scaling(args):
     avg_bytes, grad_bytes = 2 * SCALE_PARAMS * 4, SCALE_PARAMS * 4     # [w | momentum], the gradient
     out, checks = [], []
     loop_name, grad_name = "hand-written loop, K=16", "hand-written loop, gradient Allreduce"
-    mpidml_runs = {"mpidml --sync-every 16": (["--sync-every", 16], loop_name, 1.0),
-                   "mpidml --sync-every 64": (["--sync-every", 64], loop_name, None),
+    mpidml_runs = {"mpidml --sync-every 16": (["--sync-every", 16, "--no-overlap"], loop_name, 1.0),
+                   "mpidml --sync-every 64": (["--sync-every", 64, "--no-overlap"], loop_name, None),
                    "mpidml --sync-every 16 --overlap": (["--sync-every", 16, "--overlap"], loop_name, 1.15),
                    "mpidml --sync gradients": (["--sync", "gradients"], grad_name, 0.95)}
     mp = args.mpiexec
@@ -448,7 +448,8 @@ def bench_scaling(args):
             jobs[name] = functools.partial(mpidml_at, extra)
         if n == ns[-1] and n > 1:
             jobs[loop_name + ", over TCP"] = functools.partial(loop_at, ["--sync-every", 16], env=TCP)
-            jobs["mpidml --sync-every 16, over TCP"] = functools.partial(mpidml_at, ["--sync-every", 16], env=TCP)
+            jobs["mpidml --sync-every 16, over TCP"] = functools.partial(
+                mpidml_at, ["--sync-every", 16, "--no-overlap"], env=TCP)
         progress(f"scaling N={n}: {len(jobs)} runs x {repeat}, then the ceiling")
         res = best_of(jobs, repeat)
         top = run_ceiling(n, rows, epochs, mp).rate
@@ -472,7 +473,7 @@ def bench_scaling(args):
         k16, loop = res["mpidml --sync-every 16"], res[loop_name]
         if n == ns[-1] and n > 1:   # one traced run: does the wait go to late peers or to the collective?
             trace = os.path.join(WORK, "scaling-trace.json")
-            run_mpidml(n, path, epochs, ["--sync-every", 16, "--trace", trace], mp)
+            run_mpidml(n, path, epochs, ["--sync-every", 16, "--no-overlap", "--trace", trace], mp)
             with open(trace) as f:
                 w = waits.breakdown(json.load(f)["traceEvents"])
             checks.append(f"N={n}, mpidml --sync-every 16 traced (`bench/waits.py`): of {w['wait_ms']:.3f} ms waited "
