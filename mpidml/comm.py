@@ -21,6 +21,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from .abort import release_node_segment
 from .errors import DivergedError, MpidmlError, StallError, UsageError
 from .scheduler import Scheduler, Wait
 
@@ -124,6 +125,7 @@ class Group:
         what = f"collective '{label}' (#{self.seq}) waited more than {self.stall_timeout:g} s (--stall-timeout)"
         if not silent:
             raise StallError(f"rank {self.rank}: {what}, yet every rank answers: ranks are out of step")
+        release_node_segment()      # the job ends; on other nodes than the reporter's too
         live = [r for r in range(self.size) if r not in silent]
         names = ", ".join(f"rank {r}" for r in silent)
         err = StallError(f"{what}: {names} did not arrive or stopped responding")

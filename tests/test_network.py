@@ -303,6 +303,8 @@ def test_two_hosts_stall_names_only_the_stopped_rank(two_hosts, data):
     try:
         _stop_and_expect_named(job, 3, 4)
         assert job.hosts[0] == job.hosts[1] != job.hosts[2] == job.hosts[3], job.hosts
+        # each host's node segment is gone, not only the reporting rank's
+        assert len(job.segments) == 2 and not [s for s in job.segments if os.path.exists(s)], job.segments
     finally:
         job.close()
 
