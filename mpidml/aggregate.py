@@ -30,8 +30,10 @@ Why this, among the published ways of hiding the average:
 - Overlap Local-SGD (Wang et al. 2020) pulls each rank towards an anchor model, the
   stale average, kept with a slow momentum: it trades progress for stability with two
   more hyperparameters (pull strength, slow momentum) and a second model per rank.
-  PostLocalSGD (PyTorch) does not overlap at all; Heat's DASO delays the global merge by
-  a few batches and weights the stale average, like D here. The delayed merge above has
+  PostLocalSGD (PyTorch) does not overlap at all. Heat's DASO sends the parameters every
+  `global_skips` batches and receives them `batches_to_wait` batches later (at most a
+  quarter of the skips), blending the stale average into the local model: D here plays
+  its `batches_to_wait`, without its schedule of skips. The delayed merge above has
   no hyperparameter beyond D, needs no extra memory but the snapshot, and stays
   bit-identical for the same seed and N: the merge happens at a fixed step, not whenever
   the request happens to finish.
