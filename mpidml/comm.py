@@ -123,9 +123,9 @@ class Group:
             time.sleep(0.01)
         silent = [r for r, p in zip(others, pongs) if not p.Test()]
         what = f"collective '{label}' (#{self.seq}) waited more than {self.stall_timeout:g} s (--stall-timeout)"
+        release_node_segment()      # the job ends: every node's segment goes, not only the reporter's
         if not silent:
             raise StallError(f"rank {self.rank}: {what}, yet every rank answers: ranks are out of step")
-        release_node_segment()      # the job ends; on other nodes than the reporter's too
         live = [r for r in range(self.size) if r not in silent]
         names = ", ".join(f"rank {r}" for r in silent)
         err = StallError(f"{what}: {names} did not arrive or stopped responding")
