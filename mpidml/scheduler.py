@@ -69,9 +69,9 @@ class Scheduler:
 
     SPIN_S_SHARED, SPIN_S_OWN_CORE, MIN_NAP, MAX_NAP = 2e-3, 0.2, 50e-6, 0.5e-3
 
-    def __init__(self, clock=time.perf_counter, tracer=None, own_core=False):
+    def __init__(self, clock=time.perf_counter, tracer=None, polls=False):
         self.clock, self.tracer = clock, tracer
-        self.spin_s = self.SPIN_S_OWN_CORE if own_core else self.SPIN_S_SHARED
+        self.spin_s = self.SPIN_S_OWN_CORE if polls else self.SPIN_S_SHARED
         self.ready = deque()
         self.requests = []          # [task, request, deadline, label]
         self.sleepers = []          # [task, wake_time]

@@ -21,6 +21,12 @@ def requested_threads(argv, environ=os.environ):
     return environ.get("MPIDML_THREADS")
 
 
+def blas_threads(environ=os.environ):
+    """The BLAS threads each rank runs, as the variables say (1 when none is set)."""
+    values = [environ[v] for v in VARIABLES if environ.get(v, "").isdigit()]
+    return max(1, max(map(int, values), default=1))
+
+
 def pin_blas_threads(argv, environ=os.environ):
     """Set the BLAS thread variables; returns the number chosen (as text)."""
     n = requested_threads(argv, environ)

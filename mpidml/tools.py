@@ -10,7 +10,7 @@ from .comm import drive
 from .data import as_labels, class_array, encode_labels, nonfinite_error, open_h5
 from .errors import UsageError
 from .evaluate import Scaling, predict, score
-from .topology import gather_layout, oversubscription_warning
+from .topology import gather_layout
 
 log = logging.getLogger("mpidml")
 
@@ -181,14 +181,13 @@ def info(group):
     if group.rank == 0:
         lines["blas_threads_per_rank"] = threads
         lines["hosts"] = len(layout.hosts)
-        for i, line in enumerate(layout.describe()):
-            lines[f"host {i}"] = line
-        lines["cpus_per_rank"] = [len(p.cpus) if p.quota is None else min(len(p.cpus), p.quota)
-                                  for p in layout.ranks]
-        lines["collective_wait"] = "spin (a core per rank)" if layout.has_core_per_rank(0) else "nap"
-        warning = oversubscription_warning(layout)
-        if warning:
-            lines["warning"] = warning
+        for i, host in enumerate(layout.hosts):
+            lines[f"host {i}"] = host.describe()
+        polling = [h.name for h in layout.hosts if not h.oversubscribed]
+        lines["collective_wait"] = (f"--wait auto polls on {len(polling)} of {len(layout.hosts)} hosts "
+                                    "(those with a core per rank), naps on the others")
+        if layout.warning():
+            lines["warning"] = layout.warning()
         width = max(len(k) for k in lines)
         for k, v in lines.items():
             sys.stdout.write(f"{k:<{width}}  {v}\n")

@@ -137,8 +137,8 @@ def test_wait_on_a_request_completed_elsewhere_resumes():
     assert log == ["resumed"]
 
 
-@pytest.mark.parametrize("own_core", [True, False])
-def test_a_rank_with_its_own_core_keeps_polling_mpi(monkeypatch, own_core):
+@pytest.mark.parametrize("polls", [True, False])
+def test_a_rank_with_its_own_core_keeps_polling_mpi(monkeypatch, polls):
     """Each step of a collective needs every rank inside MPI: with a core per rank a waiting
     rank polls (no naps within SPIN_S_OWN_CORE); sharing cores, it naps after SPIN_S_SHARED.
     Deadlines hold either way."""
@@ -155,12 +155,12 @@ def test_a_rank_with_its_own_core_keeps_polling_mpi(monkeypatch, own_core):
         except TimeoutError:
             seen.append(time.perf_counter())
 
-    s = Scheduler(own_core=own_core)
+    s = Scheduler(polls=polls)
     s.spawn(waiter(), "w")
     t0 = time.perf_counter()
     s.run()
     req.Cancel()
     req.Wait()
     assert seen and 0.05 <= seen[0] - t0 < 0.5
-    assert (len(naps) == 0) if own_core else (len(naps) > 5)
+    assert (len(naps) == 0) if polls else (len(naps) > 5)
     assert s.idle_s >= 0.045
