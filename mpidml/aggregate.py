@@ -49,14 +49,47 @@ from mpi4py import MPI
 from .scheduler import Event
 
 
+def default_merge_after(every):
+    """D when --merge-after is not given: half a round, at least one step."""
+    return max(1, every // 2)
+
+
 class Averager:
-    def __init__(self, group, state, weight, overlap, optimizer=None):
-        self.group, self.state, self.weight, self.overlap = group, state, weight, overlap
+    """The averaging schedule of one model: every `every` local steps, blocking, or (with
+    `merge_after` D, 0 for the default) overlapped and merged D steps later."""
+
+    def __init__(self, group, state, weight, every=1, merge_after=None, optimizer=None):
+        self.group, self.state, self.weight = group, state, weight
+        self.overlap = merge_after is not None
+        self.every, self.merge_after = every, merge_after or default_merge_after(every)
         self.optimizer = optimizer      # merges the delta through its update rule (Optimizer.absorb)
-        self.snap = np.empty_like(state) if overlap else None
-        self.buf = np.empty_like(state) if overlap else None
+        self.snap = np.empty_like(state) if self.overlap else None
+        self.buf = np.empty_like(state) if self.overlap else None
         self.requested, self.done = Event(), Event()
         self.in_flight = self.stopping = False
+        self.merge_at = -1
+
+    def after_step(self, s, last, check):
+        """Generator: the averaging due after local step `s` of an epoch whose last step is
+        `last` (its end has an average of its own, `end_epoch`). `check` sees each global
+        average, which is the same on every rank."""
+        if self.in_flight and s == self.merge_at:
+            yield from self.finish(check)
+        if (s + 1) % self.every or s == last:
+            return
+        if self.overlap:
+            yield from self.finish(check)       # still in flight only when D = K
+            self.start()
+            self.merge_at = s + self.merge_after
+        else:
+            yield from self.blocking()
+            check(self.state)
+
+    def end_epoch(self):
+        """Generator: merge the round in flight, then average in full, so that every rank
+        holds the global model at the epoch's end."""
+        yield from self.finish()
+        yield from self.blocking()
 
     def blocking(self):
         """Generator: average the state now."""

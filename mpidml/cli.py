@@ -138,7 +138,8 @@ def add_train_options(p):
     g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
                    help="run the averaging as a non-blocking collective behind the next steps")
     g.add_argument("--merge-after", type=_positive_int, default=S, metavar="D",
-                   help="with --overlap: merge each average D steps after it started, at most K (default K/2: "
+                   help="with --overlap: merge each average D steps after it started, at most K (default K/2, "
+                        "at least 1: "
                         "fewer steps stay closer to blocking averaging, more hide more communication)")
     g.add_argument("--stall-timeout", type=_nonneg_float(), default=S, metavar="S",
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
@@ -294,6 +295,11 @@ def make_config(args, environ=os.environ):
         raise UsageError("--checkpoint-every needs --save PATH (the file it rewrites)")
     if cfg.model != "mlp" and "hidden" in vars(args):
         raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
+    if cfg.merge_after and not cfg.overlap:
+        raise UsageError("--merge-after applies to --overlap (a blocking average merges at once)")
+    if cfg.overlap:             # the effective D is what the metrics and the model file record
+        from .aggregate import default_merge_after
+        cfg.merge_after = cfg.merge_after or default_merge_after(cfg.sync_every)
     if cfg.merge_after > cfg.sync_every:
         raise UsageError(f"--merge-after {cfg.merge_after} must be at most --sync-every {cfg.sync_every}: "
                          "a round merges before the next one starts")

@@ -37,7 +37,7 @@ class TrainConfig:
     sync: str = "average"
     sync_every: int = 8
     overlap: bool = False
-    merge_after: int = 0           # --overlap: merge D steps after the round starts (0: K/2)
+    merge_after: int = 0           # --overlap: merge D steps after the round starts (0: K/2, at least 1)
     distribute: str = "scatter"
     partition: str = "blocks"
     block_rows: int = 0

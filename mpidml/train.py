@@ -23,7 +23,7 @@ from .evaluate import Scaling, from_sums, partial_sums
 from .models import build
 from .optim import Optimizer, schedule
 from .scheduler import Event, Scheduler, Sleep
-from .topology import gather_layout, oversubscription_warning
+from .topology import gather_layout
 
 log = logging.getLogger("mpidml")
 
@@ -115,8 +115,8 @@ class Run:
         yield from g.agree(err, "open")
         self.info = info = yield from g.bcast_json(info, label="describe")
         self.layout = yield from gather_layout(g)
-        self.own_core = cfg.wait == "spin" or (cfg.wait == "auto" and self.layout.has_core_per_rank(g.rank))
-        warning = oversubscription_warning(self.layout)
+        self.polls = self.layout.polls(g.rank, cfg.wait)
+        warning = self.layout.warning()
         if warning and g.rank == 0:
             log.warning(f"mpidml: warning: {warning}")
         arch = info["model"]
@@ -230,7 +230,6 @@ class Run:
         """Task: the local minibatch loop and the synchronisation policy."""
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.part
         B, K = cfg.batch_size, cfg.sync_every
-        D = cfg.merge_after or max(1, K // 2)       # --overlap: steps from a round's start to its merge
         sizes = np.array(part.sizes)
         steps = -(-int(sizes.max()) // B)
         self.step_total = steps
@@ -257,7 +256,6 @@ class Run:
             self.order_ready.clear()
             self.order_taken.set()
             loss_sum, count = 0.0, 0
-            merge_at = -1
             check_average = functools.partial(self._check_finite, epoch=epoch)
             for s in range(steps):
                 self.step_index = s
@@ -290,21 +288,12 @@ class Run:
                 self.compute_s += t1 - t0
                 if trace:
                     trace.span("trainer", "step", t0, t1)
-                if cfg.overlap and s == merge_at:
-                    yield from averager.finish(check_average)
-                if not gradients and (s + 1) % K == 0 and s != steps - 1:
-                    if cfg.overlap:
-                        yield from averager.finish(check_average)
-                        averager.start()
-                        merge_at = s + D
-                    else:
-                        yield from averager.blocking()
-                        self._check_finite(w, epoch)
+                if not gradients:
+                    yield from averager.after_step(s, steps - 1, check_average)
                 yield
             # epoch end: a full synchronisation, so every rank holds the global model
             if not gradients:
-                yield from averager.finish()
-                yield from averager.blocking()
+                yield from averager.end_epoch()
             self._check_finite(w, epoch)
             red = np.array([loss_sum, count], np.float64)
             yield from g.allreduce(red, "epoch loss")
@@ -390,13 +379,14 @@ class Run:
     def train(self):
         """Run the tasks to completion; returns train_s (the loop without test scoring)."""
         cfg = self.cfg
-        self.sched = Scheduler(tracer=self.tracer, own_core=self.own_core)
+        self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
         self.finished, self.epoch, self.step_index, self.step_total = False, self.start_epoch, 0, 0
         self.averager = None
         if cfg.sync == "average":
             weight = self.dtype.type(len(self.part.y) / self.n_total)
-            self.averager = Averager(self.group, self.opt.state, weight, cfg.overlap, self.opt)
+            self.averager = Averager(self.group, self.opt.state, weight, cfg.sync_every,
+                                     cfg.merge_after if cfg.overlap else None, self.opt)
         t0 = self.clock()
         self.sched.spawn(self.trainer(), "trainer")
         if self.averager is not None and cfg.overlap:

@@ -23,7 +23,7 @@ out = {}
 
 # blocking
 state = states[rank].copy()
-avg = Averager(group, state, weight, overlap=False)
+avg = Averager(group, state, weight)
 s = Scheduler()
 s.spawn(avg.blocking(), "t")
 s.run()
@@ -33,7 +33,7 @@ out["identical"] = all(np.array_equal(all_states[0], a) for a in all_states)
 
 # overlapped: snapshot, local progress, merge -> avg(snapshot) + local progress
 state = states[rank].copy()
-avg = Averager(group, state, weight, overlap=True)
+avg = Averager(group, state, weight, merge_after=5)
 
 
 def trainer():
