@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -51,6 +52,47 @@ def blobs(tmp_path):
 
 
 DIGITS = os.path.join(ROOT, "data", "digits.h5")
+
+
+def pids_by_tag(tag):
+    """{pid: environment} of every process launched with MPIDML_TEST_TAG=tag (launcher,
+    stand-in ssh, proxies, ranks): the test's own job and nothing else on the machine."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        if env.get(b"MPIDML_TEST_TAG") == tag.encode():
+            found[int(pid)] = env
+    return found
+
+
+def rank_pids(tag, n, timeout=20):
+    """{rank: pid} of the n ranks of the job tagged `tag`, by the PMI_RANK MPICH's launcher sets."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ranks = {int(env[b"PMI_RANK"]): pid for pid, env in pids_by_tag(tag).items() if b"PMI_RANK" in env}
+        if len(ranks) == n:
+            return ranks
+        time.sleep(0.1)
+    raise AssertionError(f"the {n} ranks of job {tag} not found")
+
+
+def job_segments(pids):
+    """MPICH's node segments (/dev/shm/mpich_shm_*) that these processes map: other MPI jobs
+    on the machine make their own, and a test may judge only its job's."""
+    names = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                names |= {ln.split()[-1] for ln in f if "/dev/shm/mpich_shm_" in ln}
+        except OSError:
+            pass
+    return names
 
 
 def pytest_configure(config):

@@ -18,7 +18,7 @@ import time
 
 import h5py
 import pytest
-from conftest import MPIEXEC, ROOT, mpiexec
+from conftest import MPIEXEC, ROOT, job_segments, mpiexec, pids_by_tag, rank_pids
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.network]
 
@@ -162,45 +162,6 @@ def test_training_over_tcp_is_bit_identical_to_shared_memory(tmp_path, data):
 
 
 # -- stall diagnosis and killed ranks ------------------------------------------------------
-def _pids_by_tag(tag):
-    """{pid: environment} of every process launched with MPIDML_TEST_TAG=tag (launcher,
-    stand-in ssh, proxies, ranks): this test's job and nothing else."""
-    found = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-        except OSError:
-            continue
-        if env.get(b"MPIDML_TEST_TAG") == tag.encode():
-            found[int(pid)] = env
-    return found
-
-
-def _rank_pids(tag, n, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        ranks = {int(env[b"PMI_RANK"]): pid for pid, env in _pids_by_tag(tag).items() if b"PMI_RANK" in env}
-        if len(ranks) == n:
-            return ranks
-        time.sleep(0.1)
-    raise AssertionError(f"the {n} ranks of job {tag} not found")
-
-
-def _segments(pids):
-    """MPICH's node segments (/dev/shm/mpich_shm_*) that these processes map."""
-    names = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                names |= {ln.split()[-1] for ln in f if "/dev/shm/mpich_shm_" in ln}
-        except OSError:
-            pass
-    return names
-
-
 class Job:
     """A long training run in the background, tagged so that its processes can be found;
     `close` kills whatever of it is left and removes the node segments it mapped."""
@@ -216,13 +177,13 @@ class Job:
             line = self.proc.stdout.readline()
             assert line, self.proc.stderr.read()
             count -= line.startswith("epoch")
-        self.ranks = _rank_pids(self.tag, self.n)
-        self.segments = _segments(self.ranks.values())
+        self.ranks = rank_pids(self.tag, self.n)
+        self.segments = job_segments(self.ranks.values())
         self.hosts = [os.readlink(f"/proc/{self.ranks[r]}/ns/net") for r in range(self.n)]   # network namespace
         return self.ranks
 
     def close(self):
-        for pid in _pids_by_tag(self.tag):
+        for pid in pids_by_tag(self.tag):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -322,6 +283,6 @@ def test_two_hosts_killed_rank_ends_the_job(two_hosts, data):
         assert job.proc.returncode != 0
         assert elapsed < 10, elapsed
         time.sleep(0.5)
-        assert not [p for p, env in _pids_by_tag(job.tag).items() if b"PMI_RANK" in env], "ranks left running"
+        assert not [p for p, env in pids_by_tag(job.tag).items() if b"PMI_RANK" in env], "ranks left running"
     finally:
         job.close()
