@@ -58,5 +58,5 @@ lint: $(STAMP)  ## ruff
 	$(VPY) -m ruff check mpidml tests bench
 
 clean:  ## remove .venv, caches, generated data and benchmark files
-	rm -rf $(VENV) .pytest_cache build *.egg-info data/synth-*.h5 .bench .wheels .devprefix BENCHMARKS-device.md
+	rm -rf $(VENV) .pytest_cache build *.egg-info data/synth-*.h5 .bench .wheels .devprefix
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -24,20 +24,23 @@ PY=${PYTHON:-python$PYVER}
 
 case "${1:-}" in
   fetch)
+    # the versions .venv runs (the ones the tests passed with), when there is one
+    PINS=$(.venv/bin/python -m pip freeze 2>/dev/null | grep -iE '^(mpich|mpi4py|threadpoolctl)==' || true)
     # mpi4py's Linux wheels are tagged manylinux1/manylinux_2_5, the mpich wheel manylinux_2_28
     "${PIP:-.venv/bin/pip}" download -q --only-binary=:all: --python-version "$PYVER" \
       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
-      --platform manylinux1_x86_64 -d "$WHEELS" mpich mpi4py threadpoolctl
+      --platform manylinux1_x86_64 -d "$WHEELS" ${PINS:-mpich mpi4py threadpoolctl}
     ls -l "$WHEELS"
     ;;
   run)
     shift
-    PREFIX=$PWD/.devprefix
+    PREFIX=$PWD/.devprefix/$TAG
     if [ ! -x "$PREFIX/bin/mpiexec" ]; then
       "$PY" -m pip install -q --ignore-installed --no-index --find-links "$WHEELS" --prefix "$PREFIX" \
         mpich mpi4py threadpoolctl
     fi
-    SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_path('purelib', vars={'base': '$PREFIX'}))")
+    # wherever this Python's pip put it (lib/ or lib64/, site- or dist-packages)
+    SITE=$(dirname "$(find "$PREFIX" -name __init__.py -path '*/mpi4py/__init__.py' | head -n 1)")/..
     export LD_LIBRARY_PATH=$PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     export PATH=$PREFIX/bin:$PATH
     export PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}

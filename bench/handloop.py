@@ -24,6 +24,13 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 
+def timed_allreduce(comm, buf):
+    """Sum `buf` over the ranks in place; returns the seconds it took."""
+    t0 = time.perf_counter()
+    comm.Allreduce(MPI.IN_PLACE, buf)
+    return time.perf_counter() - t0
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
@@ -69,7 +76,7 @@ def main():
 
     B, mu = a.batch_size, 0.9
     steps = -(-(n // size + 1) // B)        # the same number of steps on every rank
-    comm_s, syncs = 0.0, 0
+    comm_s, syncs, seen = 0.0, 0, 0
     comm.Barrier()
     t0 = time.perf_counter()
     for epoch in range(a.epochs):
@@ -77,6 +84,7 @@ def main():
         for s in range(steps):
             idx = perm[(s * B) % len(y):(s * B) % len(y) + B]
             xb, yb = X[idx], y[idx]
+            seen += len(idx)
             hid = np.maximum(xb @ W1 + b1, 0)
             z = hid @ W2 + b2
             z -= z.max(axis=1, keepdims=True)
@@ -90,28 +98,22 @@ def main():
             gW1[...] = xb.T @ dh
             gb1[...] = dh.sum(0)
             if a.sync == "gradients":
-                c0 = time.perf_counter()
-                comm.Allreduce(MPI.IN_PLACE, g)
-                comm_s += time.perf_counter() - c0
+                comm_s += timed_allreduce(comm, g)
                 syncs += 1
                 g /= size
             v *= mu
             v += g
             w -= a.lr * v
             if a.sync == "average" and (s + 1) % a.sync_every == 0:
-                c0 = time.perf_counter()
-                comm.Allreduce(MPI.IN_PLACE, state)
-                comm_s += time.perf_counter() - c0
+                comm_s += timed_allreduce(comm, state)
                 syncs += 1
                 state /= size
         if a.sync == "average":            # the epoch's closing average counts like the others
-            c0 = time.perf_counter()
-            comm.Allreduce(MPI.IN_PLACE, state)
-            comm_s += time.perf_counter() - c0
+            comm_s += timed_allreduce(comm, state)
             syncs += 1
             state /= size
     train_s = time.perf_counter() - t0
-    samples = comm.allreduce(steps * B * a.epochs)
+    samples = comm.allreduce(seen)
     comm_s = comm.allreduce(comm_s) / size
     if rank == 0:
         TX = ((TX - mean) / std).astype(np.float32)

@@ -1,12 +1,13 @@
 """mpidml benchmarks: every comparison runs side by side in one invocation and is
 reported as ratios (these machines are shared and noisy). Writes BENCHMARKS.md.
 
-    .venv/bin/python bench/run.py [--only throughput,scheduler,overlap,mlp,parity,data] [--quick]
+    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data] [--quick]
 
 Sections:
   throughput  mpidml at N=1, 2 against a bare single-process numpy minibatch loop
+  scaling     N = 1, 2, 4, ... cores: the ceiling, a hand-written mpi4py loop, mpidml's modes
   scheduler   cost of one coroutine switch against a bare loop
-  overlap     blocking against overlapped averaging on a communication-heavy run
+  overlap     blocking against overlapped averaging: time blocked, and accuracy per epoch
   mlp         MLP step against its GEMM time; against PyTorch DDP and torch local SGD
   parity      accuracy / R^2 against scikit-learn on its bundled real datasets
   data        distribution time against a plain h5py read; rank-0 peak memory
@@ -387,7 +388,7 @@ def run_mpidml(n, path, epochs, extra, mpiexec, env=None):
 def run_ceiling(n, rows, epochs, mpiexec):
     """n independent single-rank runs at once, each on a file of rows/n rows (one rank's
     share), their samples/s summed: the machine's rate for this model without communication."""
-    path = synth(f"scale-{rows // n}.h5", "--samples", rows // n, "--features", 100, "--classes", 10, "--noise", 1.5,
+    path = synth(f"ceiling-{rows // n}.h5", "--samples", rows // n, "--features", 100, "--classes", 10, "--noise", 1.5,
                  "--test-samples", 1000)
     outs = [os.path.join(WORK, f"ceiling-{i}.json") for i in range(n)]
     cmd = [mpiexec, "-n", 1, PY, "-m", "mpidml", "--quiet", "--data", path, "--epochs", epochs, "--sync-every", 16,
