@@ -51,7 +51,7 @@ case "${1:-}" in
       --scaling-rows 2000000 --repeat 1 "$@"
     ;;
   *)
-    sed -n '2,18p' "$0"
+    sed -n '2,17p' "$0" >&2
     exit 2
     ;;
 esac

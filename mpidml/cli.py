@@ -145,9 +145,9 @@ def add_train_options(p):
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
                         f"stopped (0: never; default {d.stall_timeout:g})")
     g.add_argument("--wait", choices=("auto", "spin", "nap"), default=S,
-                   help="how a rank waits for a collective: spin (keep polling MPI; fastest with a core per "
-                        "rank), nap (poll 2 ms, then sleep; for more ranks than cores), auto: spin where every "
-                        "rank on the host has a core of its own (default)")
+                   help="how a rank waits for a collective: spin (keep polling MPI for up to 0.2 s, then nap; "
+                        "fastest with a core per rank), nap (poll 2 ms, then sleep; for more ranks than cores), "
+                        "auto: spin where every rank on the host has a core of its own (default)")
     g = p.add_argument_group("output")
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",

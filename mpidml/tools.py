@@ -183,9 +183,9 @@ def info(group):
         lines["hosts"] = len(layout.hosts)
         for i, host in enumerate(layout.hosts):
             lines[f"host {i}"] = host.describe()
-        polling = [h.name for h in layout.hosts if not h.oversubscribed]
-        lines["collective_wait"] = (f"--wait auto polls on {len(polling)} of {len(layout.hosts)} hosts "
-                                    "(those with a core per rank), naps on the others")
+        polling = sum(not h.oversubscribed for h in layout.hosts)
+        lines["collective_wait"] = (f"--wait auto: ranks poll MPI on {polling} of {len(layout.hosts)} hosts "
+                                    "(where each has a core), nap elsewhere")
         if layout.warning():
             lines["warning"] = layout.warning()
         width = max(len(k) for k in lines)
