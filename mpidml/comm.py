@@ -17,6 +17,7 @@ healthy third rank was named with the stopped one.
 """
 import json
 import time
+from collections import defaultdict
 
 import numpy as np
 from mpi4py import MPI
@@ -49,6 +50,7 @@ class Group:
         self.tracer = tracer
         self.seq = 0
         self.comm_s = 0.0
+        self.comm_s_by_label = defaultdict(float)    # collective -> seconds from start to completion
         self.clock = time.perf_counter
         self._ping = np.zeros(1, np.int64)
         self._pong = np.zeros(1, np.int64)
@@ -99,6 +101,7 @@ class Group:
         yield from self.wait(req, label)
         t1 = self.clock()
         self.comm_s += t1 - t0
+        self.comm_s_by_label[label] += t1 - t0
         if self.tracer:
             self.tracer.span("comm", label, t0, t1)
 

@@ -415,7 +415,8 @@ def train(cfg, group, tracer=None):
     if run.start_epoch >= cfg.epochs and run.part.test_X is not None:
         run.final = drive(run.evaluate(), "evaluate")
     per_rank = drive(group.gather_json({"rss": peak_rss_mb(), "compute_s": run.compute_s,
-                                        "comm_s": group.comm_s, "comm_wait_s": run.sched.idle_s},
+                                        "comm_s": group.comm_s, "comm_wait_s": run.sched.idle_s,
+                                        "collective_s": dict(group.comm_s_by_label)},
                                        label="report"), "report")
     if tracer is not None:
         payloads = drive(group.gather_json(tracer.payload(), label="trace"), "trace")
@@ -439,7 +440,8 @@ def train(cfg, group, tracer=None):
                    "comm_s": group.comm_s,
                    "comm_wait_s": run.sched.idle_s,
                    "samples_per_s": run.samples / train_s if train_s > 0 else 0.0,
-                   "per_rank": {k: [r[k] for r in per_rank] for k in ("compute_s", "comm_s", "comm_wait_s")}},
+                   "per_rank": {k: [r[k] for r in per_rank]
+                                for k in ("compute_s", "comm_s", "comm_wait_s", "collective_s")}},
         "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
     }
     if hasattr(run, "final"):
