@@ -28,7 +28,10 @@ def atomic_write(path, write):
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     except OSError as e:
         raise UsageError(f"{path}: cannot write ({e.strerror})") from e
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())    # mkstemp makes 0600; teammates read outputs as with any tool
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -48,6 +51,12 @@ def atomic_write(path, write):
         if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
             raise MpidmlError(f"{path}: cannot write ({e.strerror or e})") from e
         raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path, data):
