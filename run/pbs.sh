@@ -14,7 +14,11 @@ cd "${PBS_O_WORKDIR:-.}"
 DATA=${DATA:-$PWD/run.h5}
 OUT=${OUT:-$PWD/mpidml-out}
 EPOCHS=${EPOCHS:-50}
-NP=$(wc -l < "${PBS_NODEFILE:-/dev/null}" 2>/dev/null || echo 2)
+if [ -r "${PBS_NODEFILE:-}" ]; then         # one line per MPI process PBS placed
+  NP=$(wc -l < "$PBS_NODEFILE")
+else                                        # outside PBS: NP, or one rank per core here
+  NP=${NP:-$(nproc)}
+fi
 mkdir -p "$OUT"
 MODEL=$OUT/model.h5
 RESUME=()
