@@ -116,6 +116,9 @@ class Group:
 
     def _diagnose(self, label):
         """Ping everyone, collect answers for GRACE seconds, raise StallError naming the silent."""
+        # the job ends whatever the answers: remove this node's segment now, before the
+        # reporter's abort (GRACE from now on the first rank here) can end this rank
+        release_node_segment()
         others = [r for r in range(self.size) if r != self.rank]
         bufs = [np.zeros(1, np.int64) for _ in others]
         pongs = [self.notes.Irecv(b, source=r, tag=PONG_TAG) for b, r in zip(bufs, others)]
@@ -126,7 +129,6 @@ class Group:
             time.sleep(0.01)
         silent = [r for r, p in zip(others, pongs) if not p.Test()]
         what = f"collective '{label}' (#{self.seq}) waited more than {self.stall_timeout:g} s (--stall-timeout)"
-        release_node_segment()      # the job ends: every node's segment goes, not only the reporter's
         if not silent:
             raise StallError(f"rank {self.rank}: {what}, yet every rank answers: ranks are out of step")
         live = [r for r in range(self.size) if r not in silent]
