@@ -7,6 +7,7 @@ Each rank runs four cooperative tasks on its scheduler:
   monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
 """
 import functools
+import json
 import logging
 import resource
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import data as datamod
 from .aggregate import Averager
-from .checkpoint import ModelFile, check_writable
+from .checkpoint import ModelFile, atomic_write_bytes, check_writable
 from .comm import drive
 from .errors import DivergedError, UsageError
 from .evaluate import Scaling, from_sums, partial_sums
@@ -342,12 +343,29 @@ class Run:
             share = idle_s / wall if wall > 0 else 0.0
             log.info(f"epoch {epoch + 1:>3}/{self.cfg.epochs}  train_loss {train_loss:.4f}{metric}"
                      f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}")
+        if self.cfg.metrics_json and epoch + 1 < self.cfg.epochs:
+            # a job killed later still leaves the epochs it finished (the final write adds timing)
+            atomic_write_bytes(self.cfg.metrics_json, json.dumps(self.document("running"), indent=1).encode())
         every = self.cfg.checkpoint_every
         if self.cfg.save and every and (epoch + 1) % every == 0 and epoch + 1 < self.cfg.epochs:
             t0 = self.clock()
             self.model_file(epoch + 1).save(self.cfg.save)
             if self.tracer:
                 self.tracer.span("io", "checkpoint", t0, self.clock())
+
+    def document(self, status):
+        """Rank 0: the metrics document as far as the run has come (`status` running or
+        complete); train() adds timing and memory at the end."""
+        info = self.info
+        doc = {"status": status, "ranks": self.group.size, "model": self.kind, "config": self.cfg.as_dict(),
+               "data": {"path": info["path"], "train_samples": self.n_total,
+                        "test_samples": 0 if self.part.test_X is None else int(sum(self.part.test_sizes)),
+                        "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
+                        "partition_sizes": self.part.sizes},
+               "history": self.history}
+        if hasattr(self, "final"):
+            doc["test"] = self.final
+        return doc
 
     def evaluate(self):
         """Generator: test metrics of the (global) model; every rank scores its share of
@@ -427,14 +445,8 @@ def train(cfg, group, tracer=None):
         return None
     if cfg.save:
         run.model_file(cfg.epochs).save(cfg.save)
-    info = run.info
-    doc = {
-        "ranks": group.size, "model": run.kind, "config": cfg.as_dict(),
-        "data": {"path": info["path"], "train_samples": run.n_total,
-                 "test_samples": 0 if run.part.test_X is None else int(sum(run.part.test_sizes)),
-                 "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
-                 "partition_sizes": run.part.sizes},
-        "history": run.history,
+    doc = run.document("complete")
+    doc.update({
         "timing": {"wall_s": time.perf_counter() - t_start, "distribute_s": run.distribute_s,
                    "train_s": train_s, "evaluate_s": run.eval_s, "compute_s": run.compute_s,
                    "comm_s": group.comm_s,
@@ -443,7 +455,5 @@ def train(cfg, group, tracer=None):
                    "per_rank": {k: [r[k] for r in per_rank]
                                 for k in ("compute_s", "comm_s", "comm_wait_s", "collective_s")}},
         "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
-    }
-    if hasattr(run, "final"):
-        doc["test"] = run.final
+    })
     return doc

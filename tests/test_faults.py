@@ -1,5 +1,6 @@
 """Fault injection: broken inputs and options, divergence, stalled and killed ranks,
 unwritable outputs, corrupt checkpoints, exact resume. Every launch has a timeout."""
+import json
 import os
 import signal
 import socket
@@ -213,7 +214,8 @@ def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
     ckpt = tmp_path / "ck.h5"
     tag = f"kill-{os.getpid()}"
     segments = set()
-    proc = _launch_long_run(tmp_path, tag, "--save", ckpt, "--checkpoint-every", "1")
+    metrics = tmp_path / "m.json"
+    proc = _launch_long_run(tmp_path, tag, "--save", ckpt, "--checkpoint-every", "1", "--metrics-json", metrics)
     try:
         _wait_epochs(proc, 5)
         pids = rank_pids(tag, 3)
@@ -229,6 +231,8 @@ def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
             if os.path.exists(name):
                 os.unlink(name)
     assert proc.returncode != 0
+    doc = json.loads(metrics.read_text())       # rewritten after every epoch: the finished ones survive
+    assert doc["status"] == "running" and len(doc["history"]) >= 5 and "test" in doc, doc.get("status")
     ev = mpiexec(1, ["evaluate", "--model", ckpt, "--data", DIGITS], check=0, timeout=30)
     assert ev.returncode == 0 and "accuracy" in ev.stdout, ev.stderr
 
