@@ -1,6 +1,7 @@
 """Shared helpers: launching mpidml under mpiexec with a timeout, and small data files."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,43 @@ def job_segments(pids):
         except OSError:
             pass
     return names
+
+
+class Job:
+    """A long training run in the background, tagged so that its processes can be found;
+    `close` kills whatever of it is left and removes the node segments it mapped."""
+
+    def __init__(self, cmd, tag, n, env_extra=None):
+        self.tag, self.n = tag, n
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1", MPIEXEC=MPIEXEC,
+                                              MPIDML_TEST_TAG=tag, **(env_extra or {})))
+        self.segments = set()
+
+    def wait_epochs(self, count):
+        while count:
+            line = self.proc.stdout.readline()
+            assert line, self.proc.stderr.read()
+            count -= line.startswith("epoch")
+        self.ranks = rank_pids(self.tag, self.n)
+        self.segments = job_segments(self.ranks.values())
+        self.hosts = [os.readlink(f"/proc/{self.ranks[r]}/ns/net") for r in range(self.n)]   # network namespace
+        return self.ranks
+
+    def close(self):
+        for pid in pids_by_tag(self.tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for name in self.segments:       # SIGKILL leaves MPICH no chance to remove them
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
 
 
 def pytest_configure(config):

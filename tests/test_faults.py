@@ -4,14 +4,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
-from conftest import DIGITS, MPIEXEC, ROOT, job_segments, mpiexec, rank_pids, train, write_h5
+from conftest import DIGITS, MPIEXEC, ROOT, Job, mpiexec, train, write_h5
 
 from mpidml.abort import wait_until_read
 
@@ -154,52 +153,41 @@ def test_resume_on_another_rank_count(tmp_path):
     assert len(doc["history"]) == 4 and doc["test"]["accuracy"] > 0.93
 
 
-def _launch_long_run(tmp_path, tag, *extra):
-    env = dict(os.environ, MPIDML_TEST_TAG=tag, PYTHONUNBUFFERED="1")
-    cmd = [MPIEXEC, "-n", "3", sys.executable, "-m", "mpidml", "--epochs", "100000", "--sync-every", "2", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-
-
-def _wait_epochs(proc, count):
-    while count:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()
-        count -= line.startswith("epoch")     # not the oversubscription warning, say
+def _long_run(tag, *extra):
+    """A 3-rank run of (nearly) endless epochs on the bundled data, tagged `tag`."""
+    return Job([MPIEXEC, "-n", "3", sys.executable, "-m", "mpidml", "--epochs", "100000", "--sync-every", "2",
+                *map(str, extra)], tag, 3)
 
 
 def test_stopped_rank_is_named_within_the_stall_timeout(tmp_path):
-    proc = _launch_long_run(tmp_path, f"stall-{os.getpid()}", "--stall-timeout", "3")
+    job = _long_run(f"stall-{os.getpid()}", "--stall-timeout", "3")
     try:
-        _wait_epochs(proc, 4)
-        pids = rank_pids(f"stall-{os.getpid()}", 3)
-        segments = job_segments(pids.values())
+        pids = job.wait_epochs(4)
         os.kill(pids[1], signal.SIGSTOP)
         t0 = time.time()
-        _, err = proc.communicate(timeout=30)
+        _, err = job.proc.communicate(timeout=30)
         elapsed = time.time() - t0
+        assert job.proc.returncode == 4, err
+        lines = err.splitlines()        # our line alone: MPICH's "Abort(4) on node ..." is silenced
+        assert len(lines) == 1 and lines[0].startswith("mpidml: error:"), err
+        assert "rank 1 did not arrive" in err and "rank 2" not in err, err
+        assert elapsed < 3 + 8
+        # MPICH's node segment would outlive the aborted job in /dev/shm
+        assert job.segments and not [s for s in job.segments if os.path.exists(s)]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 4, err
-    lines = err.splitlines()        # our line alone: MPICH's "Abort(4) on node ..." is silenced
-    assert len(lines) == 1 and lines[0].startswith("mpidml: error:"), err
-    assert "rank 1 did not arrive" in err and "rank 2" not in err, err
-    assert elapsed < 3 + 8
-    # MPICH's node segment would outlive the aborted job in /dev/shm
-    assert segments and not [s for s in segments if os.path.exists(s)]
+        job.close()
 
 
 def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
     """The launcher forwards SIGINT to every rank; rank 0 alone reports it."""
-    proc = _launch_long_run(tmp_path, f"int-{os.getpid()}")
+    job = _long_run(f"int-{os.getpid()}")
     try:
-        _wait_epochs(proc, 3)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        job.wait_epochs(3)
+        job.proc.send_signal(signal.SIGINT)
+        _, err = job.proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+        job.close()
+    assert job.proc.returncode == 130, err
     assert err.splitlines() == ["mpidml: error: interrupted"], err
 
 
@@ -211,26 +199,17 @@ def test_a_bug_is_reported_once_by_the_rank_that_hit_it(where, reporter):
 
 
 def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):
-    ckpt = tmp_path / "ck.h5"
-    tag = f"kill-{os.getpid()}"
-    segments = set()
-    metrics = tmp_path / "m.json"
-    proc = _launch_long_run(tmp_path, tag, "--save", ckpt, "--checkpoint-every", "1", "--metrics-json", metrics)
+    ckpt, metrics = tmp_path / "ck.h5", tmp_path / "m.json"
+    job = _long_run(f"kill-{os.getpid()}", "--save", ckpt, "--checkpoint-every", "1", "--metrics-json", metrics)
     try:
-        _wait_epochs(proc, 5)
-        pids = rank_pids(tag, 3)
-        segments = job_segments(pids.values())
+        pids = job.wait_epochs(5)
         os.kill(pids[2], signal.SIGKILL)
         t0 = time.time()
-        proc.communicate(timeout=30)
+        job.proc.communicate(timeout=30)
         assert time.time() - t0 < 30
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        for name in segments:       # SIGKILL leaves MPICH no chance to remove its segment
-            if os.path.exists(name):
-                os.unlink(name)
-    assert proc.returncode != 0
+        job.close()                 # SIGKILL leaves MPICH no chance to remove its segment: close does
+    assert job.proc.returncode != 0
     doc = json.loads(metrics.read_text())       # rewritten after every epoch: the finished ones survive
     assert doc["status"] == "running" and len(doc["history"]) >= 5 and "test" in doc, doc.get("status")
     ev = mpiexec(1, ["evaluate", "--model", ckpt, "--data", DIGITS], check=0, timeout=30)

@@ -18,7 +18,7 @@ import time
 
 import h5py
 import pytest
-from conftest import MPIEXEC, ROOT, job_segments, mpiexec, pids_by_tag, rank_pids
+from conftest import MPIEXEC, ROOT, Job, mpiexec, pids_by_tag
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.network]
 
@@ -162,42 +162,6 @@ def test_training_over_tcp_is_bit_identical_to_shared_memory(tmp_path, data):
 
 
 # -- stall diagnosis and killed ranks ------------------------------------------------------
-class Job:
-    """A long training run in the background, tagged so that its processes can be found;
-    `close` kills whatever of it is left and removes the node segments it mapped."""
-
-    def __init__(self, cmd, tag, n, env_extra=None):
-        self.tag, self.n = tag, n
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                     env=_env(tag, **(env_extra or {})))
-        self.segments = set()
-
-    def wait_epochs(self, count):
-        while count:
-            line = self.proc.stdout.readline()
-            assert line, self.proc.stderr.read()
-            count -= line.startswith("epoch")
-        self.ranks = rank_pids(self.tag, self.n)
-        self.segments = job_segments(self.ranks.values())
-        self.hosts = [os.readlink(f"/proc/{self.ranks[r]}/ns/net") for r in range(self.n)]   # network namespace
-        return self.ranks
-
-    def close(self):
-        for pid in pids_by_tag(self.tag):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        for name in self.segments:       # SIGKILL leaves MPICH no chance to remove them
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
-
-
 def _long_run(data, timeout):
     return ["--data", data, "--model", "mlp", "--hidden", "256,128", "--epochs", "100000", "--sync-every", "2",
             "--stall-timeout", str(timeout)]
