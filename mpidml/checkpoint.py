@@ -66,6 +66,10 @@ def atomic_write_bytes(path, data):
     atomic_write(path, write)
 
 
+def atomic_write_json(path, obj, indent=None):
+    atomic_write_bytes(path, json.dumps(obj, indent=indent).encode())
+
+
 def check_writable(path, option):
     """Fail early (before training) when `path` cannot be written."""
     directory = os.path.dirname(os.path.abspath(path)) or "."

@@ -353,10 +353,9 @@ def run_command(args, comm):
 
 def report(doc, metrics_json=None, quiet=False):
     """Rank 0: the final summary line(s) and the metrics file."""
-    import json
     if metrics_json:
-        from .checkpoint import atomic_write_bytes
-        atomic_write_bytes(metrics_json, json.dumps(doc, indent=1).encode())
+        from .checkpoint import atomic_write_json
+        atomic_write_json(metrics_json, doc, indent=1)
     t = doc.get("test")
     if not t:
         return

@@ -186,8 +186,9 @@ def info(group):
         polling = sum(not h.oversubscribed for h in layout.hosts)
         lines["collective_wait"] = (f"--wait auto: ranks poll MPI on {polling} of {len(layout.hosts)} hosts "
                                     "(where each has a core), nap elsewhere")
-        if layout.warning():
-            lines["warning"] = layout.warning()
+        warning = layout.warning()
+        if warning:
+            lines["warning"] = warning
         width = max(len(k) for k in lines)
         for k, v in lines.items():
             sys.stdout.write(f"{k:<{width}}  {v}\n")

@@ -1,6 +1,5 @@
 """Per-rank timeline as Chrome trace events (open the JSON in Perfetto or chrome://tracing):
 one process per rank, one track per task."""
-import json
 import time
 
 MAX_EVENTS = 200_000  # per rank; later spans are counted, not kept
@@ -39,5 +38,5 @@ class Tracer:
 def write(path, per_rank_events):
     """One Chrome trace file from every rank's `payload()` (rank clocks aligned at start)."""
     events = [e for evs in per_rank_events for e in evs]
-    from .checkpoint import atomic_write_bytes
-    atomic_write_bytes(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}).encode())
+    from .checkpoint import atomic_write_json
+    atomic_write_json(path, {"traceEvents": events, "displayTimeUnit": "ms"})

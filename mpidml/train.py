@@ -7,7 +7,6 @@ Each rank runs four cooperative tasks on its scheduler:
   monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
 """
 import functools
-import json
 import logging
 import resource
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 
 from . import data as datamod
 from .aggregate import Averager
-from .checkpoint import ModelFile, atomic_write_bytes, check_writable
+from .checkpoint import ModelFile, atomic_write_json, check_writable
 from .comm import drive
 from .errors import DivergedError, UsageError
 from .evaluate import Scaling, from_sums, partial_sums
@@ -345,7 +344,7 @@ class Run:
                      f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}")
         if self.cfg.metrics_json and epoch + 1 < self.cfg.epochs:
             # a job killed later still leaves the epochs it finished (the final write adds timing)
-            atomic_write_bytes(self.cfg.metrics_json, json.dumps(self.document("running"), indent=1).encode())
+            atomic_write_json(self.cfg.metrics_json, self.document("running"), indent=1)
         every = self.cfg.checkpoint_every
         if self.cfg.save and every and (epoch + 1) % every == 0 and epoch + 1 < self.cfg.epochs:
             t0 = self.clock()
