@@ -49,12 +49,16 @@ class Group:
         self.heartbeat = None if self.stall_timeout is None else min(0.5, self.stall_timeout / 4)
         self.tracer = tracer
         self.seq = 0
-        self.comm_s = 0.0
         self.comm_s_by_label = defaultdict(float)    # collective -> seconds from start to completion
         self.clock = time.perf_counter
         self._ping = np.zeros(1, np.int64)
         self._pong = np.zeros(1, np.int64)
         self._pongs = []
+
+    @property
+    def comm_s(self):
+        """Seconds in collectives, start to completion, all labels together."""
+        return sum(self.comm_s_by_label.values())
 
     def close(self):
         """Complete the answers still in flight (MPI must not finalize with them pending)."""
@@ -100,7 +104,6 @@ class Group:
         req, label, t0 = handle
         yield from self.wait(req, label)
         t1 = self.clock()
-        self.comm_s += t1 - t0
         self.comm_s_by_label[label] += t1 - t0
         if self.tracer:
             self.tracer.span("comm", label, t0, t1)
