@@ -240,7 +240,7 @@ def overlap_accuracy(args):
     for optimizer in ("momentum", "adam"):
         acc = {}
         for mode in ("--no-overlap", "--overlap"):
-            doc = mpidml(n, ["--data", path, *SCALE_MODEL[:6], "--epochs", epochs, "--optimizer", optimizer,
+            doc = mpidml(n, ["--data", path, *SCALE_NET, "--epochs", epochs, "--optimizer", optimizer,
                              "--lr", 0.05, "--sync-every", 16, mode], args.mpiexec, what=f"{optimizer} {mode}")
             acc[mode] = [h["test_accuracy"] for h in doc["history"]]
             drops = [max(0.0, a - b) for a, b in zip(acc[mode], acc[mode][1:])]
@@ -338,10 +338,43 @@ def bench_mlp(args):
 
 
 # -- scaling -----------------------------------------------------------------------------
-SCALE_MODEL = ["--model", "mlp", "--hidden", 256, "--batch-size", 256, "--optimizer", "momentum", "--lr", 0.05,
-               "--l2", 0]
+SCALE_NET = ["--model", "mlp", "--hidden", 256, "--batch-size", 256]
+SCALE_MODEL = [*SCALE_NET, "--optimizer", "momentum", "--lr", 0.05, "--l2", 0]
 SCALE_PARAMS = 100 * 256 + 256 + 256 * 10 + 10
 TCP = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self"}   # every message over TCP, as between nodes
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingRun:
+    """One row of the scaling table: the hand-written loop or mpidml with `args`, compared
+    with the loop row `peer` against `goal` (from `goal_from` ranks on)."""
+    name: str
+    args: tuple
+    loop: bool = False
+    peer: str = ""
+    goal: float = None
+    goal_from: int = 1
+    env: dict = None                # TCP rows: run at the largest N only
+
+    @property
+    def gradients(self):
+        return "--sync" in self.args
+
+
+LOOP, LOOP_GRADIENTS, LOOP_TCP = ("hand-written loop, K=16", "hand-written loop, gradient Allreduce",
+                                  "hand-written loop, K=16, over TCP")
+SCALING_RUNS = (
+    ScalingRun(LOOP, ("--sync-every", 16), loop=True),
+    ScalingRun(LOOP_GRADIENTS, ("--sync", "gradients"), loop=True),
+    ScalingRun("mpidml --sync-every 16", ("--sync-every", 16, "--no-overlap"), peer=LOOP, goal=1.0),
+    ScalingRun("mpidml --sync-every 64", ("--sync-every", 64, "--no-overlap"), peer=LOOP),
+    ScalingRun("mpidml --sync-every 16 --overlap", ("--sync-every", 16, "--overlap"), peer=LOOP, goal=1.15,
+               goal_from=16),
+    ScalingRun("mpidml --sync gradients", ("--sync", "gradients"), peer=LOOP_GRADIENTS, goal=0.95),
+    ScalingRun(LOOP_TCP, ("--sync-every", 16), loop=True, env=TCP),
+    ScalingRun("mpidml --sync-every 16, over TCP", ("--sync-every", 16, "--no-overlap"), peer=LOOP_TCP, goal=1.0,
+               env=TCP),
+)
 
 
 @dataclasses.dataclass
@@ -438,24 +471,12 @@ def bench_scaling(args):
     t_gemm = min(gemm_vs_step()[0] for _ in range(5))   # noise only ever slows the GEMMs down
     avg_bytes, grad_bytes = 2 * SCALE_PARAMS * 4, SCALE_PARAMS * 4     # [w | momentum], the gradient
     out, checks = [], []
-    loop_name, grad_name = "hand-written loop, K=16", "hand-written loop, gradient Allreduce"
-    mpidml_runs = {"mpidml --sync-every 16": (["--sync-every", 16, "--no-overlap"], loop_name, 1.0),
-                   "mpidml --sync-every 64": (["--sync-every", 64, "--no-overlap"], loop_name, None),
-                   "mpidml --sync-every 16 --overlap": (["--sync-every", 16, "--overlap"], loop_name, 1.15),
-                   "mpidml --sync gradients": (["--sync", "gradients"], grad_name, 0.95)}
     mp = args.mpiexec
     for n in ns:
         epochs = max(1, n // 2)         # every N trains for about as long
-        loop_at = functools.partial(run_loop, n, path, epochs, mpiexec=mp)
-        mpidml_at = functools.partial(run_mpidml, n, path, epochs, mpiexec=mp)
-        jobs = {loop_name: functools.partial(loop_at, ["--sync-every", 16]),
-                grad_name: functools.partial(loop_at, ["--sync", "gradients"])}
-        for name, (extra, _, _) in mpidml_runs.items():
-            jobs[name] = functools.partial(mpidml_at, extra)
-        if n == ns[-1] and n > 1:
-            jobs[loop_name + ", over TCP"] = functools.partial(loop_at, ["--sync-every", 16], env=TCP)
-            jobs["mpidml --sync-every 16, over TCP"] = functools.partial(
-                mpidml_at, ["--sync-every", 16, "--no-overlap"], env=TCP)
+        runs = [r for r in SCALING_RUNS if r.env is None or (n == ns[-1] and n > 1)]
+        jobs = {r.name: functools.partial(run_loop if r.loop else run_mpidml, n, path, epochs, list(r.args),
+                                          mpiexec=mp, env=r.env) for r in runs}
         progress(f"scaling N={n}: {len(jobs)} runs x {repeat}, then the ceiling")
         res = best_of(jobs, repeat)
         top = run_ceiling(n, rows, epochs, mp).rate
@@ -463,20 +484,18 @@ def bench_scaling(args):
         bare = bare_allreduce(n, [avg_bytes, grad_bytes], mp)
         bare_tcp = bare_allreduce(n, [avg_bytes], mp, env=TCP) if n == ns[-1] and n > 1 else {}
         out.append([n, "ceiling: N single-rank runs at once", fmt(top), "", "1.00", "", "", ""])
-        for name, m in res.items():
-            tcp = name.endswith("over TCP")
-            peer = name.replace("mpidml --sync-every 16", loop_name) if tcp else \
-                mpidml_runs.get(name, (None, name, None))[1]
-            goal = 1.0 if tcp else mpidml_runs.get(name, (None, None, None))[2]
-            ratio = f"{m.rate / res[peer].rate:.2f}"
-            if goal is not None and name.startswith("mpidml") and (goal != 1.15 or n >= 16):
-                ratio = target(f"{ratio} (target >= {goal:g})", m.rate >= goal * res[peer].rate,
-                               f"scaling: N={n} {name} x {peer}")
-            nbytes = grad_bytes if "gradient" in name else avg_bytes
-            out.append([n, name, fmt(m.rate), ratio, "" if tcp else f"{m.rate / top:.2f}",
+        for r in runs:
+            m = res[r.name]
+            ratio = "1.00" if r.loop else f"{m.rate / res[r.peer].rate:.2f}"
+            if r.goal is not None and n >= r.goal_from:
+                ratio = target(f"{ratio} (target >= {r.goal:g})", m.rate >= r.goal * res[r.peer].rate,
+                               f"scaling: N={n} {r.name} x {r.peer}")
+            tcp = r.env is not None
+            nbytes = grad_bytes if r.gradients else avg_bytes
+            out.append([n, r.name, fmt(m.rate), ratio, "" if tcp else f"{m.rate / top:.2f}",
                         f"{m.wait_ms:.3f}" if n > 1 else "",
                         f"{(bare_tcp if tcp else bare)[nbytes]:.3f}" if n > 1 else "", f"{m.accuracy:.4f}"])
-        k16, loop = res["mpidml --sync-every 16"], res[loop_name]
+        k16, loop = res["mpidml --sync-every 16"], res[LOOP]
         if n == ns[-1] and n > 1:   # one traced run: does the wait go to late peers or to the collective?
             trace = os.path.join(WORK, "scaling-trace.json")
             run_mpidml(n, path, epochs, ["--sync-every", 16, "--no-overlap", "--trace", trace], mp)
