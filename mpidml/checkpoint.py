@@ -158,6 +158,11 @@ class ModelFile:
         model.params = model.params.astype(net.dtype)
         return model
 
+    def model_options(self):
+        """The options that define this model, as `--resume` compares them with a run's."""
+        return dict(self.attrs.get("config", {}), model=self.kind, hidden=[int(h) for h in self.sizes[1:-1]],
+                    activation=self.activation, dtype=self.dtype)
+
     def net(self):
         from .models import Net
         return Net(self.sizes, self.head, self.activation, self.dtype)

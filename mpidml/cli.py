@@ -6,7 +6,8 @@ at once and only rank 0 prints it. Errors found in the data are agreed by all ra
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
 in a collective (mpidml/abort.py); when every rank fails alike (Ctrl-C, which the launcher
 forwards to all, or a bug), rank 0 alone reports it. Exit codes: 0 ok, 1 internal error,
-2 bad usage or input, 3 diverged, 4 a peer rank stalled, 130 interrupted.
+2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped by --checkpoint-signal
+(SIGTERM, SIGUSR1) with a checkpoint written (batch scripts requeue), 130 interrupted.
 """
 import argparse
 import logging
@@ -17,7 +18,7 @@ import sys
 from . import __version__
 from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
-from .errors import MpidmlError, UsageError
+from .errors import STOPPED, MpidmlError, Stopped, UsageError
 
 log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
@@ -74,6 +75,15 @@ def _hidden(text):
     if any(w <= 0 for w in widths):
         raise argparse.ArgumentTypeError(f"--hidden widths must be positive, got {text!r}")
     return widths
+
+
+def _signals(text):
+    from .stop import parse_signals
+    try:
+        parse_signals(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 S = argparse.SUPPRESS
@@ -152,7 +162,12 @@ def add_train_options(p):
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",
                    help="rewrite --save atomically every E epochs")
-    g.add_argument("--resume", default=S, metavar="PATH", help="continue from a model file up to --epochs in total")
+    g.add_argument("--resume", default=S, metavar="PATH",
+                   help="continue from a model file up to --epochs in total (model options come from the file; "
+                        "epochs, lr, schedule, batch size, sync and ranks may change; other data is refused)")
+    g.add_argument("--checkpoint-signal", type=_signals, default=S, metavar="SIGS",
+                   help=f"signals that stop every rank at the next synchronisation step, write --save and exit "
+                        f"{STOPPED} for the batch script to requeue (default {d.checkpoint_signal}; none: off)")
     g.add_argument("--metrics-json", default=S, metavar="PATH", help="rank 0 writes the metrics document here")
     g.add_argument("--trace", default=S, metavar="PATH", help="Chrome trace JSON of every rank's tasks (Perfetto)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress lines")
@@ -275,25 +290,30 @@ def make_config(args, environ=os.environ):
             raise UsageError(f"{origin}: {key} must be one of {', '.join(action.choices)}, got {value!r}")
         return value
 
+    given = set()
     if getattr(args, "config", None):
         for key, value in load_toml(args.config).items():
             k = _key(key)
             if k not in fields or k not in actions:
                 raise UsageError(f"--config {args.config}: unknown option {key!r}")
             setattr(cfg, k, convert(k, value, f"--config {args.config}: {key}"))
+            given.add(k)
     for k in fields:
         env = "MPIDML_" + k.upper()
         if env in environ and k in actions:
             setattr(cfg, k, convert(k, environ[env], env))
+            given.add(k)
     for k, v in vars(args).items():
         if k in fields:
             setattr(cfg, k, v)
+            given.add(k)
+    cfg.given = frozenset(given)
     if not cfg.data:
         cfg.data = bundled_dataset()
     cfg.hidden = tuple(cfg.hidden)
     if cfg.checkpoint_every and not cfg.save:
         raise UsageError("--checkpoint-every needs --save PATH (the file it rewrites)")
-    if cfg.model != "mlp" and "hidden" in vars(args):
+    if cfg.model != "mlp" and "hidden" in vars(args) and not (cfg.resume and "model" not in cfg.given):
         raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
     if cfg.merge_after and not cfg.overlap:
         raise UsageError("--merge-after applies to --overlap (a blocking average merges at once)")
@@ -334,11 +354,13 @@ def run_command(args, comm):
             comm.Barrier()
             from .trace import Tracer
             tracer = Tracer(comm.rank)
+        from .stop import StopSignals, parse_signals
         group = Group(comm, cfg.stall_timeout, tracer)
         try:
-            doc = train(cfg, group, tracer)
-            if comm.rank == 0:
-                report(doc, cfg.metrics_json, cfg.quiet)
+            with StopSignals(parse_signals(cfg.checkpoint_signal)) as signals:
+                doc = train(cfg, group, tracer, signals)
+                if comm.rank == 0 and doc is not None:
+                    report(doc, cfg.metrics_json, cfg.quiet)
         finally:
             group.close()        # before MPI finalizes, also when every rank ends on an error
         return 0
@@ -390,6 +412,10 @@ def main(argv=None):
         if args.command is None:
             args = parse(["train"])
         return run_command(args, comm) or 0
+    except Stopped as e:                     # every rank stopped together, checkpointed
+        if rank == 0:
+            sys.stderr.write(f"mpidml: {e}\n")
+        return e.code
     except MpidmlError as e:
         if e.agreed and rank != 0:
             return e.code

@@ -56,12 +56,15 @@ class TrainConfig:
     wait: str = "auto"             # how a rank waits in a collective: auto, spin, nap
     quiet: bool = False
     progress_bar: bool = False     # also on whenever rank 0's stdout is a terminal
+    checkpoint_signal: str = "TERM,USR1"   # noted, then every rank stops at one step, checkpointed
+    given: frozenset = dataclasses.field(default=frozenset(), metadata={"internal": True})
 
     def as_dict(self):
-        d = dataclasses.asdict(self)
+        d = {k: getattr(self, k) for k in self.fields()}
         d["hidden"] = list(self.hidden)
         return d
 
     @classmethod
     def fields(cls):
-        return {f.name: f for f in dataclasses.fields(cls)}
+        """The options (not `given`: the ones set by the user rather than by default)."""
+        return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}

@@ -23,3 +23,11 @@ class DivergedError(MpidmlError):
 class StallError(MpidmlError):
     """A peer rank did not arrive in a collective within --stall-timeout: exit 4."""
     code = 4
+
+
+STOPPED = 75        # EX_TEMPFAIL (sysexits.h): stopped by a signal after a checkpoint; batch scripts requeue
+
+
+class Stopped(MpidmlError):
+    """Every rank stopped on --checkpoint-signal, checkpointed: exit STOPPED. Not an error."""
+    code = STOPPED

@@ -18,11 +18,13 @@ from . import data as datamod
 from .aggregate import Averager
 from .checkpoint import ModelFile, atomic_write_json, check_writable
 from .comm import drive
-from .errors import DivergedError, UsageError
+from .errors import DivergedError, Stopped, UsageError
 from .evaluate import Scaling, from_sums, partial_sums
 from .models import build
 from .optim import Optimizer, schedule
+from .provenance import DataIdentity, adopt_model_options, check_data
 from .scheduler import Event, Scheduler, Sleep
+from .stop import StopSignals, StopVote
 from .topology import gather_layout
 
 log = logging.getLogger("mpidml")
@@ -87,8 +89,10 @@ class Run:
                                   (cfg.trace, "--trace")):
                     if path:
                         check_writable(path, opt)
+                adopted = {}
                 if cfg.resume:
                     resume = ModelFile.load(cfg.resume)
+                    adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
                 task = None
                 if resume is not None:
                     task = resume.task
@@ -99,10 +103,15 @@ class Run:
                 info = datamod.describe(cfg.data, cfg.x_dataset or None, cfg.y_dataset or None, task,
                                         cfg.test_fraction, cfg.block_rows or None, cfg.partition_seed,
                                         cfg.partition, cfg.chunk_mb)
+                if cfg.save or cfg.resume:
+                    info["identity"] = DataIdentity.of(info).as_dict()
                 if resume is not None:      # the architecture comes from the file
+                    check_data(cfg.resume, resume.attrs.get("data"), DataIdentity(**info["identity"]))
+                    info["adopted"] = adopted
                     info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
                                      "activation": resume.activation,
                                      "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
+                    info["complete"] = self._already_complete(resume, cfg.epochs or info["model"]["epochs"])
                     # the first layer was trained on features scaled this way: keep it
                     info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
                                        (("mean", resume.mean), ("std", resume.std),
@@ -114,6 +123,12 @@ class Run:
                 err = e
         yield from g.agree(err, "open")
         self.info = info = yield from g.bcast_json(info, label="describe")
+        for key, value in info.get("adopted", {}).items():      # the resumed file's model options
+            setattr(cfg, key, tuple(value) if key == "hidden" else value)
+        self.dtype = np.dtype(cfg.dtype)
+        self.complete = info.get("complete")
+        if self.complete:
+            return
         self.layout = yield from gather_layout(g)
         self.polls = self.layout.polls(g.rank, cfg.wait)
         warning = self.layout.warning()
@@ -173,14 +188,18 @@ class Run:
                     else:
                         opt.weights[...] = resume.params
                     meta = {"epoch": int(resume.epoch), "step": int(resume.attrs.get("step", 0)),
-                            "history": resume.attrs.get("history", [])}
+                            "history": resume.attrs.get("history", []), "stopped_at": self._mid_epoch(resume)}
             else:
                 self.net.init(opt.weights, np.random.default_rng(self.cfg.seed))
         yield from g.agree(err, "resume")
         yield from g.bcast(opt.state, label="init")
+        self.start_step, self.start_loss = 0, (0.0, 0)
         if self.cfg.resume:
             meta = yield from g.bcast_json(meta, label="init")
             self.start_epoch, opt.t, self.history = meta["epoch"], meta["step"], meta["history"]
+            if meta["stopped_at"]:
+                self.start_step = meta["stopped_at"]["step"]
+                self.start_loss = tuple(meta["stopped_at"]["loss"][g.rank])
 
     def _check_resume(self, m):
         sizes = [int(s) for s in m.sizes]
@@ -191,10 +210,33 @@ class Run:
         if m.optimizer_state is not None and saved_optimizer not in (None, self.cfg.optimizer):
             return UsageError(f"{self.cfg.resume}: saved with --optimizer {saved_optimizer}, "
                               f"this run uses {self.cfg.optimizer}")
-        if int(m.epoch) > self.cfg.epochs:
-            return UsageError(f"{self.cfg.resume}: already trained {m.epoch} epochs, "
-                              f"more than --epochs {self.cfg.epochs}")
         return None
+
+    def _already_complete(self, m, epochs):
+        """Rank 0: the line to print when the resumed file has trained all `epochs` already."""
+        if int(m.epoch) < epochs:
+            return None
+        asked = f"--epochs {self.cfg.epochs}" if self.cfg.epochs else "its --epochs"
+        return (f"{self.cfg.resume}: already complete ({int(m.epoch)} epochs, {asked}); nothing to train "
+                "(ask for more with a larger --epochs)")
+
+    def _mid_epoch(self, m):
+        """Rank 0: where in its epoch the resumed file stopped, when this run can continue from
+        there: the same ranks, batch size and partitions give the same minibatches. Otherwise
+        the epoch starts over from the saved (global) weights."""
+        at = m.attrs.get("stopped_at")
+        if not at:
+            return None
+        now = {"ranks": self.group.size, "batch_size": self.cfg.batch_size, "partition": self._partitioning()}
+        if all(at.get(k) == v for k, v in now.items()):
+            return at
+        log.warning(f"mpidml: warning: {self.cfg.resume} stopped within epoch {int(m.epoch) + 1} at "
+                    f"{at['ranks']} ranks, batch size {at['batch_size']}; with other ranks, batch size or "
+                    "partitions that epoch starts over")
+        return None
+
+    def _partitioning(self):
+        return [self.info["partition"], self.info["block_rows"], self.info["partition_seed"]]
 
     # -- the tasks ---------------------------------------------------------------------
     def prefetch(self):
@@ -204,7 +246,7 @@ class Run:
             rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
             self.orders[epoch] = rng.permutation(n)
             self.order_ready.set()
-            while epoch in self.orders:       # wait until the trainer took it
+            while epoch in self.orders and not self.finished:       # until the trainer took it
                 yield self.order_taken
                 self.order_taken.clear()
 
@@ -255,9 +297,10 @@ class Run:
             order = self.orders.pop(epoch)
             self.order_ready.clear()
             self.order_taken.set()
-            loss_sum, count = 0.0, 0
+            first = self.start_step if epoch == self.start_epoch else 0
+            loss_sum, count = self.start_loss if first else (0.0, 0)
             check_average = functools.partial(self._check_finite, epoch=epoch)
-            for s in range(steps):
+            for s in range(first, steps):
                 self.step_index = s
                 t0 = self.clock()
                 idx = order[s * B:(s + 1) * B]
@@ -291,6 +334,11 @@ class Run:
                 if not gradients:
                     yield from averager.after_step(s, steps - 1, check_average)
                 yield
+                if (s + 1) % K == 0 and s < steps - 1 and (yield from self.vote.poll()):
+                    if averager is not None and averager.overlap:
+                        yield from averager.end_epoch()     # one global model to checkpoint
+                    yield from self._stop(epoch, s + 1, [loss_sum, count])
+                    return
             # epoch end: a full synchronisation, so every rank holds the global model
             if not gradients:
                 yield from averager.end_epoch()
@@ -305,9 +353,27 @@ class Run:
             wall = self.clock() - t_epoch
             self._end_epoch(epoch, red[0] / max(red[1], 1), res, wall, wall - (self.eval_s - eval0), red[1],
                             g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
+            if epoch + 1 < cfg.epochs and (yield from self.vote.poll()):
+                yield from self._stop(epoch + 1, 0, None)
+                return
+        yield from self.vote.close()
+        self._finish()
+
+    def _finish(self):
         self.finished = True
-        if averager is not None:
-            averager.stop()
+        self.order_taken.set()            # the prefetch task ends
+        if self.averager is not None:
+            self.averager.stop()
+
+    def _stop(self, epoch, step, partial_loss):
+        """Generator: every rank stops at local step `step` of `epoch` (0: at its start),
+        holding the global model; rank 0 keeps what the checkpoint needs to continue there."""
+        yield from self.vote.close()
+        losses = yield from self.group.gather_json(partial_loss, label="stop")
+        self.stopped_at = {"epoch": epoch, "step": step, "steps": self.step_total, "signal": self.signals.name,
+                           "ranks": self.group.size, "batch_size": self.cfg.batch_size,
+                           "partition": self._partitioning(), "loss": losses if step else None}
+        self._finish()
 
     def _diverged(self, epoch):
         return DivergedError(f"training diverged in epoch {epoch + 1}: non-finite loss or weights; "
@@ -379,7 +445,8 @@ class Run:
         self.eval_s += self.clock() - t0
         return from_sums(sums, self.info["task"], k)
 
-    def model_file(self, epoch):
+    def model_file(self, epoch, stopped_at=None):
+        """The model as a file; `stopped_at`: where within `epoch` + 1 the run stopped."""
         s = self.scaling
         return ModelFile(params=self.opt.weights.copy(), optimizer_state=self.opt.state,
                          classes=self.info["classes"], mean=s.mean, std=s.std,
@@ -390,12 +457,15 @@ class Run:
                          seed=self.cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
                          rng={"generator": "numpy PCG64", "epoch_order_seed": "[seed, rank, epoch]",
                               "seed": self.cfg.seed, "next_epoch": epoch},
-                         features=self.info["features"], config=self.cfg.as_dict(), history=self.history)
+                         features=self.info["features"], config=self.cfg.as_dict(), history=self.history,
+                         data=self.info.get("identity"), stopped_at=stopped_at)
 
     # -- the whole run -----------------------------------------------------------------
-    def train(self):
-        """Run the tasks to completion; returns train_s (the loop without test scoring)."""
+    def train(self, signals):
+        """Run the tasks to completion (or to the step where every rank agreed to stop on one
+        of `signals`, a StopSignals); returns train_s (the loop without test scoring)."""
         cfg = self.cfg
+        self.signals, self.vote, self.stopped_at = signals, StopVote(self.group, signals), None
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
         self.finished, self.epoch, self.step_index, self.step_total = False, self.start_epoch, 0, 0
@@ -417,20 +487,24 @@ class Run:
         return self.clock() - t0 - self.eval_s
 
 
-def train(cfg, group, tracer=None):
-    """The whole training run on every rank; returns the metrics document on rank 0."""
+def train(cfg, group, tracer=None, signals=None):
+    """The whole training run on every rank; returns the metrics document on rank 0 (None
+    when a resumed run was complete already). Raises Stopped on every rank when all stopped
+    on one of `signals` (a StopSignals), after rank 0 wrote the checkpoint and metrics."""
     t_start = time.perf_counter()
     run = Run(cfg, group, tracer)
     drive(run.setup(), "setup")
+    if run.complete:
+        if group.rank == 0:
+            log.warning(f"mpidml: {run.complete}")
+        return None
     if group.rank == 0 and not cfg.quiet:
         info = run.info
         k = f", {len(info['classes'])} classes" if info["classes"] else ""
         log.info(f"mpidml: {info['path']}: {run.n_total} training rows x {info['features']} features{k}; "
                  f"{group.size} ranks; model {run.kind} ({run.net.size} parameters); "
                  f"sync {cfg.sync} every {cfg.sync_every}{' overlapped' if cfg.overlap else ''}")
-    train_s = run.train()
-    if run.start_epoch >= cfg.epochs and run.part.test_X is not None:
-        run.final = drive(run.evaluate(), "evaluate")
+    train_s = run.train(signals or StopSignals(()))
     per_rank = drive(group.gather_json({"rss": peak_rss_mb(), "compute_s": run.compute_s,
                                         "comm_s": group.comm_s, "comm_wait_s": run.sched.idle_s,
                                         "collective_s": dict(group.comm_s_by_label)},
@@ -440,11 +514,16 @@ def train(cfg, group, tracer=None):
         if group.rank == 0:
             from .trace import write
             write(cfg.trace, payloads)
+    stop = run.stopped_at
     if group.rank != 0:
+        if stop:
+            raise Stopped("stopped", agreed=True)
         return None
     if cfg.save:
-        run.model_file(cfg.epochs).save(cfg.save)
-    doc = run.document("complete")
+        run.model_file(stop["epoch"] if stop else cfg.epochs, stop).save(cfg.save)
+    doc = run.document("stopped" if stop else "complete")
+    if stop:
+        doc["stopped"] = {k: stop[k] for k in ("signal", "epoch", "step", "steps")}
     doc.update({
         "timing": {"wall_s": time.perf_counter() - t_start, "distribute_s": run.distribute_s,
                    "train_s": train_s, "evaluate_s": run.eval_s, "compute_s": run.compute_s,
@@ -455,4 +534,16 @@ def train(cfg, group, tracer=None):
                                 for k in ("compute_s", "comm_s", "comm_wait_s", "collective_s")}},
         "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
     })
+    if stop:
+        if cfg.metrics_json:
+            atomic_write_json(cfg.metrics_json, doc, indent=1)
+        raise Stopped(stopped_line(cfg, stop), agreed=True)
     return doc
+
+
+def stopped_line(cfg, stop):
+    where = (f"in epoch {stop['epoch'] + 1} after step {stop['step']} of {stop['steps']}" if stop["step"]
+             else f"after epoch {stop['epoch']}")
+    kept = (f"checkpoint {cfg.save}; continue with --resume {cfg.save}" if cfg.save
+            else "no --save, so the progress is lost")
+    return f"stopped by {stop['signal']} {where}: {kept} (exit {Stopped.code})"

@@ -1,0 +1,118 @@
+"""What a model was trained on and with, so that `--resume` refuses other data and model
+options that contradict the file, instead of silently continuing the wrong model.
+
+A batch job resubmitted with `DATA=run2.h5` (same shape, other rows) used to resume the
+model trained on run.h5. The model file now carries the data's identity: its path, shapes,
+classes and a fingerprint, a hash of the datasets' shapes and dtypes and of 64 rows sampled
+evenly through X and y (a few chunk reads, however large the file: cheap, and any file
+written anew with other data differs in it).
+"""
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from .data import open_h5
+from .errors import UsageError
+
+SAMPLED_ROWS = 64
+
+# options that define the model or the rows it trains on: a resumed run takes them from the
+# file; given on the command line (or config, environment) they must agree with it
+MODEL_OPTIONS = ("model", "hidden", "activation", "dtype", "optimizer", "standardize", "test_fraction",
+                 "partition_seed")
+# everything else may change on resume: epochs, lr and its schedule, batch size, sync policy,
+# ranks, outputs, waits and timeouts
+
+
+@dataclasses.dataclass
+class DataIdentity:
+    path: str
+    x: str
+    y: str
+    rows: int
+    features: int
+    classes: list
+    fingerprint: str
+
+    @classmethod
+    def of(cls, info):
+        """The identity of the training file `data.describe` returned `info` for."""
+        return cls(info["path"], info["x"], info["y"], info["rows"], info["features"], info["classes"],
+                   fingerprint(info["path"], info["x"], info["y"]))
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+    def differences(self, other):
+        """How `other` (this run's data) differs from this (the model's), in words."""
+        out = []
+        if (self.rows, self.features) != (other.rows, other.features):
+            out.append(f"{self.rows} x {self.features} rows x features, now {other.rows} x {other.features}")
+        if self.classes != other.classes:
+            out.append(f"classes {_short(self.classes)}, now {_short(other.classes)}")
+        if not out and self.fingerprint != other.fingerprint:
+            out.append(f"same shape but other rows (fingerprint {self.fingerprint[:12]}, "
+                       f"now {other.fingerprint[:12]})")
+        return out
+
+
+def fingerprint(path, x, y):
+    """sha256 of X's and y's shapes and dtypes and of SAMPLED_ROWS rows spread evenly."""
+    digest = hashlib.sha256()
+    with open_h5(path) as f:
+        for name in (x, y):
+            ds = f[name]
+            n = ds.shape[0]
+            rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLED_ROWS)).astype(np.int64)) if n else []
+            digest.update(f"{ds.shape} {ds.dtype.str}".encode())
+            if len(rows):
+                digest.update(np.ascontiguousarray(ds[rows]).tobytes())
+    return digest.hexdigest()
+
+
+def _short(classes, shown=6):
+    if classes is None:
+        return "none (regression)"
+    text = ", ".join(map(str, classes[:shown]))
+    return f"[{text}{', ...' if len(classes) > shown else ''}] ({len(classes)})"
+
+
+def check_data(model_path, saved, now):
+    """UsageError when this run's data is not what the resumed model was trained on."""
+    if saved is None:           # a file from before provenance: nothing to compare with
+        return
+    saved = DataIdentity(**saved)
+    diffs = saved.differences(now)
+    if diffs:
+        raise UsageError(f"--resume {model_path} was trained on {saved.path}:{saved.x}; --data {now.path}:{now.x} "
+                         f"differs: {'; '.join(diffs)}")
+
+
+def adopt_model_options(cfg, model_path, saved_config):
+    """The resumed file's model options, into `cfg`: those not given are taken from the file,
+    those given must agree with it. Returns {option: value} taken, for the other ranks."""
+    taken = {}
+    for key in MODEL_OPTIONS:
+        if key not in saved_config:
+            continue
+        saved, now = saved_config[key], getattr(cfg, key)
+        if key == "hidden":
+            saved, now = list(saved), list(now)
+        if key in cfg.given:
+            if now != saved and not (key == "model" and now == "auto"):
+                flag = "--" + key.replace("_", "-")
+                raise UsageError(f"--resume {model_path} was trained with {flag} {_option(saved)}, this run asks "
+                                 f"for {flag} {_option(now)}; model options must match the file (epochs, lr, "
+                                 "schedule, batch size, sync and ranks may change)")
+        elif now != saved:
+            taken[key] = saved
+    return taken
+
+
+def _option(value):
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value != "" else "(default)"

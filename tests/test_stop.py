@@ -1,0 +1,162 @@
+"""Batch-job life: stopping on SIGTERM/SIGUSR1 with a checkpoint, exact and safe resume,
+resubmission of a finished run, and the batch scripts' requeue under stand-in launchers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import MPIEXEC, ROOT, Job, mpiexec
+from test_batch import _site_env
+
+from mpidml.checkpoint import ModelFile
+from mpidml.datatools import synth
+from mpidml.errors import STOPPED
+from mpidml.stop import parse_signals
+
+pytestmark = pytest.mark.timeout(180)
+# a run long enough to be stopped in the middle of an epoch (780 steps per rank at 2 ranks)
+TRAIN = ["--model", "mlp", "--hidden", "32", "--optimizer", "adam", "--lr", "0.005", "--sync-every", "4"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stop") / "d.h5"
+    synth(str(path), 100000, 16, 4, seed=5)
+    return path
+
+
+def _stop(job, sig, timeout=30):
+    """Signal the launcher; the job's ranks must end within `timeout` s."""
+    t0 = time.time()
+    job.proc.send_signal(sig)
+    out, err = job.proc.communicate(timeout=timeout)
+    return job.proc.returncode, out, err, time.time() - t0
+
+
+def _mpidml_lines(text):
+    return [ln for ln in text.splitlines() if ln.startswith("mpidml:")]
+
+
+@pytest.mark.parametrize("n, sig, sync", [(3, signal.SIGTERM, "average"), (2, signal.SIGUSR1, "gradients")])
+def test_a_signal_stops_every_rank_at_one_step_and_the_resume_is_exact(tmp_path, data, n, sig, sync):
+    """The acceptance check: a signal to the launcher mid-epoch; every rank exits 75 with one
+    mpidml line and a checkpoint from that step; resumed, the run ends bit-identical to one
+    never interrupted."""
+    ckpt, metrics = tmp_path / "ckpt.h5", tmp_path / "m.json"
+    args = [*TRAIN, "--sync", sync, "--data", data, "--seed", "3"]
+    job = Job([MPIEXEC, "-n", str(n), sys.executable, "-m", "mpidml", *args, "--epochs", "1000",
+               "--save", ckpt, "--metrics-json", metrics], f"stop-{n}-{os.getpid()}", n)
+    try:
+        job.wait_epochs(1)
+        rc, out, err, seconds = _stop(job, sig)
+    finally:
+        job.close()
+    assert rc == STOPPED and seconds < 30, err
+    assert "BAD TERMINATION" not in out + err
+    lines = _mpidml_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(f"mpidml: stopped by {sig.name}"), err
+    doc = json.loads(metrics.read_text())
+    saved = ModelFile.load(ckpt)
+    assert doc["status"] == "stopped" and doc["stopped"]["epoch"] == saved.epoch == len(doc["history"])
+    # finish the interrupted epoch and one more, against the same two epochs never interrupted
+    epochs = str(saved.epoch + 2)
+    mpiexec(n, [*args, "--quiet", "--epochs", epochs, "--resume", ckpt, "--save", ckpt], check=0, timeout=120)
+    mpiexec(n, [*args, "--quiet", "--epochs", epochs, "--save", tmp_path / "whole.h5"], check=0, timeout=120)
+    resumed, whole = ModelFile.load(ckpt), ModelFile.load(tmp_path / "whole.h5")
+    assert np.array_equal(resumed.optimizer_state, whole.optimizer_state)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+
+
+def test_resume_on_other_data_of_the_same_shape_exits_2_naming_it(tmp_path, data):
+    other = tmp_path / "other.h5"
+    synth(str(other), 100000, 16, 4, seed=6)
+    mpiexec(2, ["--quiet", "--data", data, "--epochs", "1", "--save", tmp_path / "m.h5"], check=0)
+    before = (tmp_path / "m.h5").read_bytes()
+    proc = mpiexec(2, ["--data", other, "--epochs", "2", "--resume", tmp_path / "m.h5"], check=2)
+    assert _mpidml_lines(proc.stderr) == [proc.stderr.strip()]
+    assert "other rows" in proc.stderr and str(other) in proc.stderr
+    assert (tmp_path / "m.h5").read_bytes() == before
+
+
+def test_resume_takes_the_files_model_options_and_refuses_contradictions(tmp_path, blobs):
+    model = tmp_path / "m.h5"
+    mpiexec(1, ["--quiet", "--data", blobs, "--model", "mlp", "--hidden", "16", "--optimizer", "adam",
+                "--epochs", "1", "--save", model], check=0)
+    proc = mpiexec(1, ["--data", blobs, "--resume", model, "--hidden", "64"], check=2)
+    assert "--hidden 16" in proc.stderr and "--hidden 64" in proc.stderr
+    proc = mpiexec(1, ["--data", blobs, "--resume", model, "--optimizer", "sgd"], check=2)
+    assert "--optimizer adam" in proc.stderr
+    out = tmp_path / "r.json"
+    mpiexec(1, ["--quiet", "--data", blobs, "--resume", model, "--epochs", "2", "--metrics-json", out], check=0)
+    doc = json.loads(out.read_text())
+    assert (doc["model"], doc["config"]["hidden"], doc["config"]["optimizer"]) == ("mlp", [16], "adam")
+    assert len(doc["history"]) == 2
+
+
+def test_a_finished_run_resubmitted_says_already_complete(tmp_path, blobs):
+    model = tmp_path / "m.h5"
+    mpiexec(2, ["--quiet", "--data", blobs, "--epochs", "2", "--save", model], check=0)
+    before = model.read_bytes()
+    proc = mpiexec(2, ["--data", blobs, "--resume", model, "--save", model], check=0)
+    assert "already complete" in proc.stdout and "train" not in proc.stdout.replace("nothing to train", "")
+    assert model.read_bytes() == before
+    proc = mpiexec(2, ["--data", blobs, "--resume", model, "--save", model, "--epochs", "3"], check=0)
+    assert ModelFile.load(model).epoch == 3
+
+
+def test_checkpoint_signal_names_are_checked():
+    assert parse_signals("TERM,usr1") == (signal.SIGTERM, signal.SIGUSR1)
+    assert parse_signals("none") == ()
+    for bad in ("KILL", "NOPE"):
+        with pytest.raises(ValueError):
+            parse_signals(bad)
+    proc = mpiexec(1, ["--checkpoint-signal", "KILL"], check=2)
+    assert "--checkpoint-signal" in proc.stderr
+
+
+def _wait_running(metrics, proc, timeout=60):
+    """Until the job's metrics file shows a finished epoch."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists() and json.loads(metrics.read_text())["history"]:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("no epoch finished")
+
+
+@pytest.mark.parametrize("script, sig, requeue", [("slurm.sbatch", signal.SIGUSR1, "scontrol requeue 4242"),
+                                                  ("pbs.sh", signal.SIGTERM, "qsub -v")])
+def test_batch_scripts_forward_the_signal_wait_and_requeue(tmp_path, data, script, sig, requeue):
+    """The scheduler's warning (Slurm: USR1 to the batch shell; PBS: TERM at the walltime) is
+    passed on to the ranks; the script waits for the checkpoint, requeues, and the requeued
+    job resumes and completes."""
+    env = _site_env(tmp_path, DATA=str(data), EPOCHS="400", SLURM_JOB_ID="4242", NP="2", WALLTIME="1",
+                    REQUEUE_LOG=str(tmp_path / "requeue.log"))
+    for tool in ("scontrol", "qsub"):           # record the call instead of queueing
+        fake = tmp_path / "fake-bin" / tool
+        fake.write_text(f'#!/bin/bash\necho "{tool} $*" >> "$REQUEUE_LOG"\n')
+        fake.chmod(0o755)
+    out = tmp_path / ("mpidml-mpidml" if script == "slurm.sbatch" else "mpidml-out")
+    cmd = ["bash", os.path.join(ROOT, "run", script)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_running(out / "metrics.json", proc)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == STOPPED, stderr
+    assert (tmp_path / "requeue.log").read_text().startswith(requeue)
+    saved = ModelFile.load(out / "model.h5")
+    assert json.loads((out / "metrics.json").read_text())["status"] == "stopped"
+    env["EPOCHS"] = str(saved.epoch + 1)      # the requeued job: resume and finish
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "complete"
+    assert ModelFile.load(out / "model.h5").epoch == saved.epoch + 1
