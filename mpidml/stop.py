@@ -15,7 +15,6 @@ import numpy as np
 from mpi4py import MPI
 
 
-
 def parse_signals(text):
     """`--checkpoint-signal TERM,USR1` (or `none`) -> signal numbers."""
     if text.strip().lower() in ("", "none"):
