@@ -81,6 +81,45 @@ def check_writable(path, option):
         raise UsageError(f"{option} {path}: directory {directory} is not writable")
 
 
+class CheckpointSeries:
+    """`--keep-checkpoints K`: each epoch checkpoint (and the final model) also stays as `<stem>.epoch0007<ext>`
+    beside the --save file, the last K of them. A copy is a hard link to the file just
+    written (the next checkpoint replaces the --save name, not the linked file), or a copy
+    where the file system has no hard links."""
+
+    def __init__(self, path, keep):
+        self.path, self.keep = os.path.abspath(path), keep
+        self.stem, self.ext = os.path.splitext(self.path)
+
+    def name(self, epoch):
+        return f"{self.stem}.epoch{epoch:04d}{self.ext}"
+
+    def existing(self):
+        """The numbered checkpoints on disk (also from the run this one resumes), oldest first."""
+        import glob
+        import re
+        pattern = re.compile(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext) + "$")
+        found = ((int(m.group(1)), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext))
+                 if (m := pattern.match(p)))
+        return [p for _, p in sorted(found)]
+
+    def add(self, epoch):
+        """Keep the --save file as epoch `epoch`'s checkpoint; remove those beyond the last K."""
+        target = self.name(epoch)
+        try:
+            if os.path.lexists(target):
+                os.unlink(target)
+            os.link(self.path, target)
+        except OSError:
+            with open(self.path, "rb") as f:
+                atomic_write_bytes(target, f.read())
+        for old in self.existing()[:-self.keep]:
+            try:
+                os.unlink(old)
+            except OSError:
+                pass
+
+
 class ModelFile:
     """Everything a saved model holds; `save`/`load` move it to and from HDF5."""
 

@@ -162,6 +162,9 @@ def add_train_options(p):
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",
                    help="rewrite --save atomically every E epochs")
+    g.add_argument("--keep-checkpoints", type=_positive_int, default=S, metavar="K",
+                   help="also keep the last K epoch checkpoints beside --save, as STEM.epoch0007.h5 "
+                        "(with --checkpoint-every, default every epoch)")
     g.add_argument("--resume", default=S, metavar="PATH",
                    help="continue from a model file up to --epochs in total (model options come from the file; "
                         "epochs, lr, schedule, batch size, sync and ranks may change; other data is refused)")
@@ -313,6 +316,10 @@ def make_config(args, environ=os.environ):
     cfg.hidden = tuple(cfg.hidden)
     if cfg.checkpoint_every and not cfg.save:
         raise UsageError("--checkpoint-every needs --save PATH (the file it rewrites)")
+    if cfg.keep_checkpoints:
+        if not cfg.save:
+            raise UsageError("--keep-checkpoints needs --save PATH (the checkpoints are kept beside it)")
+        cfg.checkpoint_every = cfg.checkpoint_every or 1
     if cfg.model != "mlp" and "hidden" in vars(args) and not (cfg.resume and "model" not in cfg.given):
         raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
     if cfg.merge_after and not cfg.overlap:

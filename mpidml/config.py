@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 0
     save: str = ""
     checkpoint_every: int = 0
+    keep_checkpoints: int = 0      # also keep the last K epoch checkpoints as <stem>.epochNNNN<ext>
     resume: str = ""
     metrics_json: str = ""
     trace: str = ""

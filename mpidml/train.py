@@ -16,7 +16,7 @@ import numpy as np
 
 from . import data as datamod
 from .aggregate import Averager
-from .checkpoint import ModelFile, atomic_write_json, check_writable
+from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_writable
 from .comm import drive
 from .errors import DivergedError, Stopped, UsageError
 from .evaluate import Scaling, from_sums, partial_sums
@@ -415,6 +415,8 @@ class Run:
         if self.cfg.save and every and (epoch + 1) % every == 0 and epoch + 1 < self.cfg.epochs:
             t0 = self.clock()
             self.model_file(epoch + 1).save(self.cfg.save)
+            if self.cfg.keep_checkpoints:
+                CheckpointSeries(self.cfg.save, self.cfg.keep_checkpoints).add(epoch + 1)
             if self.tracer:
                 self.tracer.span("io", "checkpoint", t0, self.clock())
 
@@ -521,6 +523,8 @@ def train(cfg, group, tracer=None, signals=None):
         return None
     if cfg.save:
         run.model_file(stop["epoch"] if stop else cfg.epochs, stop).save(cfg.save)
+        if cfg.keep_checkpoints and not stop:
+            CheckpointSeries(cfg.save, cfg.keep_checkpoints).add(cfg.epochs)
     doc = run.document("stopped" if stop else "complete")
     if stop:
         doc["stopped"] = {k: stop[k] for k in ("signal", "epoch", "step", "steps")}

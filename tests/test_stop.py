@@ -160,3 +160,15 @@ def test_batch_scripts_forward_the_signal_wait_and_requeue(tmp_path, data, scrip
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["status"] == "complete"
     assert ModelFile.load(out / "model.h5").epoch == saved.epoch + 1
+
+
+def test_keep_checkpoints_keeps_the_last_k_epochs_across_a_resume(tmp_path, blobs):
+    model = tmp_path / "m.h5"
+    args = ["--quiet", "--data", blobs, "--save", model, "--keep-checkpoints", "2"]
+    mpiexec(2, [*args, "--epochs", "4"], check=0)
+    assert sorted(p.name for p in tmp_path.glob("m.epoch*.h5")) == ["m.epoch0003.h5", "m.epoch0004.h5"]
+    mpiexec(2, [*args, "--epochs", "6", "--resume", model], check=0)
+    kept = sorted(tmp_path.glob("m.epoch*.h5"))
+    assert [p.name for p in kept] == ["m.epoch0005.h5", "m.epoch0006.h5"]
+    assert [ModelFile.load(p).epoch for p in kept] == [5, 6] and ModelFile.load(model).epoch == 6
+    assert mpiexec(1, ["--keep-checkpoints", "2"], check=2).stderr.count("--save") == 1
