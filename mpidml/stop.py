@@ -66,6 +66,8 @@ class StopVote:
 
     def poll(self):
         """Generator: True when the previous vote said stop; otherwise starts the next vote."""
+        if not self.signals.numbers:             # --checkpoint-signal none: nothing to agree on
+            return False
         if self.request is not None:
             if not self.request.Test():          # nearly always done: it ran behind K steps
                 yield from self.group.wait(self.request, "stop vote")
