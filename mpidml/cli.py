@@ -24,8 +24,25 @@ log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
 
 
+S = argparse.SUPPRESS
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Shows each option's default, unless its help says it already or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, S)) or not action.option_strings:
+            return text
+        return text + " (default %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of printing and exiting."""
+    """argparse that raises UsageError instead of printing and exiting; --help shows defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(message, agreed=True)   # every rank parses the same command line
@@ -38,6 +55,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    return v
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if not 0 <= v < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63-1, got {v}")
     return v
 
 
@@ -86,7 +113,6 @@ def _signals(text):
     return text
 
 
-S = argparse.SUPPRESS
 
 
 def add_train_options(p):
@@ -105,7 +131,7 @@ def add_train_options(p):
                    help="rows to ranks: seeded permutation of row blocks, or contiguous runs (default blocks)")
     g.add_argument("--block-rows", type=_positive_int, default=S, metavar="R",
                    help="rows per partition block (default: about 1/1024 of the rows, whole HDF5 chunks)")
-    g.add_argument("--partition-seed", type=int, default=S, metavar="S",
+    g.add_argument("--partition-seed", type=_seed, default=S, metavar="S",
                    help="seed of the block permutation and test split (default 0)")
     g.add_argument("--chunk-mb", type=_positive_float, default=S, metavar="MB",
                    help=f"a reading rank's buffer when rows are passed on: two windows, one read while the other "
@@ -139,7 +165,7 @@ def add_train_options(p):
     g.add_argument("--gamma", type=_nonneg_float(), default=S, help="step schedule factor (default 0.1)")
     g.add_argument("--clip-norm", type=_nonneg_float(), default=S, metavar="C",
                    help="clip the gradient's global norm to C (0: off)")
-    g.add_argument("--seed", type=int, default=S, help="same seed and same ranks give bit-identical results")
+    g.add_argument("--seed", type=_seed, default=S, help="same seed and same ranks give bit-identical results")
     g = p.add_argument_group("aggregation")
     g.add_argument("--sync", choices=("average", "gradients"), default=S,
                    help="average: model averaging every K steps (local SGD); gradients: Allreduce every step")
@@ -209,19 +235,19 @@ def build_parser():
     p = sub.add_parser("data", help="synth, convert or inspect data files")
     dsub = p.add_subparsers(dest="data_command", parser_class=Parser, required=True)
     q = dsub.add_parser("synth", help="synthetic float32 data in the default layout")
-    q.add_argument("--samples", type=_positive_int, default=10000)
-    q.add_argument("--features", type=_positive_int, default=20)
+    q.add_argument("--samples", type=_positive_int, default=10000, help="rows of /train")
+    q.add_argument("--features", type=_positive_int, default=20, help="columns of X")
     q.add_argument("--classes", type=int, default=2, help="0: regression")
     q.add_argument("--test-samples", type=int, default=0, help="rows of a /test set (default none)")
-    q.add_argument("--noise", type=_nonneg_float(), default=1.0)
+    q.add_argument("--noise", type=_nonneg_float(), default=1.0, help="spread of each class")
     q.add_argument("--kind", choices=("blobs", "nonlinear"), default="blobs",
                    help="blobs: Gaussian classes (linear); nonlinear: classes no linear model separates")
     q.add_argument("--sorted", action="store_true", help="store rows sorted by label")
     q.add_argument("--chunk-rows", type=int, default=None,
                    help="rows per HDF5 chunk (default: about 1 MB; 0: contiguous layout, uncompressed only)")
-    q.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", required=True, metavar="F.h5")
+    q.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none", help="HDF5 filter")
+    q.add_argument("--seed", type=_seed, default=0, help="same seed, same file")
+    q.add_argument("--out", required=True, metavar="F.h5", help="the file to write")
     q = dsub.add_parser("convert", help="CSV (with header), NPY or NPZ to the default layout")
     q.add_argument("src")
     q.add_argument("dst")
@@ -289,6 +315,8 @@ def make_config(args, environ=os.environ):
                 raise UsageError(f"{origin}: {e}") from None
             except ValueError:
                 raise UsageError(f"{origin}: invalid value {value!r}") from None
+        if not isinstance(value, str):            # a path or a choice: TOML gave a number, list, table
+            raise UsageError(f"{origin}: expects a string, got {type(value).__name__} {value!r}")
         if action.choices and value not in action.choices:
             raise UsageError(f"{origin}: {key} must be one of {', '.join(action.choices)}, got {value!r}")
         return value
@@ -335,8 +363,18 @@ def make_config(args, environ=os.environ):
     return cfg
 
 
+class _Handler(logging.StreamHandler):
+    """A progress line to a closed pipe (`mpidml ... | head`) ends the output, not the run."""
+
+    def handleError(self, record):
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            _quiet_stdout()
+            return
+        super().handleError(record)
+
+
 def setup_logging(rank, quiet=False):
-    handler = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
+    handler = _Handler(sys.stdout if rank == 0 else sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
     log.handlers[:] = [handler]
     log.propagate = False
@@ -406,6 +444,7 @@ def main(argv=None):
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     try:
+        agree_command_line(comm, argv)
         try:
             if rank != 0:                 # --help and --version print once
                 sys.stdout = open(os.devnull, "w")
@@ -434,10 +473,73 @@ def main(argv=None):
         _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, alone=True, debug=debug,
                everywhere=True)
         return 130
+    except BrokenPipeError:              # `mpidml info | head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
+    except MemoryError:
+        _fatal(f"rank {rank}: out of memory; use a smaller --batch-size, --hidden or --chunk-mb, or more ranks "
+               "(less data per rank)", 2, comm, alone=True, debug=debug, everywhere=True)
+        return 2
     except Exception as e:
         _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)
         return 1
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null, so that the flush at exit does not fail on the closed pipe too."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def agree_command_line(comm, argv, environ=os.environ):
+    """Every rank must run the same command: an MPMD launch or an environment that differs
+    per rank would otherwise leave ranks waiting in collectives the others never start.
+    One Allgather of a digest of the command line, the MPIDML_* variables and the working
+    directory; on a difference rank 0 names it, and every rank exits 2."""
+    import hashlib
+    import json
+
+    import numpy as np
+    from mpi4py import MPI
+    if comm.Get_size() == 1:
+        return
+    mine = {"argv": list(argv), "env": {k: v for k, v in environ.items() if k.startswith("MPIDML_")
+                                        and k != "MPIDML_TEST_TAG"},
+            "cwd": os.getcwd()}
+    text = json.dumps(mine, sort_keys=True).encode()
+    digests = np.zeros((comm.Get_size(), 32), np.uint8)
+    comm.Allgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), digests)
+    differ = np.flatnonzero((digests != digests[0]).any(axis=1))
+    if not len(differ):
+        return
+    first = int(differ[0])                   # rank 0 learns what rank `first` runs, to name it
+    if comm.Get_rank() == first:
+        comm.Send(np.frombuffer(text, np.uint8), dest=0, tag=31)
+    if comm.Get_rank() == 0:
+        status = MPI.Status()
+        comm.Probe(first, 31, status)
+        buf = np.empty(status.Get_count(), np.uint8)
+        comm.Recv(buf, first, 31)
+        raise UsageError(f"ranks run different commands: {_difference(mine, json.loads(buf.tobytes()), first)} "
+                         f"({len(differ)} of {comm.Get_size()} ranks differ from rank 0)", agreed=True)
+    raise UsageError("ranks run different commands", agreed=True)
+
+
+def _difference(ours, theirs, rank):
+    """The first difference between rank 0's command and rank `rank`'s, in words."""
+    if ours["argv"] != theirs["argv"]:
+        a, b = ours["argv"], theirs["argv"]
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        return (f"rank 0 has {' '.join(a[max(0, i - 1):i + 1]) or '(nothing)'!r} where rank {rank} has "
+                f"{' '.join(b[max(0, i - 1):i + 1]) or '(nothing)'!r} in its command line")
+    for key in sorted(set(ours["env"]) | set(theirs["env"])):
+        if ours["env"].get(key) != theirs["env"].get(key):
+            return (f"{key} is {ours['env'].get(key, '(unset)')!r} on rank 0, "
+                    f"{theirs['env'].get(key, '(unset)')!r} on rank {rank}")
+    return f"working directory {ours['cwd']} on rank 0, {theirs['cwd']} on rank {rank}"
 
 
 def _fatal(message, code, comm, alone, debug, everywhere=False):

@@ -3,6 +3,7 @@
 matplotlib is an optional extra (`pip install mpidml[plot]`).
 """
 import json
+import os
 
 from .errors import UsageError
 
@@ -14,29 +15,80 @@ def plot(metrics_path, out):
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError("plot needs matplotlib: pip install 'mpidml[plot]'") from None
-    try:
-        with open(metrics_path) as f:
-            doc = json.load(f)
-        history = doc["history"]
-    except FileNotFoundError:
-        raise UsageError(f"{metrics_path}: no such file") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{metrics_path}: not an mpidml metrics file ({e})") from None
+    doc = load(metrics_path)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    kinds = fig.canvas.get_supported_filetypes()
+    ext = os.path.splitext(out)[1].lower().lstrip(".")
+    if ext not in kinds:
+        raise UsageError(f"-o {out}: unknown image type {'.' + ext if ext else '(no extension)'}; "
+                         f"use one of {', '.join('.' + k for k in sorted(kinds))}")
+    _curves(axes[0], axes[1], doc["history"])
+    _per_rank(axes[2], doc.get("timing", {}).get("per_rank", {}))
+    fig.suptitle(f"mpidml: {doc.get('model')} on {doc.get('ranks')} ranks")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def load(path):
+    """The metrics document, checked for what the plot reads: one line naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a metrics file") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+    except (ValueError, RecursionError) as e:
+        raise UsageError(f"{path}: not JSON ({str(e)[:100]})") from None
+    problem = _problem(doc)
+    if problem:
+        raise UsageError(f"{path}: not an mpidml metrics file ({problem})")
+    return doc
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _problem(doc):
+    """What in `doc` the plot cannot draw, or None."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    history = doc.get("history")
+    if not isinstance(history, list):
+        return "no history list"
+    for i, h in enumerate(history):
+        if not isinstance(h, dict) or not all(_number(h.get(k)) for k in ("epoch", "train_loss")):
+            return f"history entry {i} lacks a numeric epoch and train_loss"
+        if any(k in h and not _number(h[k]) for k in ("test_loss", "test_accuracy", "test_r2")):
+            return f"history entry {i} has a test metric that is not a number"
+    timing = doc.get("timing", {})
+    per_rank = timing.get("per_rank", {}) if isinstance(timing, dict) else None
+    if not isinstance(per_rank, dict):
+        return "timing.per_rank is not an object"
+    if per_rank:
+        series = [per_rank.get(k) for k in ("compute_s", "comm_s", "comm_wait_s")]
+        if not all(isinstance(v, list) and all(map(_number, v)) for v in series) or len({len(v) for v in series}) != 1:
+            return "timing.per_rank needs lists of numbers compute_s, comm_s, comm_wait_s, one per rank"
+    return None
+
+
+def _curves(loss_ax, metric_ax, history):
     epochs = [h["epoch"] for h in history]
-    ax = axes[0]
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    if history and "test_loss" in history[0]:
-        ax.plot(epochs, [h["test_loss"] for h in history], "s-", label="test loss")
-    ax.set_xlabel("epoch"), ax.set_ylabel("loss"), ax.legend(), ax.set_title("loss")
-    ax = axes[1]
-    key = next((k for k in ("test_accuracy", "test_r2") if history and k in history[0]), None)
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    if history and all("test_loss" in h for h in history):
+        loss_ax.plot(epochs, [h["test_loss"] for h in history], "s-", label="test loss")
+    loss_ax.set_xlabel("epoch"), loss_ax.set_ylabel("loss"), loss_ax.legend(), loss_ax.set_title("loss")
+    key = next((k for k in ("test_accuracy", "test_r2") if history and all(k in h for h in history)), None)
     if key:
-        ax.plot(epochs, [h[key] for h in history], "o-", color="tab:green")
-        ax.set_ylabel(key.replace("_", " "))
-    ax.set_xlabel("epoch"), ax.set_title("test metric")
-    ax = axes[2]
-    per_rank = doc.get("timing", {}).get("per_rank", {})
+        metric_ax.plot(epochs, [h[key] for h in history], "o-", color="tab:green")
+        metric_ax.set_ylabel(key.replace("_", " "))
+    metric_ax.set_xlabel("epoch"), metric_ax.set_title("test metric")
+
+
+def _per_rank(ax, per_rank):
     if per_rank:
         ranks = list(range(len(per_rank["compute_s"])))
         compute, comm, wait = per_rank["compute_s"], per_rank["comm_s"], per_rank["comm_wait_s"]
@@ -46,6 +98,3 @@ def plot(metrics_path, out):
         ax.set_xticks(ranks)
         ax.legend()
     ax.set_xlabel("rank"), ax.set_ylabel("seconds"), ax.set_title("time per rank")
-    fig.suptitle(f"mpidml: {doc.get('model')} on {doc.get('ranks')} ranks")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)

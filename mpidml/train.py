@@ -283,8 +283,9 @@ class Run:
         global_batch = per_rank.sum(axis=0)
         gradients = cfg.sync == "gradients"
         averager = self.averager
-        xb = np.empty((B, part.X.shape[1]), part.X.dtype)
-        yb = np.empty(B, part.y.dtype)
+        rows = min(B, int(sizes.max()))             # a batch beyond the partition is the partition
+        xb = np.empty((rows, part.X.shape[1]), part.X.dtype)
+        yb = np.empty(rows, part.y.dtype)
         grad = np.empty(net.size, self.dtype)
         w = opt.weights
         trace = self.tracer
