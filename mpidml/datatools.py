@@ -104,12 +104,13 @@ def _write_sorted(rng, centers, w, rows, d, k, noise, kind, X, Y):
 
 
 # -- convert ---------------------------------------------------------------------------
-# Every source (CSV, NPY/NPZ) is opened as (label name, feature names, batches):
+# Every source (CSV, NPY/NPZ, Parquet) is opened as (label name, feature names, batches):
 # each batch is (X, y, where) with y already in its stored type (int64, float64 or bytes)
 # and where(i) naming row i in the source's own terms ("line 7", "row 6"), so that one
 # writer checks and stores them all and every error points at the right place.
 LABEL_NAMES = ("label", "y", "target")
-FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz"}
+FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz",
+           ".parquet": "parquet", ".pq": "parquet"}
 HDF5_EXTS = (".h5", ".hdf5", ".h5ad")
 DELIMITERS = ",;\t|"
 SNIFF_CHARS = 16384
@@ -120,7 +121,7 @@ NPY_MAGIC, ZIP_MAGICS = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def convert(src, dst, label=None, features=None, delimiter=None):
-    """SRC (CSV, NPY or NPZ) to DST in the default layout. `features` is a
+    """SRC (CSV, NPY, NPZ or Parquet) to DST in the default layout. `features` is a
     comma-separated list of column names as on the command line; `delimiter` one
     character or "tab" (default: sniffed)."""
     if not os.path.exists(src):
@@ -132,8 +133,10 @@ def convert(src, dst, label=None, features=None, delimiter=None):
         raise UsageError(f"{src}: --delimiter applies to CSV files only")
     if fmt == "csv":
         source = _csv_source(src, label, _names(features), _delimiter(delimiter))
+    elif fmt == "parquet":
+        source = _parquet_source(src, label, _names(features))
     elif label is not None or features is not None:
-        raise UsageError(f"{src}: --label and --features name CSV columns; an {fmt.upper()} "
+        raise UsageError(f"{src}: --label and --features name CSV or Parquet columns; an {fmt.upper()} "
                          "file has no column names")
     else:
         source = _numpy_source(src, fmt)
@@ -277,7 +280,7 @@ def _numeric_kind(chunks):
 
 
 def _typed_labels(src, yb, kind, label, where):
-    """Labels of an array in their stored type."""
+    """Labels of a typed source (arrays, Parquet) in their stored type."""
     if kind == "S":
         yb = np.char.encode(yb, "utf-8") if yb.dtype.kind == "U" else yb.astype("S")
         _empty_labels(src, yb, label, where)
@@ -485,6 +488,88 @@ def _array_batches(src, xs, ys, kind):
         def where(i, s=s):
             return f"row {s + i}"
         yield np.asarray(xs[s:s + rows]), _typed_labels(src, np.asarray(ys[s:s + rows]), kind, None, where), where
+
+
+# -- Parquet --
+@contextlib.contextmanager
+def _parquet_source(src, label, features):
+    pa, pq = _pyarrow(src)
+    try:
+        pf = pq.ParquetFile(src)
+    except (pa.ArrowException, OSError) as e:
+        raise UsageError(f"{src}: not a readable Parquet file ({e})") from None
+    with pf:
+        schema = pf.schema_arrow
+        index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+        names = [n for n in schema.names if n not in index]    # pandas' stored index is no feature
+        li, fi = _select(src, names, label, features)
+        label, features = names[li], [names[j] for j in fi]
+        for name in features:
+            t = _value_type(pa, schema.field(name).type)
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                    or pa.types.is_decimal(t)):
+                raise UsageError(f"{src}: feature column {name!r} has type {schema.field(name).type}; features "
+                                 "must be integer, floating, boolean or decimal")
+        kind = _parquet_kind(src, pa, pf, schema.field(label))
+        yield label, features, _parquet_batches(src, pa, pf, label, features, kind)
+
+
+def _pyarrow(src):
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UsageError(f"{src}: reading Parquet needs pyarrow: pip install 'mpidml[parquet]'") from None
+    return pa, pq
+
+
+def _value_type(pa, t):
+    """A categorical (dictionary) column's values' type; any other column's own."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _parquet_kind(src, pa, pf, field):
+    """The label's stored type: int64, float64 (whole numbers become int64, as in CSV) or text."""
+    t = _value_type(pa, field.type)
+    if pa.types.is_integer(t):
+        return np.int64
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "S"
+    if not pa.types.is_floating(t):
+        raise UsageError(f"{src}: label column {field.name!r} has type {field.type}; labels must be integer, "
+                         "floating or string (categorical too)")
+    batches = _parquet_read(src, pa, pf, [field.name], CELLS)
+    return _numeric_kind(_parquet_array(pa, b.column(0)).to_numpy(zero_copy_only=False) for b in batches)
+
+
+def _parquet_read(src, pa, pf, columns, rows):
+    """Record batches of `columns`, one row group at a time: iter_batches over the whole
+    file keeps about all of it in memory."""
+    try:
+        for group in range(pf.num_row_groups):
+            yield from pf.iter_batches(batch_size=rows, columns=columns, row_groups=[group])
+    except (pa.ArrowException, OSError) as e:
+        raise UsageError(f"{src}: cannot read ({e})") from None
+
+
+def _parquet_array(pa, col):
+    return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+
+
+def _parquet_batches(src, pa, pf, label, features, kind):
+    start = 0
+    for b in _parquet_read(src, pa, pf, features + [label], max(1, CELLS // (len(features) + 1))):
+        def where(i, s=start):
+            return f"row {s + i}"
+        cols = [_parquet_array(pa, c) for c in b.columns]
+        for name, c in zip([*features, label], cols):
+            if c.null_count:
+                i = int(np.argmax(c.is_null().to_numpy(zero_copy_only=False)))
+                raise UsageError(f"{src}: {where(i)}, column {name!r}: missing value")
+        xb = np.column_stack([c.cast(pa.float64(), safe=False).to_numpy() for c in cols[:-1]])
+        y = cols[-1].cast(pa.binary()) if kind == "S" else cols[-1]
+        yield xb, _typed_labels(src, y.to_numpy(zero_copy_only=False), kind, label, where), where
+        start += b.num_rows
 
 
 # -- inspect ---------------------------------------------------------------------------

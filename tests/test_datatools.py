@@ -1,5 +1,6 @@
 """data synth / convert / inspect, and training on what they make."""
 import re
+import sys
 
 import h5py
 import numpy as np
@@ -179,7 +180,7 @@ def test_convert_refuses_utf16_without_bom_and_unknown_formats(tmp_path):
     for name, match in (("cells.h5ad", "is HDF5 already"), ("d.json", "unknown format .json"),
                         ("data", r"unknown format \(no extension\)")):
         (tmp_path / name).write_text("a,label\n1,0\n")
-        _refused(tmp_path / name, match + r".*data convert reads \.csv, .*\.npz")
+        _refused(tmp_path / name, match + r".*data convert reads \.csv, .*\.parquet")
 
 
 def test_convert_npz_npy_errors(tmp_path):
@@ -201,7 +202,60 @@ def test_convert_npz_npy_errors(tmp_path):
     np.savez(tmp_path / "z.npz", X=X, y=np.arange(4))
     (tmp_path / "z.npy").write_bytes((tmp_path / "z.npz").read_bytes())
     _refused(tmp_path / "z.npy", "not an NPY file")
-    _refused(tmp_path / "z.npz", "--label and --features name CSV columns", label="y")
+    _refused(tmp_path / "z.npz", "--label and --features name CSV or Parquet columns", label="y")
     np.savez(tmp_path / "col.npz", X=X, y=np.arange(4.0)[:, None])      # a column vector is one label per row
     convert(tmp_path / "col.npz", tmp_path / "col.h5")
     assert _rows(tmp_path / "col.h5")[1].tolist() == [0, 1, 2, 3]
+
+
+def _table(n=300, seed=0):
+    """Columns of a small 3-class task: float and int features, a text label."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    return {"f": rng.standard_normal(n) + 4 * y, "i": rng.integers(-3, 3, n) + 6 * y,
+            "kind": np.array(["alpha", "beta", "gamma"])[y]}
+
+
+def test_convert_parquet_matches_the_same_csv(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    cols = _table()
+    table = pa.table({"f": cols["f"], "i": cols["i"], "kind": pa.array(cols["kind"]).dictionary_encode()})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=64)
+    rows = zip(*(c.tolist() for c in cols.values()))
+    (tmp_path / "d.csv").write_text("f,i,kind\n" + "".join(f"{f!r},{i},{k}\n" for f, i, k in rows))
+    for fmt in ("parquet", "csv"):
+        convert(tmp_path / f"d.{fmt}", tmp_path / f"{fmt}.h5", label="kind", features="i,f")
+    (px, py), (cx, cy) = _rows(tmp_path / "parquet.h5"), _rows(tmp_path / "csv.h5")
+    np.testing.assert_array_equal(px, cx)
+    assert px.shape == (300, 2) and py.tolist() == cy.tolist() == [k.encode() for k in cols["kind"]]
+
+
+def test_convert_parquet_errors(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    cases = {
+        "null.parquet": ({"a": [1.0, 2.0, None], "y": [0, 1, 0]}, "row 2, column 'a': missing value"),
+        "bool.parquet": ({"a": [1.0, 2.0], "y": [True, False]}, "label column 'y' has type bool"),
+        "text.parquet": ({"a": ["1", "2"], "y": [0, 1]}, "feature column 'a' has type string"),
+        "only.parquet": ({"y": [0, 1]}, "no feature columns, only the label 'y'"),
+    }
+    for name, (columns, match) in cases.items():
+        pq.write_table(pa.table(columns), tmp_path / name, row_group_size=2)
+        _refused(tmp_path / name, match)
+    (tmp_path / "junk.parquet").write_text("a,label\n1,0\n")
+    _refused(tmp_path / "junk.parquet", "not a readable Parquet file")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    _refused(tmp_path / "only.parquet", r"reading Parquet needs pyarrow: pip install 'mpidml\[parquet\]'")
+
+
+def test_parquet_converted_on_the_command_line_trains(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table(_table(600, seed=1)), tmp_path / "d.parquet", row_group_size=100)
+    mpiexec(1, ["data", "convert", tmp_path / "d.parquet", tmp_path / "d.h5", "--label", "kind"], check=0)
+    doc = train(1, tmp_path, "--data", tmp_path / "d.h5")
+    assert doc["data"]["classes"] == 3 and doc["test"]["accuracy"] > 0.9
+    (tmp_path / "e.csv").write_text("a;b;label\n1;2;x\n3;4;\n")
+    proc = mpiexec(1, ["data", "convert", tmp_path / "e.csv", tmp_path / "e.h5"], check=2)
+    assert proc.stderr.strip() == f"mpidml: error: {tmp_path / 'e.csv'}: line 3: empty label (column 'label')"
