@@ -124,3 +124,102 @@ def test_plot_writes_a_png(tmp_path):
     train(2, tmp_path, "--epochs", "2")
     mpiexec(1, ["plot", tmp_path / "m.json", "-o", tmp_path / "c.png"], check=0)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _one_error_line(proc):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mpidml: error: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("second, needle", [(["--lr", "0.2"], "'--lr 0.2'"), (["info"], "'info'")])
+def test_ranks_that_run_different_commands_exit_2_instead_of_hanging(second, needle):
+    """An MPMD launch (`mpiexec -n 2 A : -n 1 B`) used to hang past --stall-timeout."""
+    import subprocess
+    import sys
+
+    from conftest import MPIEXEC, ROOT
+    py = [sys.executable, "-m", "mpidml"]
+    proc = subprocess.run([MPIEXEC, "-n", "2", *py, "--lr", "0.1", ":", "-n", "1", *py, *second],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert "rank 2" in line and needle in line
+
+
+def test_an_environment_that_differs_per_rank_is_named():
+    import subprocess
+    import sys
+
+    from conftest import MPIEXEC, ROOT
+    py = [sys.executable, "-m", "mpidml", "--quiet"]
+    proc = subprocess.run([MPIEXEC, "-n", "1", "-env", "MPIDML_EPOCHS", "3", *py, ":", "-n", "2", *py],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "MPIDML_EPOCHS is '3' on rank 0, '(unset)' on rank 1" in _one_error_line(proc)
+
+
+@pytest.mark.parametrize("args, needle", [(["--seed", "-1"], "--seed"), (["--partition-seed", "-5"], "--partition-seed"),
+                                          (["--model", "mlp", "--hidden", "10000000000"], "out of memory")])
+def test_bad_sizes_and_seeds_are_one_line_at_3_ranks(args, needle):
+    proc = mpiexec(3, args, check=2)
+    assert needle in _one_error_line(proc)
+
+
+def test_a_batch_larger_than_the_data_allocates_only_the_partition(tmp_path):
+    doc = train(3, tmp_path, "--batch-size", str(10 ** 12), "--epochs", "2")
+    assert doc["config"]["batch_size"] == 10 ** 12 and len(doc["history"]) == 2
+
+
+@pytest.mark.parametrize("text, needle", [("data = 5", "expects a string"), ("model = ['mlp']", "expects a string"),
+                                          ("hidden = [1, 'a']", "--hidden"), ("quiet = 3", "true or false")])
+def test_config_values_of_the_wrong_type(tmp_path, text, needle):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(text + "\n")
+    with pytest.raises(UsageError, match=needle):
+        make_config(parse(["--config", str(toml)]), environ={})
+
+
+def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path):
+    """`mpidml ... | head -1`: one process, its stdout a pipe whose reader has gone."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = tmp_path / "m.json"
+    head = subprocess.Popen([sys.executable, "-m", "mpidml", "--epochs", "4", "--metrics-json", out],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    head.stdout.close()                          # the reader is gone before the first line
+    _, err = head.communicate(timeout=60)
+    assert head.returncode == 0 and b"Traceback" not in err and b"Logging error" not in err, err
+    assert json.loads(out.read_text())["status"] == "complete"
+
+
+def test_help_of_every_subcommand_shows_defaults(capsys):
+    for argv in (["data", "synth", "--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit):
+            parse(argv)
+    text = capsys.readouterr().out
+    assert "rows of /train (default 10000)" in text and "(default 64)" in text
+
+
+@pytest.mark.parametrize("doc, needle", [("[]", "not an object"), ('{"history": 3}', "no history"),
+                                         ('{"history": [{"epoch": "1"}]}', "entry 0"), ("{", "not JSON"),
+                                         ('{"history": [], "timing": {"per_rank": {"compute_s": [1]}}}',
+                                          "per_rank")])
+def test_plot_names_what_is_wrong_with_a_metrics_file(tmp_path, doc, needle):
+    from mpidml.plot import load
+    path = tmp_path / "m.json"
+    path.write_text(doc)
+    with pytest.raises(UsageError, match=needle):
+        load(path)
+
+
+def test_plot_refuses_an_unknown_image_type(tmp_path):
+    pytest.importorskip("matplotlib")
+    from mpidml.plot import plot
+    path = tmp_path / "m.json"
+    path.write_text('{"history": [{"epoch": 1, "train_loss": 0.5}]}')
+    with pytest.raises(UsageError, match="unknown image type .xyz"):
+        plot(path, tmp_path / "out.xyz")
+    plot(path, tmp_path / "out.png")
+    assert (tmp_path / "out.png").stat().st_size > 0
