@@ -15,7 +15,7 @@ import math
 import os
 import sys
 
-from . import __version__
+from . import __version__, sweep
 from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
@@ -184,6 +184,19 @@ def add_train_options(p):
                    help="how a rank waits for a collective: spin (keep polling MPI for up to 0.2 s, then nap; "
                         "fastest with a core per rank), nap (poll 2 ms, then sleep; for more ranks than cores), "
                         "auto: spin where every rank on the host has a core of its own (default)")
+    g = p.add_argument_group("sweeps, validation, early stopping")
+    g.add_argument("--sweep", action="append", default=S, metavar='"KEY=V1 V2"',
+                   help="train one model per point of the grid at once, on the same partitions (repeatable: the "
+                        "grid is the product); keys: lr, l2, optimizer, momentum, hidden, activation, sync-every, "
+                        "batch-size, schedule, warmup-epochs, clip-norm, seed. Values separated by spaces: "
+                        '--sweep "hidden=128 256,128"')
+    g.add_argument("--validation-fraction", type=_nonneg_float(1.0), default=S, metavar="F",
+                   help="training rows held out to choose the best model and to stop early (default 0.1 in a "
+                        "sweep, else 0)")
+    g.add_argument("--early-stopping", type=_positive_int, default=S, metavar="P",
+                   help="stop a model after P epochs without a better validation loss and keep its best weights")
+    g.add_argument("--save-dir", default=S, metavar="DIR",
+                   help="in a sweep: every model's file as DIR/model-NNN.h5 (--save: the best model)")
     g = p.add_argument_group("output")
     g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",
@@ -324,8 +337,15 @@ def make_config(args, environ=os.environ):
         return value
 
     given = set()
+    axes = ()
     if getattr(args, "config", None):
-        for key, value in load_toml(args.config).items():
+        table = load_toml(args.config)
+        grid = table.pop("sweep", None)
+        if grid is not None:
+            if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+                raise UsageError(f"--config {args.config}: [sweep] must be a table of lists (lr = [0.1, 0.01])")
+            axes = tuple(sweep.axis(k, v, convert, f"--config {args.config}: [sweep] {k}") for k, v in grid.items())
+        for key, value in table.items():
             k = _key(key)
             if k not in fields or k not in actions:
                 raise UsageError(f"--config {args.config}: unknown option {key!r}")
@@ -333,14 +353,19 @@ def make_config(args, environ=os.environ):
             given.add(k)
     for k in fields:
         env = "MPIDML_" + k.upper()
-        if env in environ and k in actions:
+        if env in environ and k in actions and k != "sweep":
             setattr(cfg, k, convert(k, environ[env], env))
             given.add(k)
     for k, v in vars(args).items():
-        if k in fields:
+        if k == "sweep":
+            axes = sweep.parse(v, convert)           # the command line's grid replaces the file's
+        elif k in fields:
             setattr(cfg, k, v)
             given.add(k)
     cfg.given = frozenset(given)
+    sweep.check(axes)
+    cfg.sweep = axes
+    _check_sweep(cfg)
     if not cfg.data:
         cfg.data = bundled_dataset()
     cfg.hidden = tuple(cfg.hidden)
@@ -373,6 +398,32 @@ class _Handler(logging.StreamHandler):
             _quiet_stdout()
             return
         super().handleError(record)
+
+
+def _check_sweep(cfg):
+    """The sweep's and validation's option combinations (the effective fraction recorded)."""
+    if cfg.validation_fraction is None:
+        cfg.validation_fraction = 0.1 if cfg.sweep else 0.0
+    if cfg.early_stopping and not cfg.validation_fraction:
+        raise UsageError("--early-stopping needs validation rows: --validation-fraction F (F > 0)")
+    if cfg.save_dir and not cfg.sweep:
+        raise UsageError("--save-dir applies to --sweep (a single run writes --save)")
+    if not cfg.sweep:
+        return
+    for option, value in (("--resume", cfg.resume), ("--keep-checkpoints", cfg.keep_checkpoints)):
+        if value:
+            raise UsageError(f"{option} does not apply to a --sweep yet: rerun the sweep, or resume one model "
+                             "from its --save-dir file without --sweep")
+    if cfg.checkpoint_every and not cfg.save_dir:
+        raise UsageError("--checkpoint-every in a sweep needs --save-dir DIR (every model's checkpoint)")
+    swept = {k for k, _ in cfg.sweep}
+    if "hidden" in swept or "activation" in swept:
+        if cfg.model != "mlp":
+            raise UsageError(f"--sweep of {'hidden' if 'hidden' in swept else 'activation'} needs --model mlp")
+    if "sync_every" in swept and cfg.overlap and cfg.merge_after:
+        for every in dict(cfg.sweep)["sync_every"]:
+            if cfg.merge_after > every:
+                raise UsageError(f"--merge-after {cfg.merge_after} exceeds a swept --sync-every {every}")
 
 
 def setup_logging(rank, quiet=False):

@@ -55,6 +55,18 @@ class Group:
         self._pong = np.zeros(1, np.int64)
         self._pongs = []
 
+    def fork(self):
+        """A group of the same ranks on a communicator of its own, for one model of a sweep:
+        its collectives then match across ranks whatever order the scheduler interleaves the
+        models in. Liveness pings stay on this group's channel, so that a rank waiting in
+        any model's collective answers them."""
+        other = Group.__new__(Group)
+        other.__dict__.update(self.__dict__)
+        other.comm = self.comm.Dup()
+        other.comm_s_by_label = defaultdict(float)
+        other._pongs = []
+        return other
+
     @property
     def comm_s(self):
         """Seconds in collectives, start to completion, all labels together."""

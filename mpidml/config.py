@@ -58,6 +58,10 @@ class TrainConfig:
     quiet: bool = False
     progress_bar: bool = False     # also on whenever rank 0's stdout is a terminal
     checkpoint_signal: str = "TERM,USR1"   # noted, then every rank stops at one step, checkpointed
+    sweep: tuple = ()              # ((key, (values...)), ...): the grid of models trained at once
+    validation_fraction: float = None   # None: 0.1 in a sweep, else 0
+    early_stopping: int = 0        # stop a model after P epochs without a better validation loss
+    save_dir: str = ""             # in a sweep: every model's file, model-NNN.h5
     given: frozenset = dataclasses.field(default=frozenset(), metadata={"internal": True})
 
     def as_dict(self):

@@ -4,12 +4,12 @@ import sys
 
 from mpi4py import MPI
 
-import mpidml.train
+import mpidml.trainer
 from mpidml.cli import main
 
 where = sys.argv[1]
 if where == "all" or str(MPI.COMM_WORLD.rank) in where.split(","):
     def broken(*args, **kwargs):
         raise RuntimeError("planted bug")
-    mpidml.train.build = broken
+    mpidml.trainer.build = broken
 sys.exit(main(sys.argv[2:]))

@@ -1,0 +1,292 @@
+"""One model's training on one rank: its network, optimizer state, averaging schedule,
+minibatch order, validation, early stopping, history and stop point.
+
+A run trains one model; a sweep trains several on the same partitions, each its own
+tasks in the rank's scheduler (train.Job). Every model has a communicator of its own
+(Group.fork), so that its collectives match across ranks whatever order the scheduler
+interleaves the models in: while one model's average is in flight, another computes.
+
+Each model runs two tasks:
+  trainer       minibatch steps on the local partition; yields after every step
+  prefetch      the next epoch's minibatch order
+and, with --overlap, its averager's communicator.
+"""
+import functools
+import time
+
+import numpy as np
+
+from .aggregate import Averager
+from .errors import DivergedError
+from .evaluate import from_sums, partial_sums
+from .models import build
+from .optim import Optimizer, schedule
+from .scheduler import Event
+from .stop import StopVote
+
+
+class Model:
+    """One model of the job: `cfg` is the job's configuration with this model's overrides."""
+
+    def __init__(self, job, cfg, index=0, overrides=None):
+        self.job, self.cfg, self.index, self.overrides = job, cfg, index, dict(overrides or {})
+        self.group = job.group.fork()
+        self.dtype = job.dtype
+        self.clock = time.perf_counter
+        info = job.info
+        kind = job.kind
+        self.net = build(kind, info["features"], job.n_outputs, list(cfg.hidden), cfg.activation, self.dtype,
+                         info["task"])
+        self.opt = Optimizer(cfg.optimizer, self.net.size, self.dtype, cfg.lr, cfg.l2, self.net.weight_mask(),
+                             cfg.momentum, cfg.nesterov, clip_norm=cfg.clip_norm)
+        self.compute_s = self.eval_s = 0.0
+        self.samples = 0
+        self.history = []
+        self.start_epoch, self.start_step, self.start_loss = 0, 0, (0.0, 0)
+        self.epoch, self.step_index, self.step_total = 0, 0, 0
+        self.final = self.validation = None
+        self.best = None                  # (validation score, epoch, state copy) of early stopping
+        self.stopped_at = self.stopped_early = None
+        self.finished = False
+        self.t_start = self.t_end = None
+
+    def describe(self):
+        """The overrides in words, for progress lines: `lr=0.1 hidden=64`."""
+        return " ".join(f"{k}={_value(v)}" for k, v in self.overrides.items()) or "model"
+
+    # -- tasks -------------------------------------------------------------------------
+    def spawn(self, sched, signals):
+        self.sched, self.vote = sched, StopVote(self.group, signals)
+        self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
+        self.averager = None
+        if self.cfg.sync == "average":
+            weight = self.dtype.type(len(self.job.part.y) / self.job.n_total)
+            self.averager = Averager(self.group, self.opt.state, weight, self.cfg.sync_every,
+                                     self.cfg.merge_after if self.cfg.overlap else None, self.opt)
+        tag = "" if len(self.job.models) == 1 else f" {self.index}"
+        sched.spawn(self.trainer(), "trainer" + tag)
+        if self.averager is not None and self.cfg.overlap:
+            sched.spawn(self.averager.communicator(), "communicator" + tag)
+        sched.spawn(self.prefetch(), "prefetch" + tag)
+
+    def prefetch(self):
+        """Task: compute each epoch's minibatch order ahead of the trainer."""
+        n = len(self.job.part.y)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
+            self.orders[epoch] = rng.permutation(n)
+            self.order_ready.set()
+            while epoch in self.orders and not self.finished:       # until the trainer took it
+                yield self.order_taken
+                self.order_taken.clear()
+
+    def trainer(self):
+        """Task: the local minibatch loop and the synchronisation policy."""
+        self.t_start = self.clock()
+        try:
+            yield from self._train()
+            if self.best is not None and self.stopped_at is None:
+                self._restore_best()
+        finally:
+            self.t_end = self.clock()
+            self._finish()
+
+    def _train(self):
+        cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.job.part
+        B, K = cfg.batch_size, cfg.sync_every
+        sizes = np.array(part.sizes)
+        steps = -(-int(sizes.max()) // B)
+        self.step_total = steps
+        lr_at = schedule(cfg.schedule, cfg.lr, steps * cfg.epochs, steps, int(cfg.warmup_epochs * steps),
+                         cfg.step_epochs, cfg.gamma)
+        # global batch size at each step (all ranks know every partition size)
+        per_rank = np.clip(sizes[:, None] - np.arange(steps)[None, :] * B, 0, B)
+        global_batch = per_rank.sum(axis=0)
+        gradients = cfg.sync == "gradients"
+        averager = self.averager
+        rows = min(B, int(sizes.max()))             # a batch beyond the partition is the partition
+        xb = np.empty((rows, part.X.shape[1]), part.X.dtype)
+        yb = np.empty(rows, part.y.dtype)
+        grad = np.empty(net.size, self.dtype)
+        w = opt.weights
+        trace = self.job.tracer
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self.epoch = epoch
+            t_epoch = self.clock()
+            comm0, idle0, compute0 = g.comm_s, self.sched.idle_s, self.compute_s
+            if epoch not in self.orders:
+                yield self.order_ready
+            order = self.orders.pop(epoch)
+            self.order_ready.clear()
+            self.order_taken.set()
+            first = self.start_step if epoch == self.start_epoch else 0
+            loss_sum, count = self.start_loss if first else (0.0, 0)
+            check_average = functools.partial(self._check_finite, epoch=epoch)
+            for s in range(first, steps):
+                self.step_index = s
+                t0 = self.clock()
+                idx = order[s * B:(s + 1) * B]
+                m = len(idx)
+                if m:
+                    np.take(part.X, idx, axis=0, out=xb[:m])
+                    np.take(part.y, idx, out=yb[:m])
+                    # while an overlapped average is in flight, progress it between layers too
+                    poll = g.poke if averager is not None and averager.in_flight else None
+                    loss = net.loss_grad(w, xb[:m], yb[:m], grad, poll)
+                    loss_sum += loss * m
+                    count += m
+                else:
+                    grad[...] = 0
+                lr = lr_at(epoch * steps + s)
+                if gradients:
+                    grad *= self.dtype.type(m / global_batch[s])
+                    t1 = self.clock()
+                    self.compute_s += t1 - t0
+                    yield from g.allreduce(grad, "gradients")
+                    t0 = self.clock()
+                    opt.step(grad, lr)
+                    if (s + 1) % K == 0:
+                        self._check_finite(w, epoch)
+                elif m:
+                    opt.step(grad, lr)
+                t1 = self.clock()
+                self.compute_s += t1 - t0
+                if trace:
+                    trace.span(self._track("trainer"), "step", t0, t1)
+                if not gradients:
+                    yield from averager.after_step(s, steps - 1, check_average)
+                yield
+                if (s + 1) % K == 0 and s < steps - 1 and (yield from self.vote.poll()):
+                    if averager is not None and averager.overlap:
+                        yield from averager.end_epoch()     # one global model to checkpoint
+                    yield from self._stop(epoch, s + 1, [loss_sum, count])
+                    return
+            # epoch end: a full synchronisation, so every rank holds the global model
+            if not gradients:
+                yield from averager.end_epoch()
+            self._check_finite(w, epoch)
+            red = np.array([loss_sum, count], np.float64)
+            yield from g.allreduce(red, "epoch loss")
+            self.samples += int(red[1])
+            if not np.isfinite(red[0]):
+                raise self._diverged(epoch)
+            eval0 = self.eval_s
+            test = (yield from self.evaluate(part.test_X, part.test_y)) if part.test_X is not None else None
+            val = (yield from self.evaluate(part.val_X, part.val_y)) if part.val_X is not None else None
+            wall = self.clock() - t_epoch
+            entry = self._record(epoch, red[0] / max(red[1], 1), test, val, wall, wall - (self.eval_s - eval0),
+                                 red[1], g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
+            self.job.epoch_done(self, entry)
+            if val is not None and self._early_stop(epoch, val):
+                return
+            if epoch + 1 < cfg.epochs and (yield from self.vote.poll()):
+                yield from self._stop(epoch + 1, 0, None)
+                return
+        yield from self.vote.close()
+
+    def _track(self, name):
+        return name if len(self.job.models) == 1 else f"{name} {self.index}"
+
+    def _finish(self):
+        self.finished = True
+        self.order_taken.set()            # the prefetch task ends
+        if self.averager is not None:
+            self.averager.stop()
+        self.job.model_done(self)
+
+    def _stop(self, epoch, step, partial_loss):
+        """Generator: every rank stops at local step `step` of `epoch` (0: at its start),
+        holding the global model; rank 0 keeps what the checkpoint needs to continue there."""
+        yield from self.vote.close()
+        losses = yield from self.group.gather_json(partial_loss, label="stop")
+        self.stopped_at = {"epoch": epoch, "step": step, "steps": self.step_total,
+                           "signal": self.vote.signals.name, "ranks": self.group.size,
+                           "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
+                           "loss": losses if step else None}
+
+    # -- validation and early stopping -------------------------------------------------
+    def score(self, metrics):
+        """Higher is better: accuracy (classification) or R² (regression), the loss breaking ties."""
+        key = "r2" if self.job.info["task"] == "regression" else "accuracy"
+        return (metrics[key], -metrics["loss"])
+
+    def _early_stop(self, epoch, val):
+        """Keep the best validation state; True when --early-stopping P epochs passed without a
+        better validation loss. The same on every rank: the validation sums are global."""
+        patience = self.cfg.early_stopping
+        if not patience:
+            return False
+        if self.best is None or val["loss"] < self.best[0]:
+            self.best = (val["loss"], epoch + 1, self.opt.state.copy(), self.final, val)
+            return False
+        if epoch + 1 - self.best[1] >= patience:
+            self.stopped_early = epoch + 1
+            return True
+        return False
+
+    def _restore_best(self):
+        """Back to the state of the best validation loss (early stopping), and its metrics."""
+        _, epoch, state, test, val = self.best
+        self.opt.state[...] = state
+        self.final, self.validation, self.best_epoch = test, val, epoch
+
+    # -- records -----------------------------------------------------------------------
+    def _record(self, epoch, train_loss, test, val, wall, train_wall, samples, comm_s, idle_s, compute_s):
+        entry = {"epoch": epoch + 1, "train_loss": float(train_loss)}
+        key = "r2" if self.job.info["task"] == "regression" else "accuracy"
+        if test is not None:
+            entry["test_loss"], entry["test_" + key] = test["loss"], test[key]
+            self.final = test
+        if val is not None:
+            entry["val_loss"], entry["val_" + key] = val["loss"], val[key]
+            self.validation = val
+        entry.update({"wall_s": wall, "samples_per_s": samples / train_wall if train_wall > 0 else 0.0,
+                      "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": idle_s})
+        self.history.append(entry)
+        return entry
+
+    def _diverged(self, epoch):
+        return DivergedError(f"training diverged in epoch {epoch + 1}{self._which()}: non-finite loss or weights; "
+                             f"try a smaller --lr (now {self.cfg.lr:g}), --clip-norm, or --standardize",
+                             agreed=True)
+
+    def _which(self):
+        return f" (sweep model {self.index}: {self.describe()})" if len(self.job.models) > 1 else ""
+
+    def _check_finite(self, w, epoch):
+        # w must be identical on every rank (an average), so all ranks agree without messages;
+        # |w| beyond ~1e19 overflows the float32 dot product, which is divergence all the same
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(np.dot(w, w))
+        if not finite:
+            raise self._diverged(epoch)
+
+    def evaluate(self, X, y):
+        """Generator: metrics of the (global) model on these rows; every rank scores its share
+        and one Allreduce of the partial sums gives the exact totals."""
+        info = self.job.info
+        k = len(info["classes"]) if info["classes"] else 0
+        t0 = self.clock()
+        sums = partial_sums(self.net, self.opt.weights, X, y, info["task"], k, self.job.scaling)
+        if self.job.tracer:
+            self.job.tracer.span(self._track("trainer"), "evaluate", t0, self.clock())
+        yield from self.group.allreduce(sums, "evaluate")
+        self.eval_s += self.clock() - t0
+        return from_sums(sums, info["task"], k)
+
+    def train_s(self):
+        """This model's training loop, test and validation scoring excluded."""
+        if self.t_start is None or self.t_end is None:
+            return 0.0
+        return self.t_end - self.t_start - self.eval_s
+
+    def timing(self):
+        train_s = self.train_s()
+        return {"train_s": train_s, "compute_s": self.compute_s, "comm_s": self.group.comm_s,
+                "samples_per_s": self.samples / train_s if train_s > 0 else 0.0}
+
+
+def _value(v):
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) or "none"
+    return f"{v:g}" if isinstance(v, float) else str(v)
