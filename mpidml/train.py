@@ -90,6 +90,7 @@ class Job:
                     if path:
                         check_writable(path, opt)
                 if cfg.save_dir:
+                    make_directory(cfg.save_dir, "--save-dir")
                     check_writable(os.path.join(cfg.save_dir, "model-000.h5"), "--save-dir")
                 adopted = {}
                 if cfg.resume:
@@ -398,6 +399,16 @@ class Job:
                          features=self.info["features"], config=cfg.as_dict(), history=model.history,
                          data=self.info.get("identity"), stopped_at=stopped_at,
                          best_epoch=getattr(model, "best_epoch", None))
+
+
+def make_directory(path, option):
+    """Create an output directory (and its parents) as `mkdir -p` would."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot create the directory ({e.strerror})") from None
+    if not os.path.isdir(path):
+        raise UsageError(f"{option} {path}: not a directory")
 
 
 def split_validation(part, fraction, seed, rank):

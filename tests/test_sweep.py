@@ -1,0 +1,108 @@
+"""Sweeps: several models trained at once in one job, validation, early stopping."""
+import json
+
+import numpy as np
+import pytest
+from conftest import DIGITS, mpiexec, train
+
+from mpidml.checkpoint import ModelFile
+from mpidml.cli import make_config, parse
+from mpidml.errors import UsageError
+
+pytestmark = pytest.mark.timeout(180)
+NET = ["--data", DIGITS, "--model", "mlp", "--hidden", "32", "--epochs", "3", "--no-overlap"]
+GRID = ["--sweep", "lr=0.1 0.03", "--sweep", "batch-size=32 64"]
+
+
+def _same_as_separate_runs(tmp_path, n, exact):
+    """Each model of a sweep against the same options trained alone (same seed and
+    validation fraction): the sweep's interleaving must not change a single bit."""
+    doc = train(n, tmp_path, *NET, *GRID, "--save-dir", tmp_path / "models")
+    assert [e["overrides"] for e in doc["sweep"]] == [{"lr": lr, "batch_size": b} for lr in (0.1, 0.03)
+                                                      for b in (32, 64)]
+    for index in (1, 2):
+        entry = doc["sweep"][index]
+        alone = tmp_path / f"alone{index}.h5"
+        mpiexec(n, ["--quiet", *NET, "--lr", entry["overrides"]["lr"], "--batch-size", entry["overrides"]["batch_size"],
+                    "--validation-fraction", "0.1", "--save", alone], check=0, timeout=90)
+        a = ModelFile.load(tmp_path / "models" / f"model-{index:03d}.h5").optimizer_state
+        b = ModelFile.load(alone).optimizer_state
+        assert np.array_equal(a, b) if exact else np.allclose(a, b, rtol=1e-5, atol=1e-6)
+    return doc
+
+
+def test_every_model_of_a_sweep_is_bit_identical_to_its_run_alone_at_2_ranks(tmp_path):
+    doc = _same_as_separate_runs(tmp_path, 2, exact=True)
+    assert doc["config"]["validation_fraction"] == 0.1 and doc["data"]["validation_samples"] > 0
+
+
+def test_a_sweep_at_3_ranks_equals_separate_runs_within_rounding(tmp_path):
+    _same_as_separate_runs(tmp_path, 3, exact=False)
+
+
+def test_the_best_model_is_chosen_on_validation_and_saved(tmp_path):
+    best = tmp_path / "best.h5"
+    doc = train(2, tmp_path, *NET, *GRID, "--save", best)
+    scores = [(e["validation"]["accuracy"], -e["validation"]["loss"]) for e in doc["sweep"]]
+    assert doc["best"] == max(range(4), key=lambda i: (scores[i], -i))
+    chosen = doc["sweep"][doc["best"]]
+    assert doc["test"] == chosen["test"] and doc["history"] == chosen["history"]
+    assert {k: doc["config"][k] for k in chosen["overrides"]} == chosen["overrides"]
+    assert all("val_loss" in h and "val_accuracy" in h for h in doc["history"])
+    # evaluate reproduces the best model's test metrics from the saved file
+    out = tmp_path / "eval.json"
+    mpiexec(1, ["evaluate", "--model", best, "--data", DIGITS, "--metrics-json", out], check=0)
+    assert json.loads(out.read_text())["test"]["accuracy"] == pytest.approx(chosen["test"]["accuracy"])
+
+
+def test_the_progress_line_shows_the_best_so_far_and_the_models_training(tmp_path):
+    proc = mpiexec(2, [*NET, *GRID], check=0)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch")]
+    assert len(lines) == 3 and all("4 of 4 models training" in ln and "best so far: model" in ln for ln in lines)
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    """A learning rate so high that validation loss soon stops improving: the model stops
+    after P epochs without a better one and keeps the best epoch's weights."""
+    model = tmp_path / "m.h5"
+    doc = train(2, tmp_path, "--data", DIGITS, "--model", "mlp", "--hidden", "32", "--lr", "0.5", "--epochs", "40",
+                "--validation-fraction", "0.2", "--early-stopping", "2", "--save", model)
+    history = doc["history"]
+    losses = [h["val_loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert len(history) == best + 1 + 2 < 40, losses          # stopped 2 epochs after the best
+    assert doc["validation"]["loss"] == pytest.approx(losses[best])
+    assert doc["test"]["loss"] == pytest.approx(history[best]["test_loss"])
+    assert ModelFile.load(model).best_epoch == best + 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sweep", "colour=red blue"], "cannot sweep 'colour'"),
+    (["--sweep", "lr=0.1 fast"], "expects a number"),
+    (["--sweep", "lr="], "no values"),
+    (["--sweep", "lr=0.1", "--sweep", "lr=0.2"], "swept twice"),
+    (["--sweep", "optimizer=sgd rmsprop"], "one of"),
+    (["--model", "mlp", "--sweep", "hidden=32 -4"], "--hidden"),
+    (["--sweep", "lr=0.1 0.1"], "twice"),
+    (["--sweep", "hidden=32 64"], "needs --model mlp"),
+    (["--early-stopping", "3"], "--validation-fraction"),
+    (["--save-dir", "d"], "applies to --sweep"),
+])
+def test_bad_sweeps_are_one_line_exit_2(args, needle):
+    with pytest.raises(UsageError, match=needle):
+        make_config(parse(args), environ={})
+
+
+def test_bad_sweep_at_3_ranks_is_one_line():
+    proc = mpiexec(3, ["--sweep", "colour=1"], check=2)
+    assert proc.stderr.count("mpidml: error:") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_sweep_from_a_config_table(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text('model = "mlp"\n[sweep]\nlr = [0.1, 0.01]\nhidden = [[16], [32, 16]]\n')
+    cfg = make_config(parse(["--config", str(toml)]), environ={})
+    assert cfg.sweep == (("lr", (0.1, 0.01)), ("hidden", ((16,), (32, 16))))
+    toml.write_text('[sweep]\nlr = 0.1\n')
+    with pytest.raises(UsageError, match="table of lists"):
+        make_config(parse(["--config", str(toml)]), environ={})
