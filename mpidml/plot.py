@@ -22,7 +22,10 @@ def plot(metrics_path, out):
     if ext not in kinds:
         raise UsageError(f"-o {out}: unknown image type {'.' + ext if ext else '(no extension)'}; "
                          f"use one of {', '.join('.' + k for k in sorted(kinds))}")
-    _curves(axes[0], axes[1], doc["history"])
+    if doc.get("sweep"):
+        _sweep_curves(axes[0], axes[1], doc["sweep"], doc.get("best", 0))
+    else:
+        _curves(axes[0], axes[1], doc["history"])
     _per_rank(axes[2], doc.get("timing", {}).get("per_rank", {}))
     fig.suptitle(f"mpidml: {doc.get('model')} on {doc.get('ranks')} ranks")
     fig.tight_layout()
@@ -64,6 +67,17 @@ def _problem(doc):
             return f"history entry {i} lacks a numeric epoch and train_loss"
         if any(k in h and not _number(h[k]) for k in ("test_loss", "test_accuracy", "test_r2")):
             return f"history entry {i} has a test metric that is not a number"
+    sweep = doc.get("sweep")
+    if sweep is not None:
+        if not isinstance(sweep, list) or not all(isinstance(e, dict) and isinstance(e.get("history"), list)
+                                                  for e in sweep):
+            return "sweep is not a list of models with a history"
+        for i, entry in enumerate(sweep):
+            if not all(isinstance(h, dict) and _number(h.get("epoch")) and _number(h.get("train_loss"))
+                       for h in entry["history"]):
+                return f"sweep model {i}: a history entry lacks a numeric epoch and train_loss"
+        if sweep and not (isinstance(doc.get("best"), int) and 0 <= doc["best"] < len(sweep)):
+            return "best is not the index of a sweep model"
     timing = doc.get("timing", {})
     per_rank = timing.get("per_rank", {}) if isinstance(timing, dict) else None
     if not isinstance(per_rank, dict):
@@ -86,6 +100,28 @@ def _curves(loss_ax, metric_ax, history):
         metric_ax.plot(epochs, [h[key] for h in history], "o-", color="tab:green")
         metric_ax.set_ylabel(key.replace("_", " "))
     metric_ax.set_xlabel("epoch"), metric_ax.set_title("test metric")
+
+
+def _sweep_curves(loss_ax, metric_ax, sweep, best):
+    """Every model of a sweep: validation (else test) curves, the chosen model drawn bold."""
+    for i, entry in enumerate(sweep):
+        history = entry["history"]
+        epochs = [h["epoch"] for h in history]
+        bold = i == best
+        label = " ".join(f"{k}={v}" for k, v in (entry.get("overrides") or {}).items()) or f"model {i}"
+        style = {"linewidth": 2.5 if bold else 1.0, "alpha": 1.0 if bold else 0.5,
+                 "label": f"{label} (best)" if bold else label, "zorder": 3 if bold else 2}
+        loss_key = next((k for k in ("val_loss", "test_loss") if history and all(k in h for h in history)),
+                        "train_loss")
+        loss_ax.plot(epochs, [h[loss_key] for h in history], "-", **style)
+        key = next((k for k in ("val_accuracy", "val_r2", "test_accuracy", "test_r2")
+                    if history and all(k in h for h in history)), None)
+        if key:
+            metric_ax.plot(epochs, [h[key] for h in history], "-", **style)
+            metric_ax.set_ylabel(key.replace("_", " "))
+    loss_ax.set_xlabel("epoch"), loss_ax.set_ylabel("loss"), loss_ax.set_title(f"{len(sweep)} models: loss")
+    metric_ax.set_xlabel("epoch"), metric_ax.set_title("metric (validation where held out)")
+    metric_ax.legend(fontsize="small")
 
 
 def _per_rank(ax, per_rank):
