@@ -369,7 +369,7 @@ def make_config(args, environ=os.environ):
     if not cfg.data:
         cfg.data = bundled_dataset()
     cfg.hidden = tuple(cfg.hidden)
-    if cfg.checkpoint_every and not cfg.save:
+    if cfg.checkpoint_every and not (cfg.save or cfg.save_dir):
         raise UsageError("--checkpoint-every needs --save PATH (the file it rewrites)")
     if cfg.keep_checkpoints:
         if not cfg.save:
@@ -410,10 +410,9 @@ def _check_sweep(cfg):
         raise UsageError("--save-dir applies to --sweep (a single run writes --save)")
     if not cfg.sweep:
         return
-    for option, value in (("--resume", cfg.resume), ("--keep-checkpoints", cfg.keep_checkpoints)):
-        if value:
-            raise UsageError(f"{option} does not apply to a --sweep yet: rerun the sweep, or resume one model "
-                             "from its --save-dir file without --sweep")
+    if cfg.keep_checkpoints:
+        raise UsageError("--keep-checkpoints applies to a single run; a sweep keeps each model's last "
+                         "checkpoint in --save-dir")
     if cfg.checkpoint_every and not cfg.save_dir:
         raise UsageError("--checkpoint-every in a sweep needs --save-dir DIR (every model's checkpoint)")
     swept = {k for k, _ in cfg.sweep}

@@ -23,7 +23,7 @@ from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_wr
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
-from .provenance import DataIdentity, adopt_model_options, check_data
+from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
@@ -83,6 +83,7 @@ class Job:
         """Generator: describe, distribute, standardize, hold out, build and initialize."""
         cfg, g = self.cfg, self.group
         err, info, resume = None, None, None
+        self.resumes = []
         if g.rank == 0:
             try:
                 for path, opt in ((cfg.save, "--save"), (cfg.metrics_json, "--metrics-json"),
@@ -94,8 +95,12 @@ class Job:
                     check_writable(os.path.join(cfg.save_dir, "model-000.h5"), "--save-dir")
                 adopted = {}
                 if cfg.resume:
-                    resume = ModelFile.load(cfg.resume)
-                    adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
+                    self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
+                    resume = self.resumes[0][1]
+                    if cfg.sweep:           # a sweep's options are its grid's
+                        self._check_grid()
+                    else:
+                        adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
                 task = None
                 if resume is not None:
                     task = resume.task
@@ -109,12 +114,13 @@ class Job:
                 if cfg.save or cfg.resume:
                     info["identity"] = DataIdentity.of(info).as_dict()
                 if resume is not None:      # the architecture comes from the file
-                    check_data(cfg.resume, resume.attrs.get("data"), DataIdentity(**info["identity"]))
+                    for path, m in self.resumes:
+                        check_data(path, m.attrs.get("data"), DataIdentity(**info["identity"]))
                     info["adopted"] = adopted
                     info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
                                      "activation": resume.activation,
                                      "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
-                    info["complete"] = self._already_complete(resume, cfg.epochs or info["model"]["epochs"])
+                    info["complete"] = self._already_complete(cfg.epochs or info["model"]["epochs"])
                     # the first layer was trained on features scaled this way: keep it
                     info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
                                        (("mean", resume.mean), ("std", resume.std),
@@ -168,7 +174,7 @@ class Job:
             self.models.append(Model(self, mcfg, i, overrides))
         cfg.epochs = max(m.cfg.epochs for m in self.models)
         for model in self.models:
-            yield from self._initial_state(model, resume)
+            yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
     def _scaling(self, saved):
         """Generator: the standardization statistics, from the resumed model or computed
         from all training rows (two Allreduce passes)."""
@@ -197,7 +203,9 @@ class Job:
                     else:
                         opt.weights[...] = resume.params
                     meta = {"epoch": int(resume.epoch), "step": int(resume.attrs.get("step", 0)),
-                            "history": resume.attrs.get("history", []), "stopped_at": self._mid_epoch(resume)}
+                            "history": resume.attrs.get("history", []),
+                            "stopped_at": self._mid_epoch(resume, model),
+                            "early_stopped": resume.attrs.get("early_stopped")}
             else:
                 model.net.init(opt.weights, np.random.default_rng(model.cfg.seed))
         yield from g.agree(err, "resume")
@@ -208,37 +216,65 @@ class Job:
             if meta["stopped_at"]:
                 model.start_step = meta["stopped_at"]["step"]
                 model.start_loss = tuple(meta["stopped_at"]["loss"][g.rank])
+            model.stopped_early = meta["early_stopped"]
+
+    def _check_grid(self):
+        """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
+        and model options."""
+        for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
+            saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
+            for key in (*overrides, *MODEL_OPTIONS):
+                value = list(getattr(ours, key)) if key == "hidden" else getattr(ours, key)
+                if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
+                    raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
+                                     f"point has {value}: resume with the same --sweep")
+
+    def resume_paths(self):
+        """The files --resume names: the model file, or in a sweep one per model of the grid
+        in the directory (as --save-dir wrote them)."""
+        if not self.cfg.sweep:
+            return [self.cfg.resume]
+        if not os.path.isdir(self.cfg.resume):
+            raise UsageError(f"--resume {self.cfg.resume}: a sweep resumes from the directory its --save-dir "
+                             "wrote, not a file")
+        return [os.path.join(self.cfg.resume, f"model-{i:03d}.h5") for i in range(len(expand(self.cfg.sweep)))]
 
     def _check_resume(self, m, model):
+        path = self.resumes[model.index][0]
         sizes = [int(s) for s in m.sizes]
         if sizes != model.net.sizes or m.head != model.net.head:
-            return UsageError(f"{self.cfg.resume}: model layers {sizes} ({m.head}) do not fit this data "
+            return UsageError(f"{path}: model layers {sizes} ({m.head}) do not fit this data "
                               f"({model.net.sizes}, {model.net.head})")
         saved_optimizer = m.attrs.get("config", {}).get("optimizer")
         if m.optimizer_state is not None and saved_optimizer not in (None, model.cfg.optimizer):
-            return UsageError(f"{self.cfg.resume}: saved with --optimizer {saved_optimizer}, "
+            return UsageError(f"{path}: saved with --optimizer {saved_optimizer}, "
                               f"this run uses {model.cfg.optimizer}")
         return None
 
-    def _already_complete(self, m, epochs):
-        """Rank 0: the line to print when the resumed file has trained all `epochs` already."""
-        if int(m.epoch) < epochs:
+    def _already_complete(self, epochs):
+        """Rank 0: the line to print when every resumed file has trained all `epochs` already
+        (or stopped early)."""
+        done = [int(m.epoch) for _, m in self.resumes if not m.attrs.get("early_stopped")]
+        if any(e < epochs for e in done):
             return None
         asked = f"--epochs {self.cfg.epochs}" if self.cfg.epochs else "its --epochs"
-        return (f"{self.cfg.resume}: already complete ({int(m.epoch)} epochs, {asked}); nothing to train "
+        what = f"{max(done)} epochs" if done else "stopped early"
+        if self.cfg.sweep:
+            what = f"{len(self.resumes)} models, {what}"
+        return (f"{self.cfg.resume}: already complete ({what}, {asked}); nothing to train "
                 "(ask for more with a larger --epochs)")
 
-    def _mid_epoch(self, m):
+    def _mid_epoch(self, m, model):
         """Rank 0: where in its epoch the resumed file stopped, when this run can continue from
         there: the same ranks, batch size and partitions give the same minibatches. Otherwise
         the epoch starts over from the saved (global) weights."""
         at = m.attrs.get("stopped_at")
         if not at:
             return None
-        now = {"ranks": self.group.size, "batch_size": self.cfg.batch_size, "partition": self.partitioning()}
+        now = {"ranks": self.group.size, "batch_size": model.cfg.batch_size, "partition": self.partitioning()}
         if all(at.get(k) == v for k, v in now.items()):
             return at
-        log.warning(f"mpidml: warning: {self.cfg.resume} stopped within epoch {int(m.epoch) + 1} at "
+        log.warning(f"mpidml: warning: {self.resumes[model.index][0]} stopped within epoch {int(m.epoch) + 1} at "
                     f"{at['ranks']} ranks, batch size {at['batch_size']}; with other ranks, batch size or "
                     "partitions that epoch starts over")
         return None
@@ -330,7 +366,7 @@ class Job:
         stop on one of `signals`, a StopSignals); returns train_s, the loop without scoring."""
         cfg = self.cfg
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
-        self.finished, self.printed = False, 0
+        self.finished, self.printed = False, min(m.start_epoch for m in self.models)
         t0 = self.clock()
         for model in self.models:
             model.spawn(self.sched, signals)
@@ -398,7 +434,7 @@ class Job:
                               "seed": cfg.seed, "next_epoch": epoch},
                          features=self.info["features"], config=cfg.as_dict(), history=model.history,
                          data=self.info.get("identity"), stopped_at=stopped_at,
-                         best_epoch=getattr(model, "best_epoch", None))
+                         best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early)
 
 
 def make_directory(path, option):

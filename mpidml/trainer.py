@@ -92,6 +92,9 @@ class Model:
             self._finish()
 
     def _train(self):
+        if self.stopped_early or self.start_epoch >= self.cfg.epochs:
+            yield from self._score_as_resumed()     # trained already: the metrics of its weights
+            return
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.job.part
         B, K = cfg.batch_size, cfg.sync_every
         sizes = np.array(part.sizes)
@@ -203,6 +206,13 @@ class Model:
                            "signal": self.vote.signals.name, "ranks": self.group.size,
                            "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
                            "loss": losses if step else None}
+
+    def _score_as_resumed(self):
+        part = self.job.part
+        if part.test_X is not None:
+            self.final = yield from self.evaluate(part.test_X, part.test_y)
+        if part.val_X is not None:
+            self.validation = yield from self.evaluate(part.val_X, part.val_y)
 
     # -- validation and early stopping -------------------------------------------------
     def score(self, metrics):

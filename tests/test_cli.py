@@ -158,7 +158,8 @@ def test_an_environment_that_differs_per_rank_is_named():
     assert proc.returncode == 2 and "MPIDML_EPOCHS is '3' on rank 0, '(unset)' on rank 1" in _one_error_line(proc)
 
 
-@pytest.mark.parametrize("args, needle", [(["--seed", "-1"], "--seed"), (["--partition-seed", "-5"], "--partition-seed"),
+@pytest.mark.parametrize("args, needle", [(["--seed", "-1"], "--seed"),
+                                          (["--partition-seed", "-5"], "--partition-seed"),
                                           (["--model", "mlp", "--hidden", "10000000000"], "out of memory")])
 def test_bad_sizes_and_seeds_are_one_line_at_3_ranks(args, needle):
     proc = mpiexec(3, args, check=2)

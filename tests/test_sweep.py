@@ -106,3 +106,42 @@ def test_a_sweep_from_a_config_table(tmp_path):
     toml.write_text('[sweep]\nlr = 0.1\n')
     with pytest.raises(UsageError, match="table of lists"):
         make_config(parse(["--config", str(toml)]), environ={})
+
+
+def test_a_stopped_sweep_resumes_to_the_same_models(tmp_path):
+    """SIGTERM mid-sweep: every model checkpoints where it stopped (exit 75); the same
+    command with --resume DIR ends with the models of a sweep never interrupted."""
+    import os
+    import signal
+    import sys
+
+    from conftest import MPIEXEC, Job
+
+    from mpidml.datatools import synth
+    from mpidml.errors import STOPPED
+    data = tmp_path / "d.h5"
+    synth(str(data), 60000, 16, 4, seed=2)
+    grid = ["--data", data, "--model", "mlp", "--hidden", "16", "--sweep", "lr=0.05 0.01", "--no-overlap"]
+    stopped = tmp_path / "stopped"
+    job = Job([MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml", *grid, "--epochs", "1000", "--save-dir", stopped,
+               "--checkpoint-every", "1"], f"sweep-stop-{os.getpid()}", 2)
+    try:
+        job.wait_epochs(1)
+        job.proc.send_signal(signal.SIGTERM)
+        _, err = job.proc.communicate(timeout=30)
+    finally:
+        job.close()
+    assert job.proc.returncode == STOPPED and "stopped by SIGTERM" in err, err
+    files = [ModelFile.load(stopped / f"model-{i:03d}.h5") for i in range(2)]
+    epochs = str(max(f.epoch for f in files) + 2)
+    mpiexec(2, ["--quiet", *grid, "--epochs", epochs, "--save-dir", stopped, "--resume", stopped], check=0, timeout=120)
+    whole = tmp_path / "whole"
+    mpiexec(2, ["--quiet", *grid, "--epochs", epochs, "--save-dir", whole], check=0, timeout=120)
+    for i in range(2):
+        a = ModelFile.load(stopped / f"model-{i:03d}.h5")
+        b = ModelFile.load(whole / f"model-{i:03d}.h5")
+        assert np.array_equal(a.optimizer_state, b.optimizer_state), i
+    proc = mpiexec(2, [*grid, "--epochs", epochs, "--save-dir", stopped, "--resume", stopped], check=0)
+    assert "already complete" in proc.stdout
+    proc = mpiexec(2, [*grid[:-3], "--sweep", "lr=0.05 0.02", "--epochs", epochs, "--resume", stopped], check=2)
+    assert "resume with the same --sweep" in proc.stderr
