@@ -8,9 +8,12 @@ Layout: datasets `params` (the flat buffer), `optimizer_state` (the optimizer's 
 never evaluated. A file is written to a temporary name in the same directory, flushed,
 fsync'ed and renamed, so a crash never leaves a half-written file under the final name.
 """
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 
 import h5py
 import numpy as np
@@ -18,39 +21,83 @@ import numpy as np
 from .errors import MpidmlError, UsageError
 
 FORMAT, VERSION = "mpidml-model", 1
+_temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
 
 
 def atomic_write(path, write):
-    """Call write(tmp_path), then fsync and rename tmp_path over `path`."""
-    path = os.path.abspath(path)
+    """Call write(tmp_path), then fsync and rename tmp_path over `path`. A symlinked `path`
+    is written through: its target is replaced, in the target's directory, and the link stays."""
+    path = os.path.realpath(path)
     directory = os.path.dirname(path)
+    with _removed_on_signal():
+        tmp = _temporary(path, directory)
+        try:
+            write(tmp)
+            _fsync(tmp)
+            os.replace(tmp, path)
+            _fsync(directory)
+        except BaseException as e:
+            _unlink(tmp)
+            if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
+                raise MpidmlError(f"{path}: cannot write ({e.strerror or e})") from e
+            raise
+        finally:
+            _temporaries.discard(tmp)
+
+
+def _temporary(path, directory):
+    """A new empty file in `directory` with the umask's permissions. Its name has a fixed
+    length, so every final name the file system allows also works as a temporary."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=".mpidml-", suffix=".tmp", dir=directory)
     except OSError as e:
         raise UsageError(f"{path}: cannot write ({e.strerror})") from e
+    _temporaries.add(tmp)
     try:
         os.fchmod(fd, 0o666 & ~_umask())    # mkstemp makes 0600; teammates read outputs as with any tool
     finally:
         os.close(fd)
+    return tmp
+
+
+@contextlib.contextmanager
+def _removed_on_signal(signals=(signal.SIGTERM, signal.SIGHUP)):
+    """While writing, a signal that would end the process as it stands (no handler of
+    anyone else's) first removes the temporaries: a killed job leaves no hidden file."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mine = [s for s in signals if signal.getsignal(s) is signal.SIG_DFL]
+    for s in mine:
+        signal.signal(s, _remove_and_die)
     try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
-            raise MpidmlError(f"{path}: cannot write ({e.strerror or e})") from e
-        raise
+        yield
+    finally:
+        for s in mine:
+            signal.signal(s, signal.SIG_DFL)
+
+
+def _remove_and_die(signum, frame):
+    """Remove the temporaries, then end as the signal would have (the same exit status)."""
+    for tmp in list(_temporaries):
+        _unlink(tmp)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _umask():
