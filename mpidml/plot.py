@@ -5,6 +5,7 @@ matplotlib is an optional extra (`pip install mpidml[plot]`).
 import json
 import os
 
+from .checkpoint import atomic_write
 from .errors import UsageError
 
 
@@ -29,7 +30,7 @@ def plot(metrics_path, out):
     _per_rank(axes[2], doc.get("timing", {}).get("per_rank", {}))
     fig.suptitle(f"mpidml: {doc.get('model')} on {doc.get('ranks')} ranks")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format=ext, dpi=100))     # the temporary's name has no type
 
 
 def load(path):
