@@ -6,12 +6,14 @@ Layout: datasets `params` (the flat buffer), `optimizer_state` (the optimizer's 
 `task`, `head`, `sizes`, `activation`, `dtype`, `epoch`, `step`, `seed`, `ranks`,
 `label_kind` and `config` (JSON). Attributes are parsed strictly (JSON and numbers),
 never evaluated. A file is written to a temporary name in the same directory, flushed,
-fsync'ed and renamed, so a crash never leaves a half-written file under the final name.
+fsync'ed and renamed, so a crash never leaves a half-written file under the final name;
+check_output refuses, before any work, an output that would destroy something.
 """
 import contextlib
 import json
 import os
 import signal
+import stat
 import tempfile
 import threading
 
@@ -117,15 +119,55 @@ def atomic_write_json(path, obj, indent=None):
     atomic_write_bytes(path, json.dumps(obj, indent=indent).encode())
 
 
-def check_writable(path, option):
-    """Fail early (before training) when `path` cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
+def check_output(path, option, inputs=()):
+    """Refuse an output before any work (exit 2 naming `option`), where writing it would
+    destroy something or fail only at the end, with the work lost. `inputs`: the run's
+    (option, path) pairs it must not overwrite."""
+    path = os.fspath(path)
+    problem = _output_problem(path, inputs)
+    if problem:
+        raise UsageError(f"{option} {path}: {problem}" if path else f"{option}: {problem}")
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _output_problem(path, inputs):
+    """Why `path` may not be written, or None."""
+    if not path:
+        return "empty path"
+    if path.endswith(os.sep):
+        return "ends in /, so it names a directory, not a file"
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:                    # a name too long, a symlink loop, a file used as a directory
+        return f"cannot write ({e.strerror})"
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        return f"is {kind}, not a regular file"
+    same = next((f"{opt} {p}" for opt, p in inputs if p and _same_file(target, p)), None)
+    if same:
+        return f"is the same file as {same}"
+    directory = os.path.dirname(target)
     if not os.path.isdir(directory):
-        raise UsageError(f"{option} {path}: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"{option} {path}: is a directory")
+        return f"directory {directory} does not exist"
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: directory {directory} is not writable")
+        return f"directory {directory} is not writable"
+    return None
+
+
+def _same_file(a, b):
+    """The same name once links are followed, or the same file under another (hard) link."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:                         # one of them does not exist (yet)
+        return False
 
 
 class CheckpointSeries:

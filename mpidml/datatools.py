@@ -17,7 +17,7 @@ import zlib
 import h5py
 import numpy as np
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, check_output
 from .data import open_h5
 from .errors import UsageError
 
@@ -26,9 +26,11 @@ CHUNK = 65536
 
 def run(args):
     if args.data_command == "synth":
+        check_output(args.out, "--out")
         synth(args.out, args.samples, args.features, args.classes, args.seed, args.noise, args.kind,
               args.sorted, args.chunk_rows, args.compression, args.test_samples)
     elif args.data_command == "convert":
+        check_output(args.dst, "dst", (("src", args.src),))
         convert(args.src, args.dst, args.label, args.features, args.delimiter)
     else:
         inspect(args.path)

@@ -5,11 +5,12 @@ matplotlib is an optional extra (`pip install mpidml[plot]`).
 import json
 import os
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, check_output
 from .errors import UsageError
 
 
 def plot(metrics_path, out):
+    check_output(out, "-o", (("metrics", metrics_path),))
     try:
         import matplotlib
         matplotlib.use("Agg")

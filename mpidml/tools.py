@@ -6,6 +6,7 @@ import sys
 import numpy as np
 
 from . import __version__
+from .checkpoint import check_output
 from .comm import drive
 from .data import as_labels, class_array, encode_labels, nonfinite_error, open_h5
 from .errors import UsageError
@@ -44,6 +45,11 @@ def _collective(group, work):
     return 0
 
 
+def _inputs(args):
+    """The files evaluate and predict read, which their outputs must not overwrite."""
+    return (("--model", args.model), ("--data", args.data))
+
+
 def _load(path):
     from .checkpoint import ModelFile
     m = ModelFile.load(path)
@@ -68,6 +74,8 @@ def _features(m, f, path, name):
 
 def evaluate(args, report):
     """Test metrics of a saved model on /test of a file (or all its rows)."""
+    if args.metrics_json:
+        check_output(args.metrics_json, "--metrics-json", _inputs(args))
     m, net, scaling = _load(args.model)
     with open_h5(args.data) as f:
         if "test" in f:
@@ -107,6 +115,7 @@ def evaluate(args, report):
 def predict_command(args, group):
     """Every rank predicts a contiguous slab of the rows; rank 0 gathers and writes them."""
     from .partition import balanced_sizes
+    _collective(group, lambda: check_output(args.out, "--out", _inputs(args)))
     err, meta = None, None
     try:
         m, net, scaling = _load(args.model)
@@ -120,9 +129,6 @@ def predict_command(args, group):
         err = nonfinite_error(mine, np.array([[lo, len(mine)]]), args.data, name)
         if err:
             raise err
-        if group.rank == 0:
-            from .checkpoint import check_writable
-            check_writable(args.out, "--out")
         labels, proba = predict(net, m.params, scaling.features(mine, net.dtype), m.task, scaling)
         meta = name
     except UsageError as e:

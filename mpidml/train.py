@@ -19,7 +19,7 @@ import numpy as np
 
 from . import data as datamod
 from .aggregate import default_merge_after
-from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_writable
+from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
@@ -64,6 +64,28 @@ def n_outputs(kind, info):
     return 1 if (kind == "logistic" or (kind == "mlp" and k == 2)) else k
 
 
+def check_outputs(cfg):
+    """Before any work: no output may overwrite an input or another output, except --save
+    the --resume file (a resumed run rewrites its own checkpoint). --save-dir is created
+    (as mkdir -p) once everything else passed, then each model's file in it is checked."""
+    taken = [("--data", cfg.data)]
+    if cfg.save:
+        check_output(cfg.save, "--save", taken)
+    taken += [("--resume", cfg.resume), ("--save", cfg.save)]
+    for path, option in ((cfg.metrics_json, "--metrics-json"), (cfg.trace, "--trace")):
+        if path:
+            check_output(path, option, taken)
+            taken.append((option, path))
+    if cfg.save_dir:
+        make_directory(cfg.save_dir, "--save-dir")
+        for index in range(len(expand(cfg.sweep))):
+            check_output(sweep_file(cfg.save_dir, index), "--save-dir", taken)
+
+
+def sweep_file(save_dir, index):
+    return os.path.join(save_dir, f"model-{index:03d}.h5")
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -86,13 +108,7 @@ class Job:
         self.resumes = []
         if g.rank == 0:
             try:
-                for path, opt in ((cfg.save, "--save"), (cfg.metrics_json, "--metrics-json"),
-                                  (cfg.trace, "--trace")):
-                    if path:
-                        check_writable(path, opt)
-                if cfg.save_dir:
-                    make_directory(cfg.save_dir, "--save-dir")
-                    check_writable(os.path.join(cfg.save_dir, "model-000.h5"), "--save-dir")
+                check_outputs(cfg)
                 adopted = {}
                 if cfg.resume:
                     self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
@@ -389,7 +405,7 @@ class Job:
         """Where a model's file goes: --save for a single run; in a sweep --save-dir/model-NNN.h5."""
         if len(self.models) == 1 and self.cfg.save:
             return self.cfg.save
-        return os.path.join(self.cfg.save_dir, f"model-{model.index:03d}.h5")
+        return sweep_file(self.cfg.save_dir, model.index)
 
     def _write_running(self, epoch):
         if self.cfg.metrics_json and epoch < self.cfg.epochs:

@@ -1,18 +1,182 @@
-"""Outputs never destroy anything: written through symlinks, with a temporary that fits
-any legal name and does not outlive the write."""
+"""Outputs never destroy anything: only regular files are written, never over an input,
+through symlinks, with a temporary that fits any legal name and does not outlive the write.
+Devices are nodes of our own in tmp_path, never the system's /dev/null."""
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import time
 
+import h5py
+import numpy as np
 import pytest
-from conftest import MPIEXEC, ROOT
+from conftest import MPIEXEC, ROOT, mpiexec, write_h5
 
-from mpidml.checkpoint import atomic_write, atomic_write_bytes
+from mpidml.checkpoint import atomic_write, atomic_write_bytes, check_output
+from mpidml.errors import UsageError
 
 pytestmark = pytest.mark.timeout(120)
+LONG = "n" * 250            # legal: NAME_MAX is 255
+TOO_LONG = "n" * 256
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Inputs (data, CSV, a model and its metrics) beside a FIFO, a device node, a directory
+    and links to the inputs: everything a bad output could destroy."""
+    w = tmp_path_factory.mktemp("outputs")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 4)).astype(np.float32), np.arange(200) % 2
+    write_h5(w / "d.h5", X=X, y=y)
+    (w / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    mpiexec(1, ["--quiet", "--epochs", "1", "--data", w / "d.h5", "--save", w / "m.h5",
+                "--metrics-json", w / "m.json"], check=0)
+    os.mkfifo(w / "fifo")
+    try:
+        os.mknod(w / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pass
+    (w / "dir").mkdir()
+    os.symlink("d.h5", w / "data-link.h5")
+    os.link(w / "d.h5", w / "data-hardlink.h5")
+    return w
+
+
+def device(work):
+    if not os.path.exists(work / "null"):
+        pytest.skip("making a device node needs root")
+    return work / "null"
+
+
+def snapshot(folder):
+    """Every entry under `folder`: type, inode, device number and bytes or link target
+    (a FIFO is never opened)."""
+    state = {}
+    for top, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            content = None
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    content = f.read()
+            elif stat.S_ISLNK(st.st_mode):
+                content = os.readlink(path)
+            state[path] = (stat.S_IFMT(st.st_mode), st.st_ino, st.st_rdev, content)
+    return state
+
+
+def refused(n, args, folder):
+    """Exit 2 with one error line, no traceback, nothing changed under `folder`; the line."""
+    before = snapshot(folder)
+    proc = mpiexec(n, args, timeout=30, check=2)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mpidml: error: "), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert snapshot(folder) == before
+    return lines[0]
+
+
+def command(w, name, out):
+    """The arguments of `name` (a command and its output option) writing to `out`."""
+    model, data = ["--model", w / "m.h5"], ["--data", w / "d.h5"]
+    return {
+        "train --save": ["--quiet", "--epochs", "1", *data, "--save", out],
+        "train --metrics-json": ["--quiet", "--epochs", "1", *data, "--metrics-json", out],
+        "train --trace": ["--quiet", "--epochs", "1", *data, "--trace", out],
+        "predict --out": ["predict", *model, *data, "--out", out],
+        "evaluate --metrics-json": ["evaluate", *model, *data, "--metrics-json", out],
+        "data synth --out": ["data", "synth", "--samples", "100", "--out", out],
+        "data convert dst": ["data", "convert", w / "d.csv", out],
+        "plot -o": ["plot", w / "m.json", "-o", out],
+    }[name]
+
+
+COMMANDS = ["train --save", "train --metrics-json", "train --trace", "predict --out", "evaluate --metrics-json",
+            "data synth --out", "data convert dst", "plot -o"]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_no_output_is_written_into_a_fifo(work, name):
+    line = refused(1, command(work, name, work / "fifo"), work)
+    assert line.endswith(f"{name.split()[-1]} {work / 'fifo'}: is a FIFO, not a regular file")
+
+
+@pytest.mark.parametrize("name", ["train --save", "predict --out", "data synth --out"])
+def test_no_output_replaces_a_device(work, name):
+    null = device(work)
+    assert f"{null}: is a character device, not a regular file" in refused(1, command(work, name, null), work)
+
+
+@pytest.mark.parametrize("out, why", [("dir", "is a directory, not a regular file"),
+                                      ("dir/", "ends in /, so it names a directory, not a file"),
+                                      ("missing/m.h5", "missing does not exist"),
+                                      (TOO_LONG, "File name too long")])
+def test_save_where_no_file_can_be_is_refused_before_training(work, out, why):
+    path = str(work / out) + ("/" if out.endswith("/") else "")
+    line = refused(1, command(work, "train --save", path), work)
+    assert f"--save {path}: " in line and why in line
+
+
+def test_every_model_file_of_a_sweep_is_checked(work, tmp_path):
+    os.mkfifo(tmp_path / "model-001.h5")
+    line = refused(1, ["--quiet", "--data", work / "d.h5", "--sweep", "lr=0.1 0.01", "--save-dir", tmp_path],
+                   tmp_path)
+    assert line.endswith(f"--save-dir {tmp_path / 'model-001.h5'}: is a FIFO, not a regular file")
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--quiet", "--data", "{w}/d.h5", "--save", "{w}/d.h5"], "--save {w}/d.h5: is the same file as --data"),
+    (["--quiet", "--data", "{w}/d.h5", "--save", "{w}/data-hardlink.h5"], "same file as --data {w}/d.h5"),
+    (["--quiet", "--data", "{w}/d.h5", "--resume", "{w}/m.h5", "--metrics-json", "{w}/m.h5"],
+     "--metrics-json {w}/m.h5: is the same file as --resume"),
+    (["--quiet", "--data", "{w}/d.h5", "--save", "{w}/x.h5", "--trace", "{w}/x.h5"], "same file as --save"),
+    (["predict", "--model", "{w}/m.h5", "--data", "{w}/d.h5", "--out", "{w}/m.h5"], "same file as --model"),
+    (["predict", "--model", "{w}/m.h5", "--data", "{w}/d.h5", "--out", "{w}/data-link.h5"], "same file as --data"),
+    (["evaluate", "--model", "{w}/m.h5", "--data", "{w}/d.h5", "--metrics-json", "{w}/d.h5"], "same file as --data"),
+    (["data", "convert", "{w}/d.csv", "{w}/d.csv"], "dst {w}/d.csv: is the same file as src {w}/d.csv"),
+    (["plot", "{w}/m.json", "-o", "{w}/m.json"], "same file as metrics"),
+])
+def test_no_output_overwrites_an_input_or_another_output(work, args, said):
+    line = refused(1, [a.format(w=work) for a in args], work)
+    assert said.format(w=work) in line
+
+
+def test_plot_refuses_an_unknown_image_format(work):
+    line = refused(1, ["plot", work / "m.json", "-o", work / "curves.xyz"], work)
+    assert f"-o {work / 'curves.xyz'}: unknown image type .xyz" in line
+
+
+@pytest.mark.parametrize("name, out", [("train --save", "fifo"), ("train --save", "dir/"),
+                                       ("predict --out", "m.h5"), ("data synth --out", "fifo")])
+def test_three_ranks_refuse_together(work, name, out):
+    refused(3, command(work, name, str(work / out) + ("/" if out.endswith("/") else "")), work)
+
+
+def test_symlinked_and_longest_outputs_are_written_end_to_end(work, tmp_path):
+    """A link is written through (its target replaced, in the target's directory), a
+    250-character name works, and --save may be the --resume file."""
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "model.h5"
+    os.symlink(tmp_path / "real" / "target.h5", link)
+    data = ["--quiet", "--data", work / "d.h5"]
+    mpiexec(1, [*data, "--epochs", "1", "--save", link, "--metrics-json", tmp_path / LONG], timeout=60, check=0)
+    mpiexec(3, [*data, "--epochs", "2", "--resume", link, "--save", link, "--trace", tmp_path / LONG[1:]],
+            timeout=60, check=0)
+    assert os.path.islink(link) and os.readlink(link) == str(tmp_path / "real" / "target.h5")
+    with h5py.File(link) as f:
+        assert f.attrs["epoch"] == "2"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["real", "target.h5", "model.h5", LONG, LONG[1:]])
+
+
+@pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory"),
+                                        (lambda p: socket.socket(socket.AF_UNIX).bind(str(p)), "a socket")])
+def test_check_output_names_what_is_there(tmp_path, make, kind):
+    make(tmp_path / "x")
+    with pytest.raises(UsageError, match=f"^--out {tmp_path / 'x'}: is {kind}, not a regular file$"):
+        check_output(str(tmp_path / "x"), "--out")
 
 
 def test_the_longest_legal_name_works(tmp_path):
