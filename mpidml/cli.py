@@ -113,13 +113,21 @@ def _signals(text):
     return text
 
 
+def _path(text):
+    """A file or directory name: an empty one would silently mean none, or the bundled data."""
+    if not text:
+        raise argparse.ArgumentTypeError("expects a path, got ''")
+    return text
+
+
 
 
 def add_train_options(p):
     """Every train option; defaults live in TrainConfig (shown in --help)."""
     d = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--data", default=S, metavar="PATH", help="HDF5 file (default: the bundled digits dataset)")
+    g.add_argument("--data", type=_path, default=S, metavar="PATH",
+                   help="HDF5 file (default: the bundled digits dataset)")
     g.add_argument("--x-dataset", default=S, metavar="NAME",
                    help="features dataset, e.g. /features (default: /train/X or /X)")
     g.add_argument("--y-dataset", default=S, metavar="NAME", help="labels dataset (default: /train/y or /y)")
@@ -195,28 +203,31 @@ def add_train_options(p):
                         "sweep, else 0)")
     g.add_argument("--early-stopping", type=_positive_int, default=S, metavar="P",
                    help="stop a model after P epochs without a better validation loss and keep its best weights")
-    g.add_argument("--save-dir", default=S, metavar="DIR",
+    g.add_argument("--save-dir", type=_path, default=S, metavar="DIR",
                    help="in a sweep: every model's file as DIR/model-NNN.h5 (--save: the best model)")
     g = p.add_argument_group("output")
-    g.add_argument("--save", default=S, metavar="PATH", help="model file (HDF5), resumable")
+    g.add_argument("--save", type=_path, default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",
                    help="rewrite --save atomically every E epochs")
     g.add_argument("--keep-checkpoints", type=_positive_int, default=S, metavar="K",
                    help="also keep the last K epoch checkpoints beside --save, as STEM.epoch0007.h5 "
                         "(with --checkpoint-every, default every epoch)")
-    g.add_argument("--resume", default=S, metavar="PATH",
+    g.add_argument("--resume", type=_path, default=S, metavar="PATH",
                    help="continue from a model file up to --epochs in total (model options come from the file; "
                         "epochs, lr, schedule, batch size, sync and ranks may change; other data is refused)")
     g.add_argument("--checkpoint-signal", type=_signals, default=S, metavar="SIGS",
                    help=f"signals that stop every rank at the next synchronisation step, write --save and exit "
                         f"{STOPPED} for the batch script to requeue (default {d.checkpoint_signal}; none: off)")
-    g.add_argument("--metrics-json", default=S, metavar="PATH", help="rank 0 writes the metrics document here")
-    g.add_argument("--trace", default=S, metavar="PATH", help="Chrome trace JSON of every rank's tasks (Perfetto)")
+    g.add_argument("--metrics-json", type=_path, default=S, metavar="PATH",
+                   help="rank 0 writes the metrics document here")
+    g.add_argument("--trace", type=_path, default=S, metavar="PATH",
+                   help="Chrome trace JSON of every rank's tasks (Perfetto)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress lines")
     g.add_argument("--progress-bar", action="store_true", default=S,
                    help="live bar within each epoch on rank 0 (automatic when its stdout is a terminal; "
                         "under mpiexec it usually is not, so ask for it)")
-    g.add_argument("--config", metavar="TOML", help="options from a TOML file (keys as options, with _ or -)")
+    g.add_argument("--config", type=_path, metavar="TOML",
+                   help="options from a TOML file (keys as options, with _ or -)")
 
 
 def add_common(p):
@@ -235,14 +246,14 @@ def build_parser():
     add_train_options(p)
     add_common(p)
     p = sub.add_parser("evaluate", help="test metrics of a saved model")
-    p.add_argument("--model", required=True, metavar="M.h5")
-    p.add_argument("--data", required=True, metavar="F.h5")
-    p.add_argument("--metrics-json", metavar="PATH")
+    p.add_argument("--model", type=_path, required=True, metavar="M.h5")
+    p.add_argument("--data", type=_path, required=True, metavar="F.h5")
+    p.add_argument("--metrics-json", type=_path, metavar="PATH")
     add_common(p)
     p = sub.add_parser("predict", help="predictions of a saved model for every row")
-    p.add_argument("--model", required=True, metavar="M.h5")
-    p.add_argument("--data", required=True, metavar="F.h5")
-    p.add_argument("--out", required=True, metavar="P.h5")
+    p.add_argument("--model", type=_path, required=True, metavar="M.h5")
+    p.add_argument("--data", type=_path, required=True, metavar="F.h5")
+    p.add_argument("--out", type=_path, required=True, metavar="P.h5")
     p.add_argument("--x-dataset", metavar="NAME", help="rows to predict (default /X, /test/X or /train/X)")
     add_common(p)
     p = sub.add_parser("data", help="synth, convert or inspect data files")
@@ -260,20 +271,21 @@ def build_parser():
                    help="rows per HDF5 chunk (default: about 1 MB; 0: contiguous layout, uncompressed only)")
     q.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none", help="HDF5 filter")
     q.add_argument("--seed", type=_seed, default=0, help="same seed, same file")
-    q.add_argument("--out", required=True, metavar="F.h5", help="the file to write")
+    q.add_argument("--out", type=_path, required=True, metavar="F.h5", help="the file to write")
     q = dsub.add_parser("convert", help="CSV (with header), NPY, NPZ or Parquet to the default layout")
-    q.add_argument("src", help="a .csv/.tsv/.txt, .npy, .npz or .parquet file (Parquet needs mpidml[parquet])")
-    q.add_argument("dst")
+    q.add_argument("src", type=_path,
+                   help="a .csv/.tsv/.txt, .npy, .npz or .parquet file (Parquet needs mpidml[parquet])")
+    q.add_argument("dst", type=_path)
     q.add_argument("--label", metavar="COLUMN", help="label column (default label, y, target, or the last)")
     q.add_argument("--features", metavar="A,B,C", help="feature columns (default: every column but the label)")
     q.add_argument("--delimiter", metavar="CHAR", help="CSV field separator, or tab (default: sniffed among , ; tab |)")
     q = dsub.add_parser("inspect", help="datasets, shapes, dtypes, chunking, class counts")
-    q.add_argument("path")
+    q.add_argument("path", type=_path)
     p = sub.add_parser("info", help="versions, MPI library, ranks, BLAS threads")
     add_common(p)
     p = sub.add_parser("plot", help="curves and per-rank time breakdown from a metrics JSON")
-    p.add_argument("metrics")
-    p.add_argument("-o", "--out", required=True)
+    p.add_argument("metrics", type=_path)
+    p.add_argument("-o", "--out", type=_path, required=True)
     return top
 
 
@@ -323,6 +335,8 @@ def make_config(args, environ=os.environ):
             if str(value).lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                 raise UsageError(f"{origin}: expects true or false, got {value!r}")
             return str(value).lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, str) and action.type in (None, _path):    # TOML gave a number, list, table
+            raise UsageError(f"{origin}: expects a string, got {type(value).__name__} {value!r}")
         if action.type is not None:
             try:
                 return action.type(str(value))
@@ -330,8 +344,6 @@ def make_config(args, environ=os.environ):
                 raise UsageError(f"{origin}: {e}") from None
             except ValueError:
                 raise UsageError(f"{origin}: invalid value {value!r}") from None
-        if not isinstance(value, str):            # a path or a choice: TOML gave a number, list, table
-            raise UsageError(f"{origin}: expects a string, got {type(value).__name__} {value!r}")
         if action.choices and value not in action.choices:
             raise UsageError(f"{origin}: {key} must be one of {', '.join(action.choices)}, got {value!r}")
         return value

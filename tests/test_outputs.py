@@ -144,6 +144,13 @@ def test_no_output_overwrites_an_input_or_another_output(work, args, said):
     assert said.format(w=work) in line
 
 
+@pytest.mark.parametrize("args, option", [(["--save", ""], "--save"), (["--data", ""], "--data"),
+                                          (["--metrics-json", ""], "--metrics-json"),
+                                          (["predict", "--model", "m.h5", "--data", "d.h5", "--out", ""], "--out")])
+def test_an_empty_path_is_bad_usage(work, args, option):
+    assert f"argument {option}: expects a path" in refused(1, args, work)
+
+
 def test_plot_refuses_an_unknown_image_format(work):
     line = refused(1, ["plot", work / "m.json", "-o", work / "curves.xyz"], work)
     assert f"-o {work / 'curves.xyz'}: unknown image type .xyz" in line
