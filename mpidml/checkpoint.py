@@ -198,7 +198,7 @@ class CheckpointSeries:
         try:
             if os.path.lexists(target):
                 os.unlink(target)
-            os.link(self.path, target)
+            os.link(os.path.realpath(self.path), target)    # the file itself, not a symlinked --save
         except OSError:
             with open(self.path, "rb") as f:
                 atomic_write_bytes(target, f.read())

@@ -178,6 +178,18 @@ def test_symlinked_and_longest_outputs_are_written_end_to_end(work, tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["real", "target.h5", "model.h5", LONG, LONG[1:]])
 
 
+def test_kept_checkpoints_of_a_symlinked_save_are_the_epochs_files(work, tmp_path):
+    """Each numbered checkpoint is its epoch's file, not one more name for the link."""
+    os.symlink("target.h5", tmp_path / "model.h5")
+    mpiexec(1, ["--quiet", "--data", work / "d.h5", "--epochs", "3", "--save", tmp_path / "model.h5",
+                "--keep-checkpoints", "2"], timeout=60, check=0)
+    for epoch in (2, 3):
+        kept = tmp_path / f"model.epoch000{epoch}.h5"
+        assert not os.path.islink(kept)
+        with h5py.File(kept) as f:
+            assert f.attrs["epoch"] == str(epoch)
+
+
 @pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory"),
                                         (lambda p: socket.socket(socket.AF_UNIX).bind(str(p)), "a socket")])
 def test_check_output_names_what_is_there(tmp_path, make, kind):
