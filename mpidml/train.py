@@ -66,11 +66,14 @@ def n_outputs(kind, info):
 
 def check_outputs(cfg):
     """Before any work: no output may overwrite an input or another output, except --save
-    the --resume file (a resumed run rewrites its own checkpoint). --save-dir is created
-    (as mkdir -p) once everything else passed, then each model's file in it is checked."""
+    the --resume file (a resumed run rewrites its own checkpoint); the numbered checkpoints'
+    longer names must fit too. --save-dir is created (as mkdir -p) once everything else
+    passed, then each model's file in it is checked."""
     taken = [("--data", cfg.data)]
     if cfg.save:
         check_output(cfg.save, "--save", taken)
+    if cfg.keep_checkpoints:
+        check_output(CheckpointSeries(cfg.save, cfg.keep_checkpoints).name(1), "--keep-checkpoints", taken)
     taken += [("--resume", cfg.resume), ("--save", cfg.save)]
     for path, option in ((cfg.metrics_json, "--metrics-json"), (cfg.trace, "--trace")):
         if path:

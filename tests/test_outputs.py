@@ -178,6 +178,12 @@ def test_symlinked_and_longest_outputs_are_written_end_to_end(work, tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["real", "target.h5", "model.h5", LONG, LONG[1:]])
 
 
+def test_kept_checkpoints_whose_names_are_too_long_are_refused_before_training(work):
+    save = work / ("n" * 245 + ".h5")
+    line = refused(1, ["--data", work / "d.h5", "--save", save, "--keep-checkpoints", "1"], work)
+    assert f"--keep-checkpoints {work / ('n' * 245)}.epoch0001.h5: cannot write (File name too long)" in line
+
+
 def test_kept_checkpoints_of_a_symlinked_save_are_the_epochs_files(work, tmp_path):
     """Each numbered checkpoint is its epoch's file, not one more name for the link."""
     os.symlink("target.h5", tmp_path / "model.h5")
