@@ -85,8 +85,9 @@ def check_outputs(cfg):
             check_output(sweep_file(cfg.save_dir, index), "--save-dir", taken)
 
 
-def sweep_file(save_dir, index):
-    return os.path.join(save_dir, f"model-{index:03d}.h5")
+def sweep_file(directory, index):
+    """Model `index`'s file in a sweep's --save-dir (and so in the --resume directory)."""
+    return os.path.join(directory, f"model-{index:03d}.h5")
 
 
 def peak_rss_mb():
@@ -256,7 +257,7 @@ class Job:
         if not os.path.isdir(self.cfg.resume):
             raise UsageError(f"--resume {self.cfg.resume}: a sweep resumes from the directory its --save-dir "
                              "wrote, not a file")
-        return [os.path.join(self.cfg.resume, f"model-{i:03d}.h5") for i in range(len(expand(self.cfg.sweep)))]
+        return [sweep_file(self.cfg.resume, i) for i in range(len(expand(self.cfg.sweep)))]
 
     def _check_resume(self, m, model):
         path = self.resumes[model.index][0]
