@@ -108,46 +108,11 @@ class Job:
     def setup(self):
         """Generator: describe, distribute, standardize, hold out, build and initialize."""
         cfg, g = self.cfg, self.group
-        err, info, resume = None, None, None
-        self.resumes = []
+        err, info = None, None
+        self.resumes = []           # rank 0: (path, ModelFile) per model, when resuming
         if g.rank == 0:
             try:
-                check_outputs(cfg)
-                adopted = {}
-                if cfg.resume:
-                    self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
-                    resume = self.resumes[0][1]
-                    if cfg.sweep:           # a sweep's options are its grid's
-                        self._check_grid()
-                    else:
-                        adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
-                task = None
-                if resume is not None:
-                    task = resume.task
-                elif cfg.model in ("logistic", "softmax"):
-                    task = "classification"
-                elif cfg.model == "linear":
-                    task = "regression"
-                info = datamod.describe(cfg.data, cfg.x_dataset or None, cfg.y_dataset or None, task,
-                                        cfg.test_fraction, cfg.block_rows or None, cfg.partition_seed,
-                                        cfg.partition, cfg.chunk_mb)
-                if cfg.save or cfg.resume:
-                    info["identity"] = DataIdentity.of(info).as_dict()
-                if resume is not None:      # the architecture comes from the file
-                    for path, m in self.resumes:
-                        check_data(path, m.attrs.get("data"), DataIdentity(**info["identity"]))
-                    info["adopted"] = adopted
-                    info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
-                                     "activation": resume.activation,
-                                     "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
-                    info["complete"] = self._already_complete(cfg.epochs or info["model"]["epochs"])
-                    # the first layer was trained on features scaled this way: keep it
-                    info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
-                                       (("mean", resume.mean), ("std", resume.std),
-                                        ("y_mean", resume.y_mean), ("y_std", resume.y_std))}
-                else:
-                    info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
-                                     "activation": cfg.activation}
+                info = self._describe()
             except UsageError as e:
                 err = e
         yield from g.agree(err, "open")
@@ -163,19 +128,66 @@ class Job:
         warning = self.layout.warning()
         if warning and g.rank == 0:
             log.warning(f"mpidml: warning: {warning}")
-        arch = info["model"]
-        self.kind = arch["kind"]
+        self.kind = info["model"]["kind"]
         t0 = self.clock()
-        part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype)
+        self.part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype)
         self.distribute_s = self.clock() - t0
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
-        self.part = part
-        split_validation(part, cfg.validation_fraction, cfg.partition_seed, g.rank)
-        self.n_total = int(sum(part.sizes))
+        split_validation(self.part, cfg.validation_fraction, cfg.partition_seed, g.rank)
+        self.n_total = int(sum(self.part.sizes))
         self.n_outputs = n_outputs(self.kind, info)
         self.scaling = yield from self._scaling(info.get("scaling"))
-        s = self.scaling
+        self._standardize()
+        self.models = self._build_models(info["model"].get("epochs"))
+        for model in self.models:
+            yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
+
+    def _describe(self):
+        """Rank 0: check the outputs, load what --resume names, describe the data; the
+        returned dict is what every rank learns (JSON)."""
+        cfg = self.cfg
+        check_outputs(cfg)
+        adopted, resume = {}, None
+        if cfg.resume:
+            self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
+            resume = self.resumes[0][1]
+            if cfg.sweep:           # a sweep's options are its grid's
+                self._check_grid()
+            else:
+                adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
+        task = None
+        if resume is not None:
+            task = resume.task
+        elif cfg.model in ("logistic", "softmax"):
+            task = "classification"
+        elif cfg.model == "linear":
+            task = "regression"
+        info = datamod.describe(cfg.data, cfg.x_dataset or None, cfg.y_dataset or None, task,
+                                cfg.test_fraction, cfg.block_rows or None, cfg.partition_seed,
+                                cfg.partition, cfg.chunk_mb)
+        if cfg.save or cfg.save_dir or cfg.resume:
+            info["identity"] = DataIdentity.of(info).as_dict()
+        if resume is None:
+            info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
+                             "activation": cfg.activation}
+            return info
+        for path, m in self.resumes:       # the architecture comes from the file
+            check_data(path, m.attrs.get("data"), DataIdentity(**info["identity"]))
+        info["adopted"] = adopted
+        info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
+                         "activation": resume.activation,
+                         "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
+        info["complete"] = self._already_complete(cfg.epochs or info["model"]["epochs"])
+        # the first layer was trained on features scaled this way: keep it
+        info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
+                           (("mean", resume.mean), ("std", resume.std),
+                            ("y_mean", resume.y_mean), ("y_std", resume.y_std))}
+        return info
+
+    def _standardize(self):
+        """Scale every rank's rows (training, test, validation) in place."""
+        part, s = self.part, self.scaling
         for X in (part.X, part.test_X, part.val_X):
             if X is not None:
                 s.apply(X)
@@ -184,17 +196,19 @@ class Job:
                 if y is not None:
                     y -= self.dtype.type(s.y_mean)
                     y /= self.dtype.type(s.y_std)
-        saved_epochs = arch.get("epochs")
-        self.models = []
+
+    def _build_models(self, saved_epochs):
+        """One Model per point of the grid (one without a sweep), each with its options."""
+        cfg, models = self.cfg, []
         for i, overrides in enumerate(expand(cfg.sweep)):
             mcfg = dataclasses.replace(cfg, **overrides)
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
-            mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(part.sizes), mcfg.batch_size)
-            self.models.append(Model(self, mcfg, i, overrides))
-        cfg.epochs = max(m.cfg.epochs for m in self.models)
-        for model in self.models:
-            yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
+            mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
+            models.append(Model(self, mcfg, i, overrides))
+        cfg.epochs = max(m.cfg.epochs for m in models)
+        return models
+
     def _scaling(self, saved):
         """Generator: the standardization statistics, from the resumed model or computed
         from all training rows (two Allreduce passes)."""
