@@ -10,6 +10,7 @@ identical partitions. Values are checked (NaN/inf) by the rank that keeps them, 
 land, and all ranks agree on the verdict before anything trains.
 """
 import contextlib
+import logging
 import os
 
 import h5py
@@ -19,9 +20,12 @@ from .errors import UsageError
 from .partition import default_block_rows, make_plan, pieces, slabs
 from .rows import Rows
 
+log = logging.getLogger("mpidml")
 LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time
 BUFFERS = 2  # window buffers per reader: the next window is read while the last one's sends drain
 X_TAG = 11  # training rows use tags 11 (X) and 12 (y); test rows 13 and 14
+MIN_CHUNK_MB = 0.01  # --chunk-mb 1e-9 made windows of one row: minutes of messages for a small file
+LABEL_KINDS = {"i": "integer", "S": "text"}  # as_labels' two kinds
 
 
 # -- opening and validating ------------------------------------------------------------
@@ -49,13 +53,113 @@ def _short(e):
     return str(e).split("\n")[0][:200]
 
 
+def _read_error(path, name, e):
+    """The UsageError for HDF5's OSError (or KeyError) reading dataset `name`: a truncated or
+    corrupt file, or one that another program writes meanwhile."""
+    return UsageError(f"{path}: cannot read dataset {name} ({_short(e)})")
+
+
+@contextlib.contextmanager
+def _reading(path, name):
+    """Reads of dataset `name` inside fail with `read_error`, not an internal error (h5py
+    raises RuntimeError where HDF5 fails to walk a chunk index, KeyError for objects)."""
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as e:
+        raise _read_error(path, name, e) from e
+
+
+def _node(f, path, name):
+    """f[name], or a UsageError saying why there is none: missing, or a soft or external
+    link that leads nowhere (HDF5 raises KeyError for those)."""
+    link = None
+    try:
+        link = f.get(name, getlink=True)
+        if link is not None:
+            return f[name]
+    except (KeyError, OSError) as e:
+        raise UsageError(f"{path}: {name} {_leads_nowhere(link, e)}") from e
+    raise UsageError(f"{path}: no dataset {name}")
+
+
+def _leads_nowhere(link, e):
+    if isinstance(link, h5py.ExternalLink):
+        return f"is an external link to {link.filename}:{link.path}, which cannot be opened"
+    if isinstance(link, h5py.SoftLink):
+        return f"is a soft link to {link.path}, which does not exist"
+    return f"cannot be opened ({_short(e)})"
+
+
 def _dataset(f, path, name):
-    if name not in f:
-        raise UsageError(f"{path}: no dataset {name}")
-    ds = f[name]
+    ds = _node(f, path, name)
     if not isinstance(ds, h5py.Dataset):
-        raise UsageError(f"{path}: {name} is a group, not a dataset")
+        raise UsageError(f"{path}: {name} is a {type(ds).__name__.lower()}, not a dataset")
+    if ds.is_virtual:
+        _check_sources(ds, path, name)
     return ds
+
+
+def _check_sources(ds, path, name):
+    """A virtual dataset maps parts of other datasets; where a source file or dataset is
+    missing, too short, or no source maps a part, HDF5 reads the fill value without an
+    error, and training went on on zeros. (An unlimited mapping has no count to check.)"""
+    mapped = 0
+    for vs in ds.virtual_sources():
+        problem = _source_problem(ds, path, vs)
+        if problem:
+            raise UsageError(f"{path}: dataset {name} is virtual and its source {vs.file_name}:{vs.dset_name} "
+                             f"{problem}: those rows would read as fill values")
+        unlimited = mapped is None or _reach(vs.vspace) is None
+        mapped = None if unlimited else mapped + vs.vspace.get_select_npoints()
+    if mapped is not None and mapped < ds.size:
+        raise UsageError(f"{path}: dataset {name} is virtual and maps {mapped} of its {ds.size} values: "
+                         "the others would read as fill values")
+
+
+def _source_problem(ds, path, vs):
+    """What keeps a virtual source from supplying the values mapped from it, or None."""
+    shape, reach = _source_shape(ds, path, vs), _reach(vs.src_space)
+    if shape is None:
+        return "cannot be opened"
+    if reach and any(r > s for r, s in zip(reach, shape)):
+        return f"has shape {shape}, short of the {reach} mapped from it"
+    return None
+
+
+def _reach(space):
+    """One past a selection's last index on each axis; None where it is unlimited."""
+    if space.get_select_type() == h5py.h5s.SEL_ALL:
+        return space.shape
+    if space.is_regular_hyperslab() and h5py.h5s.UNLIMITED in space.get_regular_hyperslab()[2]:
+        return None
+    return tuple(int(h) + 1 for h in space.get_select_bounds()[1])
+
+
+def _source_shape(ds, path, vs):
+    """The shape of a virtual dataset's source, looked for where HDF5 looks; None if absent."""
+    if vs.file_name == ".":
+        node = ds.file.get(vs.dset_name)
+        return node.shape if isinstance(node, h5py.Dataset) else None
+    for candidate in _source_paths(path, vs.file_name):
+        try:
+            with h5py.File(candidate, "r", locking=False) as f:
+                node = f.get(vs.dset_name)
+                if isinstance(node, h5py.Dataset):
+                    return node.shape
+        except OSError:
+            continue
+    return None
+
+
+def _source_paths(path, name):
+    """HDF5's search for a virtual source file (H5F_prefix_open_file): an absolute name as
+    it is, then its last part (or a relative name) under each $HDF5_VDS_PREFIX entry,
+    beside the virtual file, and in the working directory."""
+    here = os.path.dirname(os.path.abspath(path))
+    first = [name] if os.path.isabs(name) else []
+    name = os.path.basename(name) if first else name
+    prefixes = [p.replace("${ORIGIN}", here) for p in os.environ.get("HDF5_VDS_PREFIX", "").split(os.pathsep) if p]
+    return first + [os.path.join(p, name) for p in prefixes + [here]] + [name]
 
 
 def resolve_layout(f, path, x=None, y=None):
@@ -65,23 +169,32 @@ def resolve_layout(f, path, x=None, y=None):
             raise UsageError("--x-dataset and --y-dataset go together")
         return x, y, None, None
     if "train" in f:
-        tx, ty = ("/test/X", "/test/y") if "test" in f else (None, None)
-        if "test" in f and ("X" not in f["test"] or "y" not in f["test"]):
-            raise UsageError(f"{path}: group /test needs datasets X and y")
-        return "/train/X", "/train/y", tx, ty
+        if "test" not in f:
+            return "/train/X", "/train/y", None, None
+        test = _node(f, path, "/test")
+        if not isinstance(test, h5py.Group) or "X" not in test or "y" not in test:
+            raise UsageError(f"{path}: /test must be a group with datasets X and y")
+        return "/train/X", "/train/y", "/test/X", "/test/y"
     if "X" in f:
         return "/X", "/y", None, None
     raise UsageError(f"{path}: no training data (expected /train/X and /train/y, or /X and /y)")
 
 
-def _check_xy(f, path, xn, yn):
-    X, Y = _dataset(f, path, xn), _dataset(f, path, yn)
+def check_x(f, path, name):
+    """The features dataset `name`: 2-D (rows, features), numeric, not empty."""
+    X = _dataset(f, path, name)
     if X.ndim != 2:
-        raise UsageError(f"{path}: dataset {xn} must be 2-D (rows, features), has shape {X.shape}")
+        raise UsageError(f"{path}: dataset {name} must be 2-D (rows, features), has shape {X.shape}")
     if X.dtype.kind not in "fiu":
-        raise UsageError(f"{path}: dataset {xn} has non-numeric dtype {X.dtype}")
+        raise UsageError(f"{path}: dataset {name} has non-numeric dtype {X.dtype}")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise UsageError(f"{path}: dataset {xn} is empty (shape {X.shape})")
+        raise UsageError(f"{path}: dataset {name} is empty (shape {X.shape})")
+    return X
+
+
+def check_xy(f, path, xn, yn):
+    """Features `xn` (see check_x) and labels `yn`: one per row, of a label dtype."""
+    X, Y = check_x(f, path, xn), _dataset(f, path, yn)
     if not (Y.ndim == 1 or (Y.ndim == 2 and Y.shape[1] == 1)):
         raise UsageError(f"{path}: dataset {yn} must be 1-D, has shape {Y.shape}")
     if Y.shape[0] != X.shape[0]:
@@ -91,9 +204,11 @@ def _check_xy(f, path, xn, yn):
     return X, Y
 
 
-def _label_chunks(Y):
+def _label_chunks(Y, path, name):
     for s in range(0, Y.shape[0], LABEL_WINDOW):
-        yield s, np.asarray(Y[s:s + LABEL_WINDOW]).reshape(-1)
+        with _reading(path, name):
+            yc = np.asarray(Y[s:s + LABEL_WINDOW]).reshape(-1)
+        yield s, yc
 
 
 def as_labels(yc):
@@ -106,48 +221,105 @@ def as_labels(yc):
     return yc.astype(np.int64)
 
 
-def scan_labels(Y, path, name, task):
-    """Check labels chunk by chunk; returns the sorted classes (classification) or None."""
-    classes = None
-    for s, yc in _label_chunks(Y):
+def label_text(v):
+    """A label as its file holds it: 3, 0.5 or 'cat' (not np.bytes_(b'cat'))."""
+    if isinstance(v, bytes):
+        return repr(v.decode("utf-8", "replace"))
+    return repr(v.item() if isinstance(v, np.generic) else v)
+
+
+def _refuse(where, s, values, bad, what, tail=""):
+    """Raise `what` (with {} for the value) naming the first `bad` row of a chunk of
+    `values` that starts at file row `s`."""
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UsageError(f"{where} has {what.format(label_text(values[i]))} at row {s + i}{tail}")
+
+
+def _class_labels(yc, s, where, hint):
+    """A chunk of labels (file rows from `s`) as classes (`as_labels`), refusing what is no
+    class as it is: NaN, fractions, integers beyond int64 (they wrapped to negative
+    classes) and empty text (a class named "")."""
+    if yc.dtype.kind == "f":
+        _refuse(where, s, yc, ~np.isfinite(yc), "NaN or inf")
+        _refuse(where, s, yc, yc != np.round(yc), "non-integer label {}", f"; {hint}")
+    if yc.dtype.kind in "fu":
+        _refuse(where, s, yc, yc > np.iinfo(np.int64).max if yc.dtype.kind == "u" else np.abs(yc) >= 2.0 ** 63,
+                "label {}", ", beyond the 64-bit integer range of classes")
+    labels = as_labels(yc)
+    if labels.dtype.kind == "S":
+        _refuse(where, s, labels, np.char.strip(labels) == b"", "an empty label")
+    return labels
+
+
+def scan_labels(Y, path, name, task, hint="use --model linear for regression"):
+    """Check labels chunk by chunk; returns the sorted classes (classification) or None.
+    `hint`: what to do about a fractional class label."""
+    classes, where = None, f"{path}: dataset {name}"
+    for s, yc in _label_chunks(Y, path, name):
         if task == "regression":
             if yc.dtype.kind not in "fiub":
-                raise UsageError(f"{path}: dataset {name} holds non-numeric targets; regression needs numbers")
-            bad = ~np.isfinite(yc.astype(np.float64))
-            if bad.any():
-                raise UsageError(f"{path}: dataset {name} has NaN or inf at row {s + int(np.argmax(bad))}")
+                raise UsageError(f"{where} holds non-numeric targets; regression needs numbers")
+            _refuse(where, s, yc, ~np.isfinite(yc.astype(np.float64)), "NaN or inf")
             continue
-        if yc.dtype.kind == "f":
-            bad = ~np.isfinite(yc)
-            if bad.any():
-                raise UsageError(f"{path}: dataset {name} has NaN or inf at row {s + int(np.argmax(bad))}")
-            frac = yc != np.round(yc)
-            if frac.any():
-                raise UsageError(f"{path}: dataset {name} has non-integer label {yc[np.argmax(frac)]!r} at row "
-                                 f"{s + int(np.argmax(frac))}; use --model linear for regression")
-        u = np.unique(as_labels(yc))
+        u = np.unique(_class_labels(yc, s, where, hint))
         classes = u if classes is None else np.union1d(classes, u)
     return classes
 
 
+def check_classes(found, known, path, name, owner):
+    """Refuse labels of dataset `name` (sorted `found`) that `owner` (the training labels,
+    a model) has no class for, or of another kind: merged in, they were classes that no
+    model had learnt."""
+    kind, owner_kind = LABEL_KINDS[found.dtype.kind], LABEL_KINDS[known.dtype.kind]
+    if kind != owner_kind:
+        raise UsageError(f"{path}: dataset {name} holds {kind} labels but {owner} holds {owner_kind} labels")
+    unseen = np.setdiff1d(found, known)
+    if len(unseen):
+        raise UsageError(f"{path}: dataset {name} has label {label_text(unseen[0])}, not a class of {owner}")
+
+
+def storage(X):
+    """How dataset X is stored, as its readers need to know (JSON-able)."""
+    return {"chunk_rows": X.chunks[0] if X.chunks else None, "compression": X.compression,
+            "chunk_bytes": int(np.prod(X.chunks) * X.dtype.itemsize) if X.chunks else None}
+
+
+def _window_rows(X, chunk_mb):
+    """Rows per read window: the --chunk-mb budget shared by the BUFFERS windows, in whole
+    chunks where one fits (or is compressed: it is decompressed whole anyway)."""
+    window = max(1, int(chunk_mb * (1 << 20)) // BUFFERS // (X.shape[1] * X.dtype.itemsize))
+    chunk_rows = X.chunks[0] if X.chunks else None
+    if chunk_rows and (chunk_rows <= window or X.compression):
+        window = max(chunk_rows, window // chunk_rows * chunk_rows)
+    return window
+
+
 def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None,
              partition_seed=0, partition="blocks", chunk_mb=16):
-    """Validate the file and return what every rank needs to know, as a JSON-able dict."""
+    """Validate the file and return what every rank needs to know, as a JSON-able dict
+    (rank 0: it also warns of a regression on integer labels)."""
+    if chunk_mb < MIN_CHUNK_MB:
+        raise UsageError(f"--chunk-mb {chunk_mb:g} is below the minimum {MIN_CHUNK_MB:g}: windows of a few rows "
+                         "only multiply the messages")
     with open_h5(path) as f:
         xn, yn, txn, tyn = resolve_layout(f, path, x, y)
-        X, Y = _check_xy(f, path, xn, yn)
+        X, Y = check_xy(f, path, xn, yn)
         n, d = X.shape
         if task is None:
             task = "regression" if Y.dtype.kind == "f" else "classification"
+        elif task == "regression" and Y.dtype.kind in "iu":
+            log.warning(f"mpidml: warning: {path}: dataset {yn} holds integer labels, fitted as numbers "
+                        "(regression, --model linear); for classes use --model auto, logistic, softmax or mlp")
         classes = scan_labels(Y, path, yn, task)
         test = None
         if txn:
-            TX, TY = _check_xy(f, path, txn, tyn)
+            TX, TY = check_xy(f, path, txn, tyn)
             if TX.shape[1] != d:
                 raise UsageError(f"{path}: {txn} has {TX.shape[1]} features but {xn} has {d}")
             tc = scan_labels(TY, path, tyn, task)
             if classes is not None:
-                classes = np.union1d(classes, tc)
+                check_classes(tc, classes, path, tyn, yn)
             test = {"x": txn, "y": tyn, "rows": int(TX.shape[0]), "source": "dataset"}
         elif test_fraction > 0:
             m = int(round(test_fraction * n))
@@ -156,25 +328,18 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
             test = {"x": xn, "y": yn, "rows": m, "source": "split"}
         if classes is not None and len(classes) < 2:
             raise UsageError(f"{path}: dataset {yn} has a single class; classification needs at least two")
-        chunk_rows = X.chunks[0] if X.chunks else None
-        row_bytes = d * X.dtype.itemsize
-        window = max(1, int(chunk_mb * (1 << 20)) // BUFFERS // row_bytes)      # the windows share the budget
-        if chunk_rows and (chunk_rows <= window or X.compression):
-            # whole chunks per window: a compressed chunk is decompressed whole anyway
-            window = max(chunk_rows, window // chunk_rows * chunk_rows)
         label_kind = None
         if classes is not None:
             label_kind = "str" if classes.dtype.kind == "S" else "int"
             classes = [c.decode("utf-8", "replace") for c in classes] if label_kind == "str" \
                 else [int(c) for c in classes]
+        stored = storage(X)
         return {
             "path": os.path.abspath(path), "x": xn, "y": yn, "rows": int(n), "features": int(d),
             "file_dtype": X.dtype.str, "task": task, "classes": classes, "label_kind": label_kind,
-            "test": test, "chunk_rows": chunk_rows, "window_rows": int(window),
-            "block_rows": int(block_rows or default_block_rows(n, chunk_rows)),
-            "partition_seed": int(partition_seed), "partition": partition,
-            "compression": X.compression,
-            "chunk_bytes": int(np.prod(X.chunks) * X.dtype.itemsize) if X.chunks else None,
+            "test": test, "window_rows": int(_window_rows(X, chunk_mb)),
+            "block_rows": int(block_rows or default_block_rows(n, stored["chunk_rows"])),
+            "partition_seed": int(partition_seed), "partition": partition, **stored,
         }
 
 
@@ -208,6 +373,20 @@ def plan_for(info, nranks):
                      info["partition"])
 
 
+def warn_unintended(cfg, info, sizes):
+    """Rank 0: warnings for options given (cfg.given) that the data makes legal but surely
+    unintended: --batch-size above a rank's training rows (each of its steps takes them
+    all), --test-fraction where the file has a test set (it is ignored)."""
+    rank = int(np.argmin(sizes))
+    if "batch_size" in cfg.given and cfg.batch_size > sizes[rank]:
+        log.warning(f"mpidml: warning: --batch-size {cfg.batch_size} is more than the {sizes[rank]} training rows "
+                    f"of rank {rank}: each of its steps takes all of them")
+    test = info["test"]
+    if "test_fraction" in cfg.given and test and test["source"] == "dataset":
+        log.warning(f"mpidml: warning: {info['path']} has a test set ({test['x']}): --test-fraction "
+                    f"{cfg.test_fraction:g} is ignored")
+
+
 # -- distribution -------------------------------------------------------------------------
 class Partition:
     """This rank's training rows (X, y) and its share of the test rows (test_X, test_y)."""
@@ -239,15 +418,21 @@ def first_nonfinite(block):
     return None if ok.all() else int(np.argmin(ok))
 
 
-def nonfinite_error(block, runs, path, name):
+def nonfinite_error(block, runs, path, name, file_dtype=None):
     """A UsageError naming the file row of the first NaN/inf in `block`, whose rows are
-    the file rows `runs` ((start, length) pairs) in order; None if all are finite."""
+    the file rows `runs` ((start, length) pairs) in order; None if all are finite.
+    `file_dtype`: the dataset's, where wider than the block's: its values beyond the
+    block's range were read as inf, and the message says so."""
     bad = first_nonfinite(block)
     if bad is None:
         return None
     ends = np.cumsum(runs[:, 1])
     i = int(np.searchsorted(ends, bad, side="right"))
-    return UsageError(f"{path}: dataset {name} has NaN or inf at row {int(runs[i, 0] + bad - (ends[i] - runs[i, 1]))}")
+    row = int(runs[i, 0] + bad - (ends[i] - runs[i, 1]))
+    if file_dtype is not None and np.dtype(file_dtype).kind == "f" and np.dtype(file_dtype).itemsize > block.itemsize:
+        return UsageError(f"{path}: dataset {name} has NaN, inf or a value beyond {block.dtype}'s range at row {row} "
+                          f"(--dtype {np.dtype(file_dtype).name} reads it as it is)")
+    return UsageError(f"{path}: dataset {name} has NaN or inf at row {row}")
 
 
 def windows(ranges, window_rows, n_rows):
@@ -262,39 +447,93 @@ def windows(ranges, window_rows, n_rows):
 
 
 class Source:
-    """One (X, y) dataset pair of an open file, read run by run straight into the caller's
-    arrays (rows.Rows), labels encoded and features checked as each stretch lands, while
-    it is still in cache."""
+    """The datasets of a Job (y None: features only) in an open file, read run by run
+    straight into the caller's arrays (rows.Rows), labels encoded and features checked as
+    each stretch lands, while it is still in cache. A Source that cannot read at all (the
+    file did not open here, or a dataset changed since `describe`) holds that error: it
+    fills zeros and returns it, so a reader still sends every message the others await."""
 
-    def __init__(self, opened, info, x, y, dtype, classes):
-        f, fd = opened
-        self.info, self.name, self.dtype, self.classes = info, x, dtype, classes
-        self.X = Rows(f[x], dtype, fd)
-        ys = f[y]
-        self.Y = Rows(ys, ys.dtype, fd) if ys.dtype.kind in "fiub" else None
-        self.ys = ys
+    def __init__(self, opened, info, job, dtype, classes):
+        self.info, self.job, self.dtype, self.classes = info, job, dtype, classes
+        self.error = opened if isinstance(opened, UsageError) else None
+        if self.error is None:
+            try:
+                self._bind(*opened)
+            except UsageError as e:
+                self.error = e
 
-    def fill(self, runs, X, Y, check=True):
-        """Read the file rows `runs` ((start, length) pairs) into X and Y, in order; returns
-        a UsageError for a read error or (if `check`) naming the file row of the first
-        NaN/inf, or None."""
-        raw_y = np.empty(len(Y), self.ys.dtype) if self.Y else []
-        pos = 0
+    def _bind(self, f, fd):
+        path, job = self.info["path"], self.job
+        xs = self._dataset(f, job.x)
+        with _reading(path, job.x):
+            self.X = Rows(xs, self.dtype, fd)
+        self.ys = self._dataset(f, job.y) if job.y else None
+        self.Y = None           # text labels (or none) go through h5py, which converts them
+        if self.ys is not None and self.ys.dtype.kind in "fiub":
+            with _reading(path, job.y):
+                self.Y = Rows(self.ys, self.ys.dtype, fd)
+
+    def _dataset(self, f, name):
+        """Dataset `name`, as long as it still has the rows `describe` saw: a writer growing
+        the file meanwhile also moves the metadata under the reader."""
+        path, rows = self.info["path"], self.job.rows
+        with _reading(path, name):
+            ds = f[name]
+        if ds.shape[0] != rows:
+            raise UsageError(f"{path}: dataset {name} has {ds.shape[0]} rows now, {rows} when it was opened: "
+                             "another program is writing the file; use it once the writer is done")
+        return ds
+
+    def fill(self, runs, X, Y=None, check=True):
+        """Read the file rows `runs` ((start, length) pairs) into X and Y (None: no labels),
+        in order; returns a UsageError for a read error or (if `check`) naming the file row
+        of the first NaN/inf, or None."""
+        try:
+            if self.error:
+                raise self.error
+            raw_y = self._read(runs, X)
+        except UsageError as e:
+            X[...] = 0      # finite: whoever receives these rows must not report garbage as NaN
+            return e
+        if Y is not None:
+            Y[...] = encode_labels(raw_y, self.info, Y.dtype, self.classes)
+        return nonfinite_error(X, runs, self.info["path"], self.job.x, self.X.ds.dtype) if check else None
+
+    def _read(self, runs, X):
+        """The runs' features into X; returns their raw labels (None without labels)."""
+        job, labels = self.job, self.ys is not None
+        raw_y = np.empty(len(X), self.ys.dtype) if self.Y else []
+        pos, name = 0, job.x
         try:
             for start, length in runs:
                 start, length = int(start), int(length)
+                name = job.x
                 self.X.read(start, length, X[pos:pos + length])
+                name = job.y
                 if self.Y:
                     self.Y.read(start, length, raw_y[pos:pos + length])
-                else:           # text labels: h5py converts them
+                elif labels:
                     raw_y.extend(np.asarray(self.ys[start:start + length]).reshape(-1))
                 pos += length
         except OSError as e:
-            X[...] = 0      # finite: whoever receives these rows must not report garbage as NaN
-            return UsageError(f"{self.info['path']}: cannot read dataset {self.name} ({_short(e)})")
-        Y[...] = encode_labels(raw_y if self.Y else np.array(raw_y, dtype=object), self.info, self.dtype,
-                               self.classes)
-        return nonfinite_error(X, runs, self.info["path"], self.name) if check else None
+            raise _read_error(self.info["path"], name, e) from e
+        if not labels:
+            return None
+        return raw_y if self.Y else np.array(raw_y, dtype=object)
+
+
+def read_rows(info, start, stop, dtype):
+    """File rows [start, stop) of info's datasets x (features as `dtype`) and y (class
+    indices, or float64 targets; None without y), for one rank's slab at evaluate and
+    predict: (X, y, a UsageError or None)."""
+    n = stop - start
+    X = np.empty((n, info["features"]), dtype)
+    y = np.empty(n, np.float64 if info["task"] == "regression" else np.int32) if info["y"] else None
+    job = Job(info["x"], info["y"], info["rows"], None, X, y, None)
+    runs = np.array([[start, n]] if n else np.empty((0, 2)), np.int64)
+    with _open_for(info) as opened:
+        err = Source(opened, info, job, dtype, class_array(info)).fill(runs, X, y)
+    return X, y, err
 
 
 def distribute(group, info, how="scatter", dtype=np.float32):
@@ -346,9 +585,15 @@ def distribute(group, info, how="scatter", dtype=np.float32):
 def _open_for(info):
     """The file twice: for HDF5 (with a chunk cache that holds a compressed chunk or two,
     so runs of rows cut from one chunk do not decompress it once per run) and for raw
-    reads (os.open)."""
+    reads (os.open); or the UsageError when this rank cannot open it (for a Source to hold:
+    a reader that raised here would leave the others waiting for its messages)."""
     cache = 2 * info["chunk_bytes"] if info["compression"] and info["chunk_bytes"] else None
-    with open_h5(info["path"], cache) as f:     # a clear UsageError if this rank cannot see the file
+    try:
+        f = open_h5(info["path"], cache)
+    except UsageError as e:
+        yield e
+        return
+    with f:
         try:
             fd = os.open(info["path"], os.O_RDONLY)
         except OSError:
@@ -386,7 +631,7 @@ def _stream(group, info, jobs, dtype, readers=1):
     for job, rows, runs, rx, ry in posted:
         yield from group.wait(rx, "scatter")
         yield from group.wait(ry, "scatter")
-        err = err or nonfinite_error(job.X[rows], runs, info["path"], job.x)
+        err = err or nonfinite_error(job.X[rows], runs, info["path"], job.x, info["file_dtype"])
     return err
 
 
@@ -400,7 +645,7 @@ def _send_windows(group, info, jobs, dtype, mine):
                   for w, rows, runs in windows(job.ranges[r], W, n) if w in mine)
     err = None
     with _open_for(info) as opened:
-        src = Source(opened, info, jobs[0].x, jobs[0].y, dtype, class_array(info))
+        src = Source(opened, info, jobs[0], dtype, class_array(info))
         xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(BUFFERS)]
         ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(BUFFERS)]
         pending, used, last = [[] for _ in range(BUFFERS)], 0, -1
@@ -433,7 +678,7 @@ def _read_own(group, info, jobs, dtype):
     classes = class_array(info)
     with _open_for(info) as opened:
         for job in jobs:
-            src = Source(opened, info, job.x, job.y, dtype, classes)
+            src = Source(opened, info, job, dtype, classes)
             for _, rows, runs in windows(job.ranges[group.rank], info["window_rows"], job.rows):
                 err = src.fill(runs, job.X[rows], job.Y[rows])
                 if err:
@@ -446,26 +691,37 @@ def _chunks(n, rows=8192):
     return ((s, min(n, s + rows)) for s in range(0, n, rows))
 
 
-def global_stats(group, X, n_total):
-    """Generator: global per-column mean and std (float64), by two Allreduce passes
-    (sums, then squared deviations: no cancellation), in cache-sized chunks."""
+def global_stats(group, X, n_total, name="the features"):
+    """Generator: global per-column mean and std, by two Allreduce passes (sums, then
+    squared deviations: no cancellation), in cache-sized chunks, in float64 throughout:
+    float32 values around 1e20 square beyond float32's range, and every feature became 0.
+    `name` (file: dataset) is named when a column's scale overflows even so."""
     X2 = X.reshape(len(X), -1)
     acc = np.zeros(X2.shape[1], np.float64)
     for a, b in _chunks(len(X2)):
         acc += np.add.reduce(X2[a:b], axis=0, dtype=np.float64)
     yield from group.allreduce(acc, "stats")
     mean = acc / n_total
-    m = mean.astype(X2.dtype)
     acc = np.zeros_like(mean)
-    tmp = np.empty((min(8192, len(X2)), X2.shape[1]), X2.dtype)
-    for a, b in _chunks(len(X2)):
-        d = tmp[:b - a]
-        np.subtract(X2[a:b], m, out=d)
-        np.multiply(d, d, out=d)
-        acc += np.add.reduce(d, axis=0, dtype=np.float64)
+    tmp = np.empty((min(8192, len(X2)), X2.shape[1]), np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):      # what overflows, _check_scale names
+        for a, b in _chunks(len(X2)):
+            d = tmp[:b - a]
+            np.subtract(X2[a:b], mean, out=d)
+            np.multiply(d, d, out=d)
+            acc += np.add.reduce(d, axis=0)
     yield from group.allreduce(acc, "stats")
     std = np.sqrt(acc / n_total)
+    _check_scale(mean, std, X2.dtype, name)
     std[std == 0] = 1.0
     return mean, std
 
 
+def _check_scale(mean, std, dtype, name):
+    """Refuse statistics that do not fit `dtype` (features would be scaled by inf, to 0);
+    every rank holds the same sums, so all raise it together."""
+    fits = np.isfinite(mean) & np.isfinite(std) & (std <= np.finfo(dtype).max)
+    if not fits.all():
+        j = int(np.argmin(fits))
+        raise UsageError(f"{name}: column {j} has mean {mean[j]:.3g} and std {std[j]:.3g}, beyond what {dtype} "
+                         "standardizes; rescale the column", agreed=True)

@@ -48,7 +48,9 @@ class Rows:
             offsets = np.full(-(-ds.shape[0] // chunk_rows), -1, np.int64)    # -1: not allocated
 
             def note(info):
-                offsets[info.chunk_offset[0] // chunk_rows] = info.byte_offset
+                i = info.chunk_offset[0] // chunk_rows
+                if i < len(offsets):            # not a chunk past the rows a writer added meanwhile
+                    offsets[i] = info.byte_offset
             try:
                 ds.id.chunk_iter(note)                  # HDF5 >= 1.14: one pass over the index
             except AttributeError:

@@ -137,6 +137,8 @@ class Job:
         split_validation(self.part, cfg.validation_fraction, cfg.partition_seed, g.rank)
         self.n_total = int(sum(self.part.sizes))
         self.n_outputs = n_outputs(self.kind, info)
+        if g.rank == 0:
+            datamod.warn_unintended(cfg, info, self.part.sizes)
         self.scaling = yield from self._scaling(info.get("scaling"))
         self._standardize()
         self.models = self._build_models(info["model"].get("epochs"))
@@ -218,9 +220,11 @@ class Job:
         if not self.cfg.standardize:
             return scaling
         g, part = self.group, self.part
-        scaling.mean, scaling.std = yield from datamod.global_stats(g, part.X, self.n_total)
+        where = f"{self.info['path']}: dataset "
+        scaling.mean, scaling.std = yield from datamod.global_stats(g, part.X, self.n_total, where + self.info["x"])
         if self.info["task"] == "regression":
-            ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total)
+            ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total,
+                                                     where + self.info["y"])
             scaling.y_mean, scaling.y_std = float(ym[0]), float(ys[0])
         return scaling
 

@@ -1,0 +1,212 @@
+"""Hostile inputs (issue 15): each ends with exit 2 and one
+`mpidml: error:` line, or trains right; warnings for legal but surely unintended settings."""
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+from conftest import mpiexec, train
+
+from mpidml import data
+from mpidml.comm import drive
+from mpidml.errors import UsageError
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def rows(n=200, d=4, seed=0):
+    """Two classes a linear model separates well."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return (rng.standard_normal((n, d)) + 2 * y[:, None]).astype(np.float32), y
+
+
+def write(path, **datasets):
+    with h5py.File(path, "w") as f:
+        for name, value in datasets.items():
+            f[name.replace("__", "/")] = value
+    return path
+
+
+def lines(proc, prefix):
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith(prefix)]
+
+
+def refused(n, args, needle, code=2):
+    """Run and assert the exit code and a single error line holding `needle`, no traceback."""
+    proc = mpiexec(n, args, timeout=60, check=code)
+    errors = lines(proc, "mpidml: error:")
+    assert len(errors) == 1 and needle in errors[0], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def virtual(path, sources, total=200, d=4):
+    """A virtual /X (total rows) whose rows [a, b) come from the named files' /X."""
+    layout = h5py.VirtualLayout(shape=(total, d), dtype=np.float32)
+    for name, a, b in sources:
+        layout[a:b] = h5py.VirtualSource(name, "X", shape=(b - a, d))
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("X", layout)
+        f["y"] = rows()[1]
+    return path
+
+
+# -- hostile files: (builder(tmp_path) -> (file, extra options), needle, ranks) ----------
+def _virtual_missing(t):
+    write(t / "a.h5", X=rows()[0])
+    path = virtual(t / "v.h5", [("a.h5", 0, 200)])
+    (t / "a.h5").unlink()
+    return path, ["--distribute", "read"]
+
+
+def _virtual_gap(t):
+    write(t / "a.h5", X=rows()[0][:100])
+    return virtual(t / "v.h5", [("a.h5", 0, 100)]), []
+
+
+def _links(kind):
+    def build(t):
+        with h5py.File(t / "l.h5", "w") as f:
+            f["X"] = h5py.ExternalLink("nowhere.h5", "/X") if kind == "external" else h5py.SoftLink("/nothing")
+            f["y"] = rows()[1]
+        return t / "l.h5", []
+    return build
+
+
+def _group_x(t):
+    with h5py.File(t / "f.h5", "w") as f:
+        f.create_group("X")
+        f["y"] = Y0
+    return t / "f.h5", []
+
+
+def _file(options=(), **datasets):
+    return lambda t: (write(t / "f.h5", **datasets), list(options))
+
+
+X0, Y0 = rows()
+HOSTILE = {
+    "virtual source missing": (_virtual_missing, "is virtual and its source a.h5:X cannot be opened", (1, 3)),
+    "virtual rows unmapped": (_virtual_gap, "is virtual and maps 400 of its 800 values", (1,)),
+    "dangling external link": (_links("external"), "/X is an external link to nowhere.h5:/X", (1,)),
+    "dangling soft link": (_links("soft"), "/X is a soft link to /nothing, which does not exist", (1,)),
+    "group for a dataset": (_group_x, "/X is a group, not a dataset", (1,)),
+    "labels of shape (n, 2)": (_file(X=X0, y=np.stack([Y0, Y0], 1)), "dataset /y must be 1-D", (1,)),
+    "uint64 labels": (_file(X=X0, y=Y0.astype(np.uint64) + np.uint64(2 ** 63)),
+                      "at row 0, beyond the 64-bit integer range of classes", (1,)),
+    "empty text label": (_file(X=X0, y=np.array([b"a" if v else b"" for v in Y0])), "an empty label at row", (1,)),
+    "test label unseen in training": (_file(train__X=X0, train__y=Y0, test__X=X0[:20], test__y=np.r_[Y0[:19], 5]),
+                                      "dataset /test/y has label 5, not a class of /train/y", (1,)),
+    "test labels of another type": (_file(train__X=X0, train__y=Y0, test__X=X0[:20], test__y=np.array([b"a"] * 20)),
+                                    "/test/y holds text labels but /train/y holds integer labels", (1,)),
+    "float64 beyond the variance": (_file(["--dtype", "float64"], X=X0.astype(np.float64) * 1e200, y=Y0),
+                                    "dataset /X: column 0 has mean", (1, 3)),
+    "float64 beyond float32": (_file([], X=X0.astype(np.float64) * 1e300, y=Y0),
+                               "beyond float32's range at row 0 (--dtype float64", (1, 3)),
+    "tiny --chunk-mb": (_file(["--chunk-mb", "1e-9"], X=X0, y=Y0), "--chunk-mb 1e-09 is below the minimum", (1,)),
+}
+HOSTILE_RUNS = [(case, n) for case, (_, _, ranks) in HOSTILE.items() for n in ranks]
+
+
+@pytest.mark.parametrize("case,n", HOSTILE_RUNS, ids=[f"{c}-{n}" for c, n in HOSTILE_RUNS])
+def test_hostile_training_file(tmp_path, case, n):
+    build, needle, _ = HOSTILE[case]
+    path, options = build(tmp_path)
+    refused(n, ["--quiet", "--epochs", "1", "--data", path, *options], needle)
+
+
+# -- silent wrong results that now train right ------------------------------------------
+def test_float32_around_1e20_standardizes_like_unscaled_data(tmp_path):
+    plain = train(1, tmp_path, "--data", write(tmp_path / "a.h5", X=X0, y=Y0), "--epochs", "3", name="a.json")
+    big = train(1, tmp_path, "--data", write(tmp_path / "b.h5", X=X0 * np.float32(1e20), y=Y0), "--epochs", "3",
+                name="b.json")
+    assert plain["test"]["accuracy"] > 0.9
+    assert big["test"]["accuracy"] == pytest.approx(plain["test"]["accuracy"], abs=0.02)
+
+
+def test_virtual_dataset_with_its_sources_trains_as_the_plain_file(tmp_path):
+    write(tmp_path / "a.h5", X=X0[:120])
+    write(tmp_path / "b.h5", X=X0[120:])
+    path = virtual(tmp_path / "v.h5", [("a.h5", 0, 120), ("b.h5", 120, 200)])
+    plain = train(1, tmp_path, "--data", write(tmp_path / "p.h5", X=X0, y=Y0), "--epochs", "2", name="p.json")
+    assert train(1, tmp_path, "--data", path, "--epochs", "2", name="v.json")["test"] == plain["test"]
+
+
+# -- a file that a writer grows while it is read --------------------------------------
+GROW = textwrap.dedent("""
+    import sys, time, h5py, numpy as np
+    f = h5py.File(sys.argv[1], "a", locking=False)
+    end = time.time() + float(sys.argv[2])
+    while time.time() < end:
+        n = f["X"].shape[0]
+        for name, block in (("X", np.ones((2000, 4), np.float32)), ("y", np.arange(2000) % 2)):
+            f[name].resize(n + 2000, 0)
+            f[name][n:] = block
+        f.flush()
+""")
+
+
+def growable(path, n=20000):
+    X, y = rows(n)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=X, maxshape=(None, 4), chunks=(1000, 4))
+        f.create_dataset("y", data=y, maxshape=(None,), chunks=(1000,))
+    return path
+
+
+def test_rows_that_grew_since_describe_are_refused(tmp_path):
+    path = growable(tmp_path / "g.h5")
+    info = data.describe(str(path), test_fraction=0)
+    with h5py.File(path, "a") as f:
+        f["X"].resize(25000, 0)
+    _, _, err = data.read_rows(info, 0, 100, np.float32)
+    assert "dataset /X has 25000 rows now, 20000 when it was opened" in str(err)
+
+
+def test_a_file_grown_while_read_ends_cleanly(tmp_path):
+    path = growable(tmp_path / "g.h5")
+    writer = subprocess.Popen([sys.executable, "-c", GROW, str(path), "4"])
+    try:
+        proc = mpiexec(3, ["--quiet", "--data", path, "--epochs", "1", "--distribute", "read"], timeout=60)
+    finally:
+        writer.wait(30)
+    assert proc.returncode in (0, 2), proc.stderr
+    assert len(lines(proc, "mpidml: error:")) == (proc.returncode == 2) and "Traceback" not in proc.stderr
+
+
+# -- warnings -----------------------------------------------------------------------------
+def test_warnings_for_surely_unintended_settings(tmp_path):
+    path = write(tmp_path / "w.h5", train__X=X0, train__y=Y0, test__X=X0[:20], test__y=Y0[:20])
+    proc = mpiexec(3, ["--quiet", "--data", path, "--epochs", "1", "--model", "linear", "--batch-size", "500",
+                       "--test-fraction", "0.2"], timeout=60, check=0)       # given, though the default
+    warnings = lines(proc, "mpidml: warning:")
+    for needle in ("dataset /train/y holds integer labels, fitted as numbers",
+                   "--batch-size 500 is more than the",
+                   "--test-fraction 0.2 is ignored"):
+        assert sum(needle in w for w in warnings) == 1, proc.stdout + proc.stderr
+
+
+# -- standardization statistics -------------------------------------------------------------
+class OneRank:
+    """A Group of one rank: its sums are already the global ones."""
+
+    def allreduce(self, buf, label):
+        yield from ()
+
+
+def test_global_stats_of_float32_around_1e20_are_finite_and_right():
+    X = (rows(5000)[0] * np.float32(1e20)) + np.float32(3e20)
+    mean, std = drive(data.global_stats(OneRank(), X, len(X)))
+    exact = X.astype(np.float64)
+    np.testing.assert_allclose(mean, exact.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, exact.std(axis=0), rtol=1e-9)
+    assert np.all(np.isfinite(std)) and np.all(std > 1e19)
+
+
+def test_global_stats_name_the_column_that_overflows_float64():
+    X = rows(100)[0].astype(np.float64)
+    X[:, 2] *= 1e200
+    with pytest.raises(UsageError, match="f.h5: dataset /X: column 2 has mean"):
+        drive(data.global_stats(OneRank(), X, len(X), "f.h5: dataset /X"))
