@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import metrics
+from .errors import DivergedError
 
 
 class Scaling:
@@ -20,19 +21,14 @@ class Scaling:
         return cls(vector(mean), vector(std), scalar(y_mean), scalar(y_std))
 
     def apply(self, X, rows=65536):
-        """Standardize X in place, chunk by chunk (no full-size temporaries)."""
+        """Standardize X (rows, features) in place, chunk by chunk (no full-size temporaries)."""
         if self.mean is None:
             return X
-        X2 = X.reshape(len(X), -1)
         m, s = self.mean.astype(X.dtype), self.std.astype(X.dtype)
-        for a in range(0, len(X2), rows):
-            X2[a:a + rows] -= m
-            X2[a:a + rows] /= s
+        for a in range(0, len(X), rows):
+            X[a:a + rows] -= m
+            X[a:a + rows] /= s
         return X
-
-    def features(self, X, dtype):
-        """Standardized float copy of X (the stored data is never changed)."""
-        return self.apply(np.array(X, dtype=dtype))
 
     def targets_out(self, values):
         """Model outputs -> targets in the data's units."""
@@ -78,12 +74,17 @@ def from_sums(sums, task, n_classes):
     else:
         res = metrics.classification(sums[2:].reshape(n_classes, n_classes))
     res["loss"] = float(sums[0] / max(sums[1], 1.0))      # sums[1] counts the rows either way
+    _check_finite(res)
     return res
 
 
-def score(net, params, X, y, task, n_classes, scaling):
-    """Test metrics for standardized X against labels/targets y (in the data's units)."""
-    return from_sums(partial_sums(net, params, X, y, task, n_classes, scaling), task, n_classes)
+def _check_finite(res):
+    """NaN metrics are no result: the model's outputs overflowed on some rows, which is
+    divergence (exit 3). Every rank holds the same sums, so all raise it together."""
+    bad = [f"{k} {v}" for k, v in res.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad:
+        raise DivergedError(f"test metrics are not finite ({', '.join(bad)}): the model's outputs overflow on "
+                            "some test rows", agreed=True)
 
 
 def predict(net, params, X, task, scaling):

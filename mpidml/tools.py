@@ -5,12 +5,12 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from . import __version__, data
 from .checkpoint import check_output
 from .comm import drive
-from .data import as_labels, class_array, encode_labels, nonfinite_error, open_h5
 from .errors import UsageError
-from .evaluate import Scaling, predict, score
+from .evaluate import Scaling, from_sums, partial_sums, predict
+from .partition import balanced_sizes
 from .topology import gather_layout
 
 log = logging.getLogger("mpidml")
@@ -18,7 +18,7 @@ log = logging.getLogger("mpidml")
 
 def run(args, group, report):
     if args.command == "evaluate":
-        return _collective(group, lambda: evaluate(args, report))
+        return evaluate(args, group, report)
     if args.command == "predict":
         return predict_command(args, group)
     if args.command == "info":
@@ -56,111 +56,129 @@ def _load(path):
     return m, m.net(), Scaling.from_arrays(m.mean, m.std, m.y_mean, m.y_std)
 
 
-def _label_info(m):
-    """What data.class_array and data.encode_labels need to know of a saved model."""
-    return {"task": m.task, "classes": m.classes, "label_kind": m.attrs.get("label_kind")}
+# the rows evaluate and predict use by default: the test set, else all rows of the file
+DEFAULT_ROWS = (("/test/X", "/test/y"), ("/X", "/y"), ("/train/X", "/train/y"))
 
 
-def _features(m, f, path, name):
-    if name not in f:
-        raise UsageError(f"{path}: no dataset {name}")
-    X = f[name]
-    if X.ndim != 2 or X.dtype.kind not in "fiu":
-        raise UsageError(f"{path}: dataset {name} must be a 2-D numeric array, has shape {X.shape} {X.dtype}")
-    if X.shape[1] != m.sizes[0]:
-        raise UsageError(f"{path}: dataset {name} has {X.shape[1]} features, the model expects {m.sizes[0]}")
-    return X
+def _names(f, args, labels):
+    """The (x, y) datasets: --x-dataset/--y-dataset, else the first of DEFAULT_ROWS that
+    the file has; y is None for predict, which needs no labels."""
+    x, y = args.x_dataset, getattr(args, "y_dataset", None)
+    if labels and bool(x) != bool(y):
+        raise UsageError("--x-dataset and --y-dataset go together")
+    if not x:
+        x, y = next((pair for pair in DEFAULT_ROWS if pair[0] in f), DEFAULT_ROWS[1])
+    return x, y if labels else None
 
 
-def evaluate(args, report):
-    """Test metrics of a saved model on /test of a file (or all its rows)."""
-    if args.metrics_json:
-        check_output(args.metrics_json, "--metrics-json", _inputs(args))
-    m, net, scaling = _load(args.model)
-    with open_h5(args.data) as f:
-        if "test" in f:
-            xn, yn = "/test/X", "/test/y"
-        elif "X" in f:
-            xn, yn = "/X", "/y"
-        else:
-            xn, yn = "/train/X", "/train/y"
-        X = _features(m, f, args.data, xn)
-        if yn not in f:
-            raise UsageError(f"{args.data}: no dataset {yn}")
-        raw_y = f[yn][...]
-        X = X[...]
-    if len(raw_y) != len(X):
-        raise UsageError(f"{args.data}: {xn} has {len(X)} rows but {yn} has {len(raw_y)}")
-    err = nonfinite_error(X, np.array([[0, len(X)]]), args.data, xn)
-    if err:
-        raise err
-    info = _label_info(m)
-    classes = None
-    if m.task != "regression":
-        classes = class_array(info)
-        labels = as_labels(np.asarray(raw_y).reshape(-1))
-        unknown = ~np.isin(labels, classes)
-        if unknown.any():
-            raise UsageError(f"{args.data}: dataset {yn} has label {labels[np.argmax(unknown)]!r} "
-                             f"that the model was not trained on")
-    y = encode_labels(raw_y, info, np.float64, classes)
-    Xs = scaling.features(X, net.dtype)
-    res = score(net, m.params, Xs, y, m.task, len(m.classes or []), scaling)
-    doc = {"model": m.kind, "model_file": args.model, "data": args.data, "dataset": xn, "samples": len(y),
-           "epoch": m.epoch, "test": res}
-    report(doc, args.metrics_json)
-    return doc
+def _describe(args, m, labels):
+    """Rank 0: check the rows to use against the model; what every rank needs to read
+    them (data.read_rows)."""
+    with data.open_h5(args.data) as f:
+        x, y = _names(f, args, labels)
+        X, Y = data.check_xy(f, args.data, x, y) if labels else (data.check_x(f, args.data, x), None)
+        if X.shape[1] != m.sizes[0]:
+            raise UsageError(f"{args.data}: dataset {x} has {X.shape[1]} features, the model expects {m.sizes[0]}")
+        info = {"path": args.data, "x": x, "y": y, "rows": int(X.shape[0]), "features": int(X.shape[1]),
+                "task": m.task, "classes": m.classes, "label_kind": m.attrs.get("label_kind"), **data.storage(X)}
+        if labels:
+            found = data.scan_labels(Y, args.data, y, m.task, hint=f"model {args.model} is a classifier")
+            if m.task != "regression":
+                data.check_classes(found, data.class_array(info), args.data, y, f"model {args.model}")
+    return info
+
+
+def _outputs(args):
+    """The (option, path) pairs evaluate or predict writes."""
+    if args.command == "predict":
+        return (("--out", args.out),)
+    return (("--metrics-json", args.metrics_json),) if args.metrics_json else ()
+
+
+def _prepare(args, group, labels):
+    """Rank 0 checks the outputs before any work; every rank loads the model; rank 0
+    checks the rows; all learn the verdict and the rows: (model, net, scaling, info)."""
+    err, loaded, info = None, (None, None, None), None
+    try:
+        if group.rank == 0:
+            for option, path in _outputs(args):
+                check_output(path, option, _inputs(args))
+        loaded = _load(args.model)
+        if group.rank == 0:
+            info = _describe(args, loaded[0], labels)
+    except UsageError as e:
+        err = e
+    drive(group.agree(err, "open"))
+    return (*loaded, drive(group.bcast_json(info, label="open")))
+
+
+def _slab(group, info, net, scaling):
+    """This rank's contiguous share of the rows, standardized (a rank may have none):
+    (sizes of all shares, X, y)."""
+    sizes = balanced_sizes(info["rows"], group.size)
+    lo = int(sizes[:group.rank].sum())
+    X, y, err = data.read_rows(info, lo, lo + int(sizes[group.rank]), net.dtype)
+    drive(group.agree(err, "read"))
+    return sizes, scaling.apply(X), y
+
+
+def _rows_used(info):
+    labels = f", labels {info['y']}" if info["y"] else ""
+    return f"{info['rows']} rows of {info['path']}:{info['x']}{labels}"
+
+
+def evaluate(args, group, report):
+    """Test metrics of a saved model on /test of a file (or all its rows, or the named
+    datasets): every rank scores a slab, one Allreduce of the partial sums gives the totals."""
+    m, net, scaling, info = _prepare(args, group, labels=True)
+    _, X, y = _slab(group, info, net, scaling)
+    k = len(m.classes or [])
+    sums = partial_sums(net, m.params, X, y, m.task, k, scaling)
+    drive(group.allreduce(sums, "evaluate"))
+    res = from_sums(sums, m.task, k)
+    if group.rank == 0:
+        log.warning(f"evaluate: {_rows_used(info)}")
+        report({"model": m.kind, "model_file": args.model, "data": args.data, "dataset": info["x"],
+                "labels": info["y"], "samples": info["rows"], "epoch": m.epoch, "test": res}, args.metrics_json)
+    return 0
 
 
 def predict_command(args, group):
     """Every rank predicts a contiguous slab of the rows; rank 0 gathers and writes them."""
-    from .partition import balanced_sizes
-    _collective(group, lambda: check_output(args.out, "--out", _inputs(args)))
-    err, meta = None, None
-    try:
-        m, net, scaling = _load(args.model)
-        with open_h5(args.data) as f:
-            name = args.x_dataset or next((n for n in ("/X", "/test/X", "/train/X") if n in f), "/X")
-            X = _features(m, f, args.data, name)
-            n = X.shape[0]
-            sizes = balanced_sizes(n, group.size)
-            lo = int(sizes[:group.rank].sum())
-            mine = X[lo:lo + int(sizes[group.rank])]
-        err = nonfinite_error(mine, np.array([[lo, len(mine)]]), args.data, name)
-        if err:
-            raise err
-        labels, proba = predict(net, m.params, scaling.features(mine, net.dtype), m.task, scaling)
-        meta = name
-    except UsageError as e:
-        err = e
-    drive(group.agree(err, "predict"))
+    m, net, scaling, info = _prepare(args, group, labels=False)
+    sizes, X, _ = _slab(group, info, net, scaling)
+    labels, proba = predict(net, m.params, X, m.task, scaling)
     # one row per sample: [label or value, class probabilities...], gathered on rank 0
     from mpi4py import MPI
     block = np.ascontiguousarray(np.column_stack([labels.astype(np.float64)] + ([] if proba is None else [proba])))
     counts = sizes * block.shape[1]
     recv = spec = None
     if group.rank == 0:
-        recv = np.empty((n, block.shape[1]), np.float64)
+        recv = np.empty((info["rows"], block.shape[1]), np.float64)
         spec = [recv, (counts, np.concatenate([[0], np.cumsum(counts)[:-1]])), MPI.DOUBLE]
     drive(group.collective(lambda: group.comm.Igatherv(block, spec, 0), "predict"))
     if group.rank == 0:
-        import h5py
-
-        from .checkpoint import atomic_write
-
-        def write(tmp):
-            with h5py.File(tmp, "w") as f:
-                if m.task == "regression":
-                    f["values"] = recv[:, 0]
-                else:
-                    classes = class_array(_label_info(m))
-                    idx = recv[:, 0].astype(np.int64)
-                    f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
-                    f["proba"] = recv[:, 1:].astype(np.float32)
-                f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, meta
-        atomic_write(args.out, write)
-        log.warning(f"predict: {n} rows of {args.data}:{meta} -> {args.out}")
+        _write_predictions(args, m, info, recv)
+        log.warning(f"predict: {_rows_used(info)} -> {args.out}")
     return 0
+
+
+def _write_predictions(args, m, info, recv):
+    import h5py
+
+    from .checkpoint import atomic_write
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            if m.task == "regression":
+                f["values"] = recv[:, 0]
+            else:
+                classes = data.class_array(info)
+                idx = recv[:, 0].astype(np.int64)
+                f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
+                f["proba"] = recv[:, 1:].astype(np.float32)
+            f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, info["x"]
+    atomic_write(args.out, write)
 
 
 def info(group):

@@ -1,5 +1,6 @@
-"""Hostile inputs (issue 15): each ends with exit 2 and one
+"""Hostile inputs (issue 15): each ends with exit 2 (3 for NaN metrics) and one
 `mpidml: error:` line, or trains right; warnings for legal but surely unintended settings."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -117,6 +118,57 @@ def test_hostile_training_file(tmp_path, case, n):
     refused(n, ["--quiet", "--epochs", "1", "--data", path, *options], needle)
 
 
+# -- evaluate and predict ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A logistic model of rows() (2 classes, 4 features)."""
+    t = tmp_path_factory.mktemp("model")
+    train(1, t, "--data", write(t / "d.h5", X=X0, y=Y0), "--epochs", "2", "--save", t / "m.h5")
+    return t / "m.h5"
+
+
+@pytest.mark.parametrize("command,datasets,options,needle", [
+    ("evaluate", {"X": X0, "y": Y0 + 0.5}, [], "non-integer label 1.5 at row 0; model"),
+    ("evaluate", {"X": X0, "y": np.r_[Y0[:-1], 7]}, [], "has label 7, not a class of model"),
+    ("evaluate", {"X": X0, "y": np.stack([Y0, Y0], 1)}, [], "dataset /y must be 1-D"),
+    ("evaluate", {"X": X0, "y": Y0}, ["--x-dataset", "/X"], "--x-dataset and --y-dataset go together"),
+    ("predict", {"X": X0, "y": Y0}, ["--x-dataset", "/y"], "dataset /y must be 2-D"),
+    ("predict", {"X": X0[:, :3]}, [], "dataset /X has 3 features, the model expects 4"),
+])
+def test_hostile_evaluate_and_predict(tmp_path, model, command, datasets, options, needle):
+    path = write(tmp_path / "f.h5", **datasets)
+    out = ["--out", tmp_path / "p.h5"] if command == "predict" else []
+    refused(1, [command, "--model", model, "--data", path, *out, *options], needle)
+
+
+def test_ranks_without_test_rows_contribute_nothing(tmp_path):
+    """A /test of one row at 3 ranks: two ranks score no rows, in training, evaluate and predict."""
+    path = write(tmp_path / "one.h5", train__X=X0, train__y=Y0, test__X=X0[:1], test__y=Y0[:1])
+    doc = train(3, tmp_path, "--data", path, "--epochs", "2", "--save", tmp_path / "m.h5")
+    assert doc["data"]["test_samples"] == 1 and sum(map(sum, doc["test"]["confusion_matrix"])) == 1
+    for n in (3, 1):
+        mpiexec(n, ["evaluate", "--model", tmp_path / "m.h5", "--data", path, "--metrics-json", tmp_path / "e.json"],
+                check=0)
+        assert json.loads((tmp_path / "e.json").read_text())["test"] == doc["test"]
+    proc = mpiexec(3, ["predict", "--model", tmp_path / "m.h5", "--data", path, "--out", tmp_path / "p.h5"], check=0)
+    assert f"predict: 1 rows of {path}:/test/X" in proc.stdout
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert (f["labels"][0] == Y0[0]) == (doc["test"]["accuracy"] == 1.0)
+
+
+def test_evaluate_and_predict_take_named_datasets(tmp_path, model):
+    path = write(tmp_path / "named.h5", features=X0, labels=Y0, X=X0[:5], y=Y0[:5])
+    proc = mpiexec(3, ["evaluate", "--model", model, "--data", path, "--x-dataset", "/features",
+                       "--y-dataset", "/labels", "--metrics-json", tmp_path / "e.json"], check=0)
+    assert f"evaluate: 200 rows of {path}:/features, labels /labels" in proc.stdout
+    assert sum(map(sum, json.loads((tmp_path / "e.json").read_text())["test"]["confusion_matrix"])) == 200
+    proc = mpiexec(3, ["predict", "--model", model, "--data", path, "--x-dataset", "/features",
+                       "--out", tmp_path / "p.h5"], check=0)
+    assert f"predict: 200 rows of {path}:/features" in proc.stdout
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f["labels"].shape == (200,) and f.attrs["dataset"] == "/features"
+
+
 # -- silent wrong results that now train right ------------------------------------------
 def test_float32_around_1e20_standardizes_like_unscaled_data(tmp_path):
     plain = train(1, tmp_path, "--data", write(tmp_path / "a.h5", X=X0, y=Y0), "--epochs", "3", name="a.json")
@@ -132,6 +184,16 @@ def test_virtual_dataset_with_its_sources_trains_as_the_plain_file(tmp_path):
     path = virtual(tmp_path / "v.h5", [("a.h5", 0, 120), ("b.h5", 120, 200)])
     plain = train(1, tmp_path, "--data", write(tmp_path / "p.h5", X=X0, y=Y0), "--epochs", "2", name="p.json")
     assert train(1, tmp_path, "--data", path, "--epochs", "2", name="v.json")["test"] == plain["test"]
+
+
+def test_nan_test_metrics_are_divergence(tmp_path):
+    """Test rows at float32's limits overflow an MLP's outputs: NaN loss, exit 3, not success."""
+    huge = X0[:30].copy()
+    huge[3], huge[4] = 3e38, -3e38
+    path = write(tmp_path / "n.h5", train__X=X0, train__y=Y0, test__X=huge, test__y=Y0[:30])
+    for n in (1, 3):
+        refused(n, ["--quiet", "--data", path, "--model", "mlp", "--epochs", "1"], "test metrics are not finite",
+                code=3)
 
 
 # -- a file that a writer grows while it is read --------------------------------------
