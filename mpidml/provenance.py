@@ -67,7 +67,11 @@ def fingerprint(path, x, y):
             rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLED_ROWS)).astype(np.int64)) if n else []
             digest.update(f"{ds.shape} {ds.dtype.str}".encode())
             if len(rows):
-                digest.update(np.ascontiguousarray(ds[rows]).tobytes())
+                try:
+                    sample = ds[rows]
+                except (OSError, KeyError, ValueError) as e:     # a file changed or broken meanwhile
+                    raise UsageError(f"{path}: dataset {name} cannot be read ({str(e)[:120]})") from None
+                digest.update(np.ascontiguousarray(sample).tobytes())
     return digest.hexdigest()
 
 
