@@ -10,8 +10,9 @@ class MpidmlError(Exception):
         self.agreed = agreed
 
 
-class UsageError(MpidmlError):
-    """Bad option or bad input file: exit 2."""
+class UsageError(MpidmlError, ValueError):
+    """Bad option or bad input file: exit 2. A ValueError too, as Python callers (the
+    estimators, mpidml.train) expect of bad arguments."""
     code = 2
 
 
