@@ -54,6 +54,7 @@ class Group:
         self._ping = np.zeros(1, np.int64)
         self._pong = np.zeros(1, np.int64)
         self._pongs = []
+        self.owns_notes = True
 
     def fork(self):
         """A group of the same ranks on a communicator of its own, for one model of a sweep:
@@ -65,6 +66,7 @@ class Group:
         other.comm = self.comm.Dup()
         other.comm_s_by_label = defaultdict(float)
         other._pongs = []
+        other.owns_notes = False
         return other
 
     @property
@@ -76,6 +78,14 @@ class Group:
         """Complete the answers still in flight (MPI must not finalize with them pending)."""
         MPI.Request.Waitall(self._pongs)
         self._pongs = []
+
+    def free(self):
+        """Close, then release the communicators: a process that trains many times (the
+        Python API's estimators) would otherwise run out of them (MPICH has about 2000)."""
+        self.close()
+        self.comm.Free()
+        if self.owns_notes:
+            self.notes.Free()
 
     # -- the deadline mechanism ----------------------------------------------------
     def answer_pings(self):
