@@ -95,10 +95,17 @@ def peak_rss_mb():
 
 
 class Job:
-    """One training job on one rank (see `train`): the data, the models, the outputs."""
+    """One training job on one rank (see `train`): the data, the models, the outputs.
 
-    def __init__(self, cfg, group, tracer=None):
+    `source`: rows from elsewhere than the file cfg.data (arrays.ArraySource: each rank's
+    own, the estimators'), an object whose generators describe(group) (collective: the
+    info data.describe gives, for every rank's rows) and distribute(group, info, how, dtype)
+    (this rank's Partition) stand in for data.describe and data.distribute. `task`: the
+    labels are classes (or regression targets) whatever their dtype (an estimator's)."""
+
+    def __init__(self, cfg, group, tracer=None, source=None, task=None):
         self.cfg, self.group, self.tracer = cfg, group, tracer
+        self.source, self.task = source, task
         self.dtype = np.dtype(cfg.dtype)
         self.clock = time.perf_counter
         self.bar = False
@@ -110,9 +117,10 @@ class Job:
         cfg, g = self.cfg, self.group
         err, info = None, None
         self.resumes = []           # rank 0: (path, ModelFile) per model, when resuming
+        described = (yield from self.source.describe(g)) if self.source else None
         if g.rank == 0:
             try:
-                info = self._describe()
+                info = self._describe(described)
             except UsageError as e:
                 err = e
         yield from g.agree(err, "open")
@@ -130,7 +138,7 @@ class Job:
             log.warning(f"mpidml: warning: {warning}")
         self.kind = info["model"]["kind"]
         t0 = self.clock()
-        self.part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype)
+        self.part = yield from (self.source or datamod).distribute(g, info, cfg.distribute, self.dtype)
         self.distribute_s = self.clock() - t0
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
@@ -145,9 +153,9 @@ class Job:
         for model in self.models:
             yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
 
-    def _describe(self):
-        """Rank 0: check the outputs, load what --resume names, describe the data; the
-        returned dict is what every rank learns (JSON)."""
+    def _describe(self, described=None):
+        """Rank 0: check the outputs, load what --resume names, describe the data (or take
+        the source's info, `described`); the returned dict is what every rank learns (JSON)."""
         cfg = self.cfg
         check_outputs(cfg)
         adopted, resume = {}, None
@@ -158,24 +166,28 @@ class Job:
                 self._check_grid()
             else:
                 adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
-        task = None
+        task = self.task
         if resume is not None:
             task = resume.task
-        elif cfg.model in ("logistic", "softmax"):
+        elif task is None and cfg.model in ("logistic", "softmax"):
             task = "classification"
-        elif cfg.model == "linear":
+        elif task is None and cfg.model == "linear":
             task = "regression"
-        info = datamod.describe(cfg.data, cfg.x_dataset or None, cfg.y_dataset or None, task,
-                                cfg.test_fraction, cfg.block_rows or None, cfg.partition_seed,
-                                cfg.partition, cfg.chunk_mb)
-        if cfg.save or cfg.save_dir or cfg.resume:
-            info["identity"] = DataIdentity.of(info).as_dict()
+        if described is not None:       # rows in memory: no file whose identity to keep
+            info = dict(described)
+        else:
+            info = datamod.describe(cfg.data, cfg.x_dataset or None, cfg.y_dataset or None, task,
+                                    cfg.test_fraction, cfg.block_rows or None, cfg.partition_seed,
+                                    cfg.partition, cfg.chunk_mb)
+            if cfg.save or cfg.save_dir or cfg.resume:
+                info["identity"] = DataIdentity.of(info).as_dict()
         if resume is None:
             info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
                              "activation": cfg.activation}
             return info
         for path, m in self.resumes:       # the architecture comes from the file
-            check_data(path, m.attrs.get("data"), DataIdentity(**info["identity"]))
+            if "identity" in info:
+                check_data(path, m.attrs.get("data"), DataIdentity(**info["identity"]))
         info["adopted"] = adopted
         info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
                          "activation": resume.activation,
@@ -506,12 +518,13 @@ def split_validation(part, fraction, seed, rank):
     part.sizes = [n - h for n, h in zip(part.sizes, held)]
 
 
-def train(cfg, group, tracer=None, signals=None):
+def train(cfg, group, tracer=None, signals=None, job=None):
     """The whole training job on every rank; returns the metrics document on rank 0 (None
     when a resumed run was complete already). Raises Stopped on every rank when all stopped
-    on one of `signals` (a StopSignals), after rank 0 wrote the checkpoint and metrics."""
+    on one of `signals` (a StopSignals), after rank 0 wrote the checkpoint and metrics.
+    `job`: a Job the caller made (with a data source, or to read its models afterwards)."""
     t_start = time.perf_counter()
-    job = Job(cfg, group, tracer)
+    job = job or Job(cfg, group, tracer)
     drive(job.setup(), "setup")
     if job.complete:
         if group.rank == 0:
