@@ -294,3 +294,8 @@ class ModelFile:
     def net(self):
         from .models import Net
         return Net(self.sizes, self.head, self.activation, self.dtype)
+
+    def scaling(self):
+        """The standardization the model was trained with (evaluate.Scaling)."""
+        from .evaluate import Scaling
+        return Scaling.from_arrays(self.mean, self.std, self.y_mean, self.y_std)

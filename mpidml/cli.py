@@ -318,8 +318,12 @@ def load_toml(path):
         raise UsageError(f"--config {path}: not valid TOML ({e})") from None
 
 
-def make_config(args, environ=os.environ):
-    """TrainConfig from defaults < --config file < MPIDML_* environment < command line."""
+def make_config(args, environ=os.environ, options=None, origin=""):
+    """TrainConfig from defaults < --config file < MPIDML_* environment < command line.
+
+    `options`: Python values keyed like the options (mpidml.train's keywords, an
+    estimator's parameters; None means the default), checked as --config values are,
+    in the command line's place; `origin` starts their error messages."""
     cfg = TrainConfig()
     fields = TrainConfig.fields()
     parser = build_parser()
@@ -329,7 +333,9 @@ def make_config(args, environ=os.environ):
     def convert(key, value, origin):
         """A TOML or environment value through the same checks as the command line."""
         action = actions[key]
-        if key == "hidden" and isinstance(value, list):
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if key == "hidden" and isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
         if isinstance(getattr(cfg, key), bool):
             if isinstance(value, bool):
@@ -351,25 +357,34 @@ def make_config(args, environ=os.environ):
         return value
 
     given = set()
-    axes = ()
-    if getattr(args, "config", None):
-        table = load_toml(args.config)
+
+    def apply(table, where):
+        """A table of values (a --config file's, `options`) into cfg; returns its sweep grid."""
+        table = {k: v for k, v in table.items() if v is not None}
         grid = table.pop("sweep", None)
+        axes = None
         if grid is not None:
-            if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
-                raise UsageError(f"--config {args.config}: [sweep] must be a table of lists (lr = [0.1, 0.01])")
-            axes = tuple(sweep.axis(k, v, convert, f"--config {args.config}: [sweep] {k}") for k, v in grid.items())
+            if not isinstance(grid, dict) or not all(isinstance(v, (list, tuple)) for v in grid.values()):
+                raise UsageError(f"{where}[sweep] must be a table of lists (lr = [0.1, 0.01])")
+            axes = tuple(sweep.axis(k, v, convert, f"{where}[sweep] {k}") for k, v in grid.items())
         for key, value in table.items():
             k = _key(key)
             if k not in fields or k not in actions:
-                raise UsageError(f"--config {args.config}: unknown option {key!r}")
-            setattr(cfg, k, convert(k, value, f"--config {args.config}: {key}"))
+                raise UsageError(f"{where}unknown option {key!r}")
+            setattr(cfg, k, convert(k, value, f"{where}{key}"))
             given.add(k)
+        return axes
+
+    axes = ()
+    if getattr(args, "config", None):
+        axes = apply(load_toml(args.config), f"--config {args.config}: ") or axes
     for k in fields:
         env = "MPIDML_" + k.upper()
         if env in environ and k in actions and k != "sweep":
             setattr(cfg, k, convert(k, environ[env], env))
             given.add(k)
+    if options:
+        axes = apply(options, origin) or axes
     for k, v in vars(args).items():
         if k == "sweep":
             axes = sweep.parse(v, convert)           # the command line's grid replaces the file's
@@ -389,7 +404,8 @@ def make_config(args, environ=os.environ):
         if not cfg.save:
             raise UsageError("--keep-checkpoints needs --save PATH (the checkpoints are kept beside it)")
         cfg.checkpoint_every = cfg.checkpoint_every or 1
-    if cfg.model != "mlp" and "hidden" in vars(args) and not (cfg.resume and "model" not in cfg.given):
+    hidden_given = "hidden" in vars(args) or (options or {}).get("hidden") is not None
+    if cfg.model != "mlp" and hidden_given and not (cfg.resume and "model" not in cfg.given):
         raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
     if cfg.merge_after and not cfg.overlap:
         raise UsageError("--merge-after applies to --overlap (a blocking average merges at once)")
@@ -448,7 +464,6 @@ def setup_logging(rank, quiet=False):
 
 
 def run_command(args, comm):
-    from .comm import Group
     if args.command == "train":
         try:
             cfg = make_config(args)
@@ -456,51 +471,18 @@ def run_command(args, comm):
             e.agreed = True                      # same options, same verdict on every rank
             raise
         setup_logging(comm.rank, cfg.quiet)
-        import numpy as np
-
-        from .train import train
-        np.seterr(all="ignore")       # a diverging run ends with exit 3, not a page of warnings
-        tracer = None
-        if cfg.trace:
-            comm.Barrier()
-            from .trace import Tracer
-            tracer = Tracer(comm.rank)
-        from .stop import StopSignals, parse_signals
-        group = Group(comm, cfg.stall_timeout, tracer)
-        try:
-            with StopSignals(parse_signals(cfg.checkpoint_signal)) as signals:
-                doc = train(cfg, group, tracer, signals)
-                if comm.rank == 0 and doc is not None:
-                    report(doc, cfg.metrics_json, cfg.quiet)
-        finally:
-            group.close()        # before MPI finalizes, also when every rank ends on an error
+        from . import session
+        session.run(cfg, comm)
         return 0
     setup_logging(comm.rank)
     from . import tools
+    from .comm import Group
+    from .session import report
     group = Group(comm)
     try:
         return tools.run(args, group, report)
     finally:
         group.close()
-
-
-def report(doc, metrics_json=None, quiet=False):
-    """Rank 0: the final summary line(s) and the metrics file."""
-    if metrics_json:
-        from .checkpoint import atomic_write_json
-        atomic_write_json(metrics_json, doc, indent=1)
-    t = doc.get("test")
-    if not t:
-        return
-    if "accuracy" in t:
-        log.warning(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
-    else:
-        log.warning(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
-    timing = doc.get("timing")
-    if timing and not quiet:
-        log.info(f"time: {timing['wall_s']:.2f} s wall, train {timing['train_s']:.2f} s "
-                 f"({timing['samples_per_s'] / 1e3:.1f}k samples/s), distribute {timing['distribute_s']:.2f} s, "
-                 f"waiting {timing['comm_wait_s']:.2f} s")
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ from . import __version__, data
 from .checkpoint import check_output
 from .comm import drive
 from .errors import UsageError
-from .evaluate import Scaling, from_sums, partial_sums, predict
+from .evaluate import from_sums, partial_sums, predict
 from .partition import balanced_sizes
 from .topology import gather_layout
 
@@ -53,7 +53,7 @@ def _inputs(args):
 def _load(path):
     from .checkpoint import ModelFile
     m = ModelFile.load(path)
-    return m, m.net(), Scaling.from_arrays(m.mean, m.std, m.y_mean, m.y_std)
+    return m, m.net(), m.scaling()
 
 
 # the rows evaluate and predict use by default: the test set, else all rows of the file

@@ -1,0 +1,57 @@
+"""One training run on the ranks of a communicator, from a checked TrainConfig: what the
+command line's `train`, `mpidml.train` and the estimators share (the group and its
+communicators, the stop signals, the trace, train.train, the summary and metrics file)."""
+import logging
+
+log = logging.getLogger("mpidml")
+
+
+def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
+    """Train on every rank of `comm` (an mpi4py communicator); returns (the metrics
+    document, the train.Job). The document is None when a resumed run was complete
+    already, and off rank 0 unless `everywhere` (one broadcast). `source`, `task`: see
+    train.Job. `summary`: rank 0 logs the test line and writes cfg.metrics_json."""
+    import numpy as np
+
+    from .comm import Group, drive
+    from .stop import StopSignals, parse_signals
+    from .train import Job, train
+    tracer = None
+    if cfg.trace:
+        comm.Barrier()
+        from .trace import Tracer
+        tracer = Tracer(comm.rank)
+    group = Group(comm, cfg.stall_timeout, tracer)
+    job = Job(cfg, group, tracer, source, task)
+    try:
+        # a diverging run ends with DivergedError (exit 3), not a page of warnings
+        with np.errstate(all="ignore"), StopSignals(parse_signals(cfg.checkpoint_signal)) as signals:
+            doc = train(cfg, group, tracer, signals, job)
+            if everywhere:
+                doc = drive(group.bcast_json(doc, label="document"), "document")
+            if comm.rank == 0 and doc is not None and summary:
+                report(doc, cfg.metrics_json, cfg.quiet)
+    finally:
+        for model in job.models:
+            model.group.free()
+        group.free()         # before MPI finalizes, also when every rank ends on an error
+    return doc, job
+
+
+def report(doc, metrics_json=None, quiet=False):
+    """Rank 0: the final summary line(s) and the metrics file."""
+    if metrics_json:
+        from .checkpoint import atomic_write_json
+        atomic_write_json(metrics_json, doc, indent=1)
+    t = doc.get("test")
+    if not t:
+        return
+    if "accuracy" in t:
+        log.warning(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
+    else:
+        log.warning(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
+    timing = doc.get("timing")
+    if timing and not quiet:
+        log.info(f"time: {timing['wall_s']:.2f} s wall, train {timing['train_s']:.2f} s "
+                 f"({timing['samples_per_s'] / 1e3:.1f}k samples/s), distribute {timing['distribute_s']:.2f} s, "
+                 f"waiting {timing['comm_wait_s']:.2f} s")
