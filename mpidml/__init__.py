@@ -3,9 +3,6 @@
 The Python API (mpidml/api.py) loads on first use, so that `import mpidml` stays cheap
 and never starts MPI: mpidml.Classifier, mpidml.Regressor, mpidml.load, mpidml.train.
 """
-import sys
-import types
-
 __version__ = "0.1.0"
 __all__ = ["Classifier", "Regressor", "load", "train", "__version__"]
 _API = ("Classifier", "Regressor", "load", "train")
@@ -21,16 +18,3 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_API))
 
-
-class _Package(types.ModuleType):
-    """`mpidml.train` is the run function, yet mpidml/train.py is a module too, and
-    importing a submodule sets it as an attribute of its package: that one binding is
-    refused, so the name stays the function (`from mpidml.train import Job` still works)."""
-
-    def __setattr__(self, name, value):
-        if name == "train" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,6 +1,6 @@
 """The Python API: scikit-learn-style estimators, models from files, one training run.
 
-Everything here trains with the command line's code (session.run, train.Job) and checks
+Everything here trains with the command line's code (session.run, job.Job) and checks
 options with its checks (cli.make_config): an estimator's parameters and `train`'s keywords
 are the train options, underscored. mpi4py (and so MPI) is imported only by `fit`,
 `partial_fit`, `fit_hdf5` and `train`; `load` and `predict` need neither MPI nor

@@ -2,7 +2,7 @@
 shards, as with Horovod), so there is nothing to read or send; the ranks only agree on
 what the rows are (counts, features, classes), as data.describe does for a file.
 
-ArraySource is train.Job's `source` for the estimators' fit and partial_fit. Labels are
+ArraySource is job.Job's `source` for the estimators' fit and partial_fit. Labels are
 kept in the form data.as_labels gives file labels (int64, or UTF-8 bytes for text), so
 that classes are united, encoded and stored exactly as for an HDF5 file.
 """

@@ -1,6 +1,6 @@
 """One training run on the ranks of a communicator, from a checked TrainConfig: what the
 command line's `train`, `mpidml.train` and the estimators share (the group and its
-communicators, the stop signals, the trace, train.train, the summary and metrics file)."""
+communicators, the stop signals, the trace, job.train, the summary and metrics file)."""
 import logging
 
 log = logging.getLogger("mpidml")
@@ -8,14 +8,14 @@ log = logging.getLogger("mpidml")
 
 def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
     """Train on every rank of `comm` (an mpi4py communicator); returns (the metrics
-    document, the train.Job). The document is None when a resumed run was complete
+    document, the job.Job). The document is None when a resumed run was complete
     already, and off rank 0 unless `everywhere` (one broadcast). `source`, `task`: see
-    train.Job. `summary`: rank 0 logs the test line and writes cfg.metrics_json."""
+    job.Job. `summary`: rank 0 logs the test line and writes cfg.metrics_json."""
     import numpy as np
 
     from .comm import Group, drive
+    from .job import Job, train
     from .stop import StopSignals, parse_signals
-    from .train import Job, train
     tracer = None
     if cfg.trace:
         comm.Barrier()

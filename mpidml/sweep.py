@@ -1,6 +1,6 @@
 """Hyperparameter sweeps: `--sweep "KEY=V1 V2 ..."` (repeatable) or a `[sweep]` table in
 `--config`; the grid is the product of all of them, one model per point, trained at once
-in one job (train.Job) on the same partitions.
+in one job (job.Job) on the same partitions.
 """
 import itertools
 

@@ -2,7 +2,7 @@
 minibatch order, validation, early stopping, history and stop point.
 
 A run trains one model; a sweep trains several on the same partitions, each its own
-tasks in the rank's scheduler (train.Job). Every model has a communicator of its own
+tasks in the rank's scheduler (job.Job). Every model has a communicator of its own
 (Group.fork), so that its collectives match across ranks whatever order the scheduler
 interleaves the models in: while one model's average is in flight, another computes.
 
