@@ -92,8 +92,5 @@ def predict(net, params, X, task, scaling):
     raw = net.predict_raw(params, X)
     if task == "regression":
         return scaling.targets_out(raw[:, 0].astype(np.float64)), None
-    if raw.shape[1] == 1:
-        proba = np.concatenate([1 - raw, raw], axis=1)
-    else:
-        proba = raw
-    return np.argmax(proba, axis=1), proba
+    labels = metrics.predicted_classes(raw)     # the rule the test metrics use (ties: class 1)
+    return labels, np.concatenate([1 - raw, raw], axis=1) if raw.shape[1] == 1 else raw
