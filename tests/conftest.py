@@ -136,3 +136,4 @@ class Job:
 def pytest_configure(config):
     config.addinivalue_line("markers", "network: ranks talk over TCP or across simulated hosts (tests/test_network.py)")
     config.addinivalue_line("markers", "slow: a launch that waits out a timeout on purpose (several seconds)")
+    config.addinivalue_line("markers", "fuzz: hostile files and options at 1 and 3 ranks (tests/test_fuzz.py)")
