@@ -170,6 +170,57 @@ def _same_file(a, b):
         return False
 
 
+def _attribute_problem(attrs):
+    """What in a model file's attributes no model could have written, or None."""
+    if attrs["task"] not in ("classification", "regression"):
+        return f"task {attrs['task']!r} is neither classification nor regression"
+    for key in ("epoch", "step"):
+        v = attrs.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return f"attribute {key} is {v!r}, not a count"
+    if not isinstance(attrs.get("config", {}), dict):
+        return "attribute config is not a JSON object"
+    if not isinstance(attrs.get("history", []), list):
+        return "attribute history is not a JSON list"
+    return None
+
+
+def _classes(stored, label_kind):
+    """The stored classes as the model's labels: text for label_kind "str", else integers."""
+    if stored is None:
+        return None
+    if label_kind == "str":
+        if stored.dtype.kind not in "SO":
+            raise ValueError("text classes expected")
+        return [c.decode() for c in stored]
+    if stored.dtype.kind not in "iub":
+        raise ValueError("integer classes expected")
+    return [int(c) for c in stored]
+
+
+def _array_problem(model, net):
+    """What in a model file's arrays contradicts its network, or None."""
+    if model.params.dtype.kind != "f" or model.params.shape != (net.size,):
+        return f"params is {model.params.dtype} of shape {model.params.shape}, expected ({net.size},) floats"
+    outputs = net.sizes[-1]
+    if model.task == "classification":
+        k = len(model.classes or [])
+        if k != (2 if net.head == "sigmoid" else outputs) or k < 2:
+            return f"{k} classes for a {net.head} head of {outputs} outputs"
+    elif net.head != "identity":
+        return f"a regression model with a {net.head} head"
+    for name, size in (("mean", net.sizes[0]), ("std", net.sizes[0]), ("y_mean", 1), ("y_std", 1)):
+        v = getattr(model, name)
+        if v is None:
+            continue
+        v = np.asarray(v)
+        if v.dtype.kind not in "fiu" or v.size != size or not np.all(np.isfinite(v)):
+            return f"{name} is not {size} finite numbers"
+        if name.endswith("std") and not np.all(v > 0):
+            return f"{name} has a value <= 0"
+    return None
+
+
 class CheckpointSeries:
     """`--keep-checkpoints K`: each epoch checkpoint (and the final model) also stays as `<stem>.epoch0007<ext>`
     beside the --save file, the last K of them. A copy is a hard link to the file just
@@ -268,19 +319,23 @@ class ModelFile:
                 raise UsageError(f"{path}: corrupt model file (attribute {key} is missing)")
         if "params" not in fields:
             raise UsageError(f"{path}: corrupt model file (dataset params is missing)")
-        if fields.get("classes") is not None and attrs.get("label_kind") == "str":
-            fields["classes"] = [c.decode() for c in fields["classes"]]
-        elif fields.get("classes") is not None:
-            fields["classes"] = [int(c) for c in fields["classes"]]
+        problem = _attribute_problem(attrs)
+        if problem:
+            raise UsageError(f"{path}: corrupt model file ({problem})")
+        try:
+            fields["classes"] = _classes(fields.get("classes"), attrs.get("label_kind"))
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            raise UsageError(f"{path}: corrupt model file (classes do not match label_kind "
+                             f"{attrs.get('label_kind')!r})") from None
         model = cls(**fields, **attrs)
         from .models import Net
         try:
             net = Net(model.sizes, model.head, model.activation, model.dtype)
         except (ValueError, TypeError) as e:
             raise UsageError(f"{path}: corrupt model file ({e})") from e
-        if model.params.shape != (net.size,):
-            raise UsageError(f"{path}: corrupt model file (params has shape {model.params.shape}, "
-                             f"expected ({net.size},))")
+        problem = _array_problem(model, net)
+        if problem:
+            raise UsageError(f"{path}: corrupt model file ({problem})")
         if not np.all(np.isfinite(model.params)):
             raise UsageError(f"{path}: model parameters contain NaN or inf")
         model.params = model.params.astype(net.dtype)

@@ -48,13 +48,34 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, agreed=True)   # every rank parses the same command line
 
 
-def _positive_int(text):
+LARGEST = 2 ** 62          # counts and sizes beyond it overflow numpy's int64 arithmetic
+
+
+def _whole(text, least):
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"must be {'positive' if least else 'at least 0'}, got {v}")
+    if v > LARGEST:
+        raise argparse.ArgumentTypeError(f"must be at most 2**62, got {text}")
+    return v
+
+
+def _positive_int(text):
+    return _whole(text, 1)
+
+
+def _nonneg_int(text):
+    return _whole(text, 0)
+
+
+def _stall_timeout(text):
+    """0 (never) or at least a second: below, healthy ranks are accused between heartbeats."""
+    v = _nonneg_float()(text)
+    if 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (never) or at least 1 second, got {text}")
     return v
 
 
@@ -185,7 +206,7 @@ def add_train_options(p):
                    help="with --overlap: merge each average D steps after it started, at most K (default K/2, "
                         "at least 1: "
                         "fewer steps stay closer to blocking averaging, more hide more communication)")
-    g.add_argument("--stall-timeout", type=_nonneg_float(), default=S, metavar="S",
+    g.add_argument("--stall-timeout", type=_stall_timeout, default=S, metavar="S",
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
                         f"stopped (0: never; default {d.stall_timeout:g})")
     g.add_argument("--wait", choices=("auto", "spin", "nap"), default=S,
@@ -263,13 +284,13 @@ def build_parser():
     q = dsub.add_parser("synth", help="synthetic float32 data in the default layout")
     q.add_argument("--samples", type=_positive_int, default=10000, help="rows of /train")
     q.add_argument("--features", type=_positive_int, default=20, help="columns of X")
-    q.add_argument("--classes", type=int, default=2, help="0: regression")
-    q.add_argument("--test-samples", type=int, default=0, help="rows of a /test set (default none)")
+    q.add_argument("--classes", type=_nonneg_int, default=2, help="0: regression")
+    q.add_argument("--test-samples", type=_nonneg_int, default=0, help="rows of a /test set (default none)")
     q.add_argument("--noise", type=_nonneg_float(), default=1.0, help="spread of each class")
     q.add_argument("--kind", choices=("blobs", "nonlinear"), default="blobs",
                    help="blobs: Gaussian classes (linear); nonlinear: classes no linear model separates")
     q.add_argument("--sorted", action="store_true", help="store rows sorted by label")
-    q.add_argument("--chunk-rows", type=int, default=None,
+    q.add_argument("--chunk-rows", type=_nonneg_int, default=None,
                    help="rows per HDF5 chunk (default: about 1 MB; 0: contiguous layout, uncompressed only)")
     q.add_argument("--compression", choices=("none", "gzip", "lzf"), default="none", help="HDF5 filter")
     q.add_argument("--seed", type=_seed, default=0, help="same seed, same file")
@@ -308,7 +329,13 @@ def _key(name):
 
 
 def load_toml(path):
+    import stat
     import tomllib
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):      # a FIFO nobody writes would block for ever
+            raise UsageError(f"--config {path}: not a regular file")
+    except OSError:
+        pass                                             # open() below names the problem
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

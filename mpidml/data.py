@@ -73,11 +73,13 @@ def _node(f, path, name):
     """f[name], or a UsageError saying why there is none: missing, or a soft or external
     link that leads nowhere (HDF5 raises KeyError for those)."""
     link = None
+    if name.strip("/.") == "":
+        raise UsageError(f"{path}: {name!r} is the file's root group, not a dataset")
     try:
         link = f.get(name, getlink=True)
         if link is not None:
             return f[name]
-    except (KeyError, OSError) as e:
+    except (KeyError, OSError, RuntimeError) as e:     # RuntimeError: a link loop ("too many links")
         raise UsageError(f"{path}: {name} {_leads_nowhere(link, e)}") from e
     raise UsageError(f"{path}: no dataset {name}")
 
@@ -199,8 +201,9 @@ def check_xy(f, path, xn, yn):
         raise UsageError(f"{path}: dataset {yn} must be 1-D, has shape {Y.shape}")
     if Y.shape[0] != X.shape[0]:
         raise UsageError(f"{path}: {xn} has {X.shape[0]} rows but {yn} has {Y.shape[0]}")
-    if Y.dtype.kind not in "fiubSO":
-        raise UsageError(f"{path}: dataset {yn} has unsupported label dtype {Y.dtype}")
+    if Y.dtype.kind not in "fiubSO" or (Y.dtype.kind == "O" and h5py.check_string_dtype(Y.dtype) is None):
+        what = "object references" if h5py.check_ref_dtype(Y.dtype) else f"dtype {Y.dtype}"
+        raise UsageError(f"{path}: dataset {yn} holds {what}; labels must be numbers or text")
     return X, Y
 
 
@@ -297,6 +300,15 @@ def _window_rows(X, chunk_mb):
 
 def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None,
              partition_seed=0, partition="blocks", chunk_mb=16):
+    """See _describe; HDF5 failing on the file's metadata (a corrupt B-tree, say) found
+    only while it is walked is one line too."""
+    try:
+        return _describe(path, x, y, task, test_fraction, block_rows, partition_seed, partition, chunk_mb)
+    except RuntimeError as e:
+        raise UsageError(f"{path}: corrupt HDF5 file ({_short(e)})") from e
+
+
+def _describe(path, x, y, task, test_fraction, block_rows, partition_seed, partition, chunk_mb):
     """Validate the file and return what every rank needs to know, as a JSON-able dict
     (rank 0: it also warns of a regression on integer labels)."""
     if chunk_mb < MIN_CHUNK_MB:

@@ -587,8 +587,12 @@ def inspect(path, out=sys.stdout):
             comp = f", {ds.compression}" if ds.compression else ""
             rows = ds.shape[0] if ds.shape else 0
             out.write(f"  /{name}: {rows} rows, shape {ds.shape}, {ds.dtype}, {chunks}{comp}\n")
-            if ds.ndim == 1 and ds.dtype.kind in "iubSO" and rows:
-                _class_counts(ds, out)
+            text = ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is not None
+            if ds.ndim == 1 and (ds.dtype.kind in "iubS" or text) and rows:
+                try:
+                    _class_counts(ds, out)
+                except (OSError, RuntimeError, KeyError) as e:     # HDF5 failing to read: a corrupt file
+                    raise UsageError(f"{path}: dataset /{name} cannot be read ({str(e)[:120]})") from None
 
 
 def _class_counts(ds, out):

@@ -1014,32 +1014,8 @@ DEEP_ONLY = {
 }
 
 # Failing today, by cause (strict xfail: a fix makes them XPASS, and then the mark must go).
-LINK_LOOP = "a soft link to itself (/X -> /X): internal error (RuntimeError: too many links), not exit 2"
-ROOT = "--x-dataset / or --y-dataset . (the root group): internal error (RuntimeError: Unable to get link info)"
-MODEL = "a model file with inconsistent contents is not refused as corrupt: internal error or exit 0"
-REFS = "object-reference or variable-length labels: internal error (TypeError/ValueError), not exit 2"
-CORRUPT = "corrupt HDF5 metadata met after opening (a B-tree): internal error (RuntimeError), not exit 2"
-CHUNK_ROWS = "data synth --chunk-rows -1: internal error (OverflowError)"
-BATCH = "--batch-size beyond int64: internal error (OverflowError)"
-STALL = "--stall-timeout 1e-9 at 3 ranks: two ranks print an error line (in about half the runs)"
-FIFO = "--config naming a FIFO that nobody writes: every rank blocks in open() for ever"
-KNOWN = {
-    "soft_link_loop": LINK_LOOP, "x_dataset_root": ROOT, "y_dataset_dot": ROOT,
-    "evaluate_model_no_classes": MODEL, "evaluate_model_params_strings": MODEL, "evaluate_model_task_bogus": MODEL,
-    "evaluate_model_task_regression": MODEL, "evaluate_model_label_kind_str": MODEL, "evaluate_model_mean_short": MODEL,
-    "evaluate_model_std_nan": MODEL, "predict_model_mean_short": MODEL, "predict_model_classes_short": MODEL,
-    "predict_model_std_nan": MODEL, "predict_model_label_kind_str": MODEL, "resume_model_config_list": MODEL,
-    "resume_model_epoch_word": MODEL,
-    "y_refs": REFS, "inspect_refs": REFS, "inspect_vlen_int_labels": REFS,
-    "corrupt_many": CORRUPT,
-    "option_synth_chunk_rows_negative": CHUNK_ROWS,
-    "option_batch_huge": BATCH, "option_batch_2_64": BATCH, "env_batch_huge": BATCH,
-    "option_stall_timeout_tiny-n3": STALL,
-    "config_fifo": FIFO,
-}
-
-
-RACY = {"option_stall_timeout_tiny-n3"}      # fails in some runs only: a plain xfail, not strict
+KNOWN = {}
+RACY = set()      # cases that fail in some runs only: a plain xfail, not strict
 
 
 def params(cases, in_process=False):
