@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
+from .h5 import dataset, node, open_h5, read_error, reading, short
 from .partition import default_block_rows, make_plan, pieces, slabs
 from .rows import Rows
 
@@ -28,142 +29,7 @@ MIN_CHUNK_MB = 0.01  # --chunk-mb 1e-9 made windows of one row: minutes of messa
 LABEL_KINDS = {"i": "integer", "S": "text"}  # as_labels' two kinds
 
 
-# -- opening and validating ------------------------------------------------------------
-def open_h5(path, cache_bytes=None):
-    """Open an HDF5 file read-only, or raise a UsageError that says what is wrong.
-    `cache_bytes`: the chunk cache per dataset (HDF5's default is 1 MB)."""
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a directory, not an HDF5 file")
-    try:
-        if not h5py.is_hdf5(path):
-            raise UsageError(f"{path}: not an HDF5 file")
-        # read-only opens need no lock; HDF5's file locking fails on many parallel file
-        # systems ("unable to lock file") and only serializes the ranks' opens elsewhere
-        cache = {"rdcc_nbytes": int(cache_bytes), "rdcc_nslots": 10007} if cache_bytes else {}
-        return h5py.File(path, "r", locking=False, **cache)
-    except UsageError:
-        raise
-    except Exception as e:  # truncated or corrupt files raise OSError from HDF5
-        raise UsageError(f"{path}: cannot read HDF5 file ({_short(e)})") from e
-
-
-def _short(e):
-    return str(e).split("\n")[0][:200]
-
-
-def _read_error(path, name, e):
-    """The UsageError for HDF5's OSError (or KeyError) reading dataset `name`: a truncated or
-    corrupt file, or one that another program writes meanwhile."""
-    return UsageError(f"{path}: cannot read dataset {name} ({_short(e)})")
-
-
-@contextlib.contextmanager
-def _reading(path, name):
-    """Reads of dataset `name` inside fail with `read_error`, not an internal error (h5py
-    raises RuntimeError where HDF5 fails to walk a chunk index, KeyError for objects)."""
-    try:
-        yield
-    except (OSError, KeyError, RuntimeError) as e:
-        raise _read_error(path, name, e) from e
-
-
-def _node(f, path, name):
-    """f[name], or a UsageError saying why there is none: missing, or a soft or external
-    link that leads nowhere (HDF5 raises KeyError for those)."""
-    link = None
-    if name.strip("/.") == "":
-        raise UsageError(f"{path}: {name!r} is the file's root group, not a dataset")
-    try:
-        link = f.get(name, getlink=True)
-        if link is not None:
-            return f[name]
-    except (KeyError, OSError, RuntimeError) as e:     # RuntimeError: a link loop ("too many links")
-        raise UsageError(f"{path}: {name} {_leads_nowhere(link, e)}") from e
-    raise UsageError(f"{path}: no dataset {name}")
-
-
-def _leads_nowhere(link, e):
-    if isinstance(link, h5py.ExternalLink):
-        return f"is an external link to {link.filename}:{link.path}, which cannot be opened"
-    if isinstance(link, h5py.SoftLink):
-        return f"is a soft link to {link.path}, which does not exist"
-    return f"cannot be opened ({_short(e)})"
-
-
-def _dataset(f, path, name):
-    ds = _node(f, path, name)
-    if not isinstance(ds, h5py.Dataset):
-        raise UsageError(f"{path}: {name} is a {type(ds).__name__.lower()}, not a dataset")
-    if ds.is_virtual:
-        _check_sources(ds, path, name)
-    return ds
-
-
-def _check_sources(ds, path, name):
-    """A virtual dataset maps parts of other datasets; where a source file or dataset is
-    missing, too short, or no source maps a part, HDF5 reads the fill value without an
-    error, and training went on on zeros. (An unlimited mapping has no count to check.)"""
-    mapped = 0
-    for vs in ds.virtual_sources():
-        problem = _source_problem(ds, path, vs)
-        if problem:
-            raise UsageError(f"{path}: dataset {name} is virtual and its source {vs.file_name}:{vs.dset_name} "
-                             f"{problem}: those rows would read as fill values")
-        unlimited = mapped is None or _reach(vs.vspace) is None
-        mapped = None if unlimited else mapped + vs.vspace.get_select_npoints()
-    if mapped is not None and mapped < ds.size:
-        raise UsageError(f"{path}: dataset {name} is virtual and maps {mapped} of its {ds.size} values: "
-                         "the others would read as fill values")
-
-
-def _source_problem(ds, path, vs):
-    """What keeps a virtual source from supplying the values mapped from it, or None."""
-    shape, reach = _source_shape(ds, path, vs), _reach(vs.src_space)
-    if shape is None:
-        return "cannot be opened"
-    if reach and any(r > s for r, s in zip(reach, shape)):
-        return f"has shape {shape}, short of the {reach} mapped from it"
-    return None
-
-
-def _reach(space):
-    """One past a selection's last index on each axis; None where it is unlimited."""
-    if space.get_select_type() == h5py.h5s.SEL_ALL:
-        return space.shape
-    if space.is_regular_hyperslab() and h5py.h5s.UNLIMITED in space.get_regular_hyperslab()[2]:
-        return None
-    return tuple(int(h) + 1 for h in space.get_select_bounds()[1])
-
-
-def _source_shape(ds, path, vs):
-    """The shape of a virtual dataset's source, looked for where HDF5 looks; None if absent."""
-    if vs.file_name == ".":
-        node = ds.file.get(vs.dset_name)
-        return node.shape if isinstance(node, h5py.Dataset) else None
-    for candidate in _source_paths(path, vs.file_name):
-        try:
-            with h5py.File(candidate, "r", locking=False) as f:
-                node = f.get(vs.dset_name)
-                if isinstance(node, h5py.Dataset):
-                    return node.shape
-        except OSError:
-            continue
-    return None
-
-
-def _source_paths(path, name):
-    """HDF5's search for a virtual source file (H5F_prefix_open_file): an absolute name as
-    it is, then its last part (or a relative name) under each $HDF5_VDS_PREFIX entry,
-    beside the virtual file, and in the working directory."""
-    here = os.path.dirname(os.path.abspath(path))
-    first = [name] if os.path.isabs(name) else []
-    name = os.path.basename(name) if first else name
-    prefixes = [p.replace("${ORIGIN}", here) for p in os.environ.get("HDF5_VDS_PREFIX", "").split(os.pathsep) if p]
-    return first + [os.path.join(p, name) for p in prefixes + [here]] + [name]
-
-
+# -- layouts and validation --------------------------------------------------------------
 def resolve_layout(f, path, x=None, y=None):
     """Dataset names (x, y, test_x, test_y) for the contract's layouts or explicit names."""
     if x or y:
@@ -173,7 +39,7 @@ def resolve_layout(f, path, x=None, y=None):
     if "train" in f:
         if "test" not in f:
             return "/train/X", "/train/y", None, None
-        test = _node(f, path, "/test")
+        test = node(f, path, "/test")
         if not isinstance(test, h5py.Group) or "X" not in test or "y" not in test:
             raise UsageError(f"{path}: /test must be a group with datasets X and y")
         return "/train/X", "/train/y", "/test/X", "/test/y"
@@ -184,7 +50,7 @@ def resolve_layout(f, path, x=None, y=None):
 
 def check_x(f, path, name):
     """The features dataset `name`: 2-D (rows, features), numeric, not empty."""
-    X = _dataset(f, path, name)
+    X = dataset(f, path, name)
     if X.ndim != 2:
         raise UsageError(f"{path}: dataset {name} must be 2-D (rows, features), has shape {X.shape}")
     if X.dtype.kind not in "fiu":
@@ -196,7 +62,7 @@ def check_x(f, path, name):
 
 def check_xy(f, path, xn, yn):
     """Features `xn` (see check_x) and labels `yn`: one per row, of a label dtype."""
-    X, Y = check_x(f, path, xn), _dataset(f, path, yn)
+    X, Y = check_x(f, path, xn), dataset(f, path, yn)
     if not (Y.ndim == 1 or (Y.ndim == 2 and Y.shape[1] == 1)):
         raise UsageError(f"{path}: dataset {yn} must be 1-D, has shape {Y.shape}")
     if Y.shape[0] != X.shape[0]:
@@ -209,7 +75,7 @@ def check_xy(f, path, xn, yn):
 
 def _label_chunks(Y, path, name):
     for s in range(0, Y.shape[0], LABEL_WINDOW):
-        with _reading(path, name):
+        with reading(path, name):
             yc = np.asarray(Y[s:s + LABEL_WINDOW]).reshape(-1)
         yield s, yc
 
@@ -305,7 +171,7 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
     try:
         return _describe(path, x, y, task, test_fraction, block_rows, partition_seed, partition, chunk_mb)
     except RuntimeError as e:
-        raise UsageError(f"{path}: corrupt HDF5 file ({_short(e)})") from e
+        raise UsageError(f"{path}: corrupt HDF5 file ({short(e)})") from e
 
 
 def _describe(path, x, y, task, test_fraction, block_rows, partition_seed, partition, chunk_mb):
@@ -477,19 +343,19 @@ class Source:
     def _bind(self, f, fd):
         path, job = self.info["path"], self.job
         xs = self._dataset(f, job.x)
-        with _reading(path, job.x):
+        with reading(path, job.x):
             self.X = Rows(xs, self.dtype, fd)
         self.ys = self._dataset(f, job.y) if job.y else None
         self.Y = None           # text labels (or none) go through h5py, which converts them
         if self.ys is not None and self.ys.dtype.kind in "fiub":
-            with _reading(path, job.y):
+            with reading(path, job.y):
                 self.Y = Rows(self.ys, self.ys.dtype, fd)
 
     def _dataset(self, f, name):
         """Dataset `name`, as long as it still has the rows `describe` saw: a writer growing
         the file meanwhile also moves the metadata under the reader."""
         path, rows = self.info["path"], self.job.rows
-        with _reading(path, name):
+        with reading(path, name):
             ds = f[name]
         if ds.shape[0] != rows:
             raise UsageError(f"{path}: dataset {name} has {ds.shape[0]} rows now, {rows} when it was opened: "
@@ -528,7 +394,7 @@ class Source:
                     raw_y.extend(np.asarray(self.ys[start:start + length]).reshape(-1))
                 pos += length
         except OSError as e:
-            raise _read_error(self.info["path"], name, e) from e
+            raise read_error(self.info["path"], name, e) from e
         if not labels:
             return None
         return raw_y if self.Y else np.array(raw_y, dtype=object)
