@@ -36,6 +36,18 @@ def train(n, tmp_path, *args, name="m.json", timeout=90):
     return json.loads(out.read_text())
 
 
+def lines(proc, prefix):
+    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith(prefix)]
+
+
+def refused(n, args, needle, code=2):
+    """Run and assert the exit code and a single error line holding `needle`, no traceback."""
+    proc = mpiexec(n, args, timeout=60, check=code)
+    errors = lines(proc, "mpidml: error:")
+    assert len(errors) == 1 and needle in errors[0], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def write_h5(path, **datasets):
     with h5py.File(path, "w") as f:
         for name, value in datasets.items():

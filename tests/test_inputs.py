@@ -8,7 +8,7 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-from conftest import mpiexec, train
+from conftest import lines, mpiexec, refused, train
 
 from mpidml import data
 from mpidml.comm import drive
@@ -29,18 +29,6 @@ def write(path, **datasets):
         for name, value in datasets.items():
             f[name.replace("__", "/")] = value
     return path
-
-
-def lines(proc, prefix):
-    return [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith(prefix)]
-
-
-def refused(n, args, needle, code=2):
-    """Run and assert the exit code and a single error line holding `needle`, no traceback."""
-    proc = mpiexec(n, args, timeout=60, check=code)
-    errors = lines(proc, "mpidml: error:")
-    assert len(errors) == 1 and needle in errors[0], proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def virtual(path, sources, total=200, d=4):
