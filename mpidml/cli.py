@@ -150,8 +150,11 @@ def add_train_options(p):
     g.add_argument("--data", type=_path, default=S, metavar="PATH",
                    help="HDF5 file (default: the bundled digits dataset)")
     g.add_argument("--x-dataset", default=S, metavar="NAME",
-                   help="features dataset, e.g. /features (default: /train/X or /X)")
-    g.add_argument("--y-dataset", default=S, metavar="NAME", help="labels dataset (default: /train/y or /y)")
+                   help="features dataset, e.g. /features, or pandas columns /df:a,b (default: /train/X or /X; "
+                        "with --y-dataset alone: AnnData's /X, the rest of a pandas frame)")
+    g.add_argument("--y-dataset", default=S, metavar="NAME",
+                   help="labels dataset, e.g. obs/cell_type (AnnData) or /df:label (pandas column) "
+                        "(default: /train/y or /y)")
     g.add_argument("--test-fraction", type=_nonneg_float(1.0), default=S, metavar="F",
                    help=f"held-out share when the file has no /test (default {d.test_fraction})")
     g.add_argument("--distribute", choices=("scatter", "read"), default=S,

@@ -1,7 +1,8 @@
-"""Open and validate HDF5 data, and give every rank its partition.
+"""Validate HDF5 data, and give every rank its partition.
 
 Rank 0 `describe`s the file (layout, shapes, dtypes, classes) and broadcasts that as a
-small JSON document. `distribute` then fills each rank's preallocated partition, either
+small JSON document; datasets are opened by name through `formats` (AnnData and pandas
+layouts besides plain datasets) and `h5`. `distribute` then fills each rank's preallocated partition, either
 by streaming: rank 0 reads the file window by window (a bounded buffer aligned to the
 HDF5 chunks) and sends every rank its rows with buffer-based point-to-point messages,
 or by having every rank read its own rows (`read`; for compressed data, every rank reads
@@ -16,10 +17,10 @@ import os
 import h5py
 import numpy as np
 
+from . import formats
 from .errors import UsageError
-from .h5 import dataset, node, open_h5, read_error, reading, short
+from .h5 import node, open_h5, read_error, reading, short
 from .partition import default_block_rows, make_plan, pieces, slabs
-from .rows import Rows
 
 log = logging.getLogger("mpidml")
 LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time
@@ -31,11 +32,12 @@ LABEL_KINDS = {"i": "integer", "S": "text"}  # as_labels' two kinds
 
 # -- layouts and validation --------------------------------------------------------------
 def resolve_layout(f, path, x=None, y=None):
-    """Dataset names (x, y, test_x, test_y) for the contract's layouts or explicit names."""
+    """Dataset names (x, y, test_x, test_y) for the contract's layouts or explicit names
+    (labels named alone: their features are the rest of their frame, or AnnData's X)."""
     if x or y:
-        if not (x and y):
+        if not y:
             raise UsageError("--x-dataset and --y-dataset go together")
-        return x, y, None, None
+        return x or formats.default_features(f, path, y), y, None, None
     if "train" in f:
         if "test" not in f:
             return "/train/X", "/train/y", None, None
@@ -43,14 +45,18 @@ def resolve_layout(f, path, x=None, y=None):
         if not isinstance(test, h5py.Group) or "X" not in test or "y" not in test:
             raise UsageError(f"{path}: /test must be a group with datasets X and y")
         return "/train/X", "/train/y", "/test/X", "/test/y"
+    hint = formats.layout_hint(f, path)       # AnnData and pandas files: what to name
+    if hint:
+        raise hint
     if "X" in f:
         return "/X", "/y", None, None
     raise UsageError(f"{path}: no training data (expected /train/X and /train/y, or /X and /y)")
 
 
-def check_x(f, path, name):
-    """The features dataset `name`: 2-D (rows, features), numeric, not empty."""
-    X = dataset(f, path, name)
+def check_x(f, path, name, label=None):
+    """The features `name` (formats.features; `label`: the labels they go with): 2-D (rows,
+    features), numeric, not empty."""
+    X = formats.features(f, path, name, label)
     if X.ndim != 2:
         raise UsageError(f"{path}: dataset {name} must be 2-D (rows, features), has shape {X.shape}")
     if X.dtype.kind not in "fiu":
@@ -62,7 +68,7 @@ def check_x(f, path, name):
 
 def check_xy(f, path, xn, yn):
     """Features `xn` (see check_x) and labels `yn`: one per row, of a label dtype."""
-    X, Y = check_x(f, path, xn), dataset(f, path, yn)
+    X, Y = check_x(f, path, xn, yn), formats.labels(f, path, yn)
     if not (Y.ndim == 1 or (Y.ndim == 2 and Y.shape[1] == 1)):
         raise UsageError(f"{path}: dataset {yn} must be 1-D, has shape {Y.shape}")
     if Y.shape[0] != X.shape[0]:
@@ -84,7 +90,7 @@ def as_labels(yc):
     """Labels of a chunk in the form classes are compared in: int64, or bytes for text
     (h5py returns variable-length strings as objects)."""
     if yc.dtype.kind == "O":
-        return np.array([v.encode() if isinstance(v, str) else bytes(v) for v in yc], "S")
+        return formats.as_bytes(yc)
     if yc.dtype.kind == "S":
         return yc
     return yc.astype(np.int64)
@@ -342,21 +348,21 @@ class Source:
 
     def _bind(self, f, fd):
         path, job = self.info["path"], self.job
-        xs = self._dataset(f, job.x)
         with reading(path, job.x):
-            self.X = Rows(xs, self.dtype, fd)
-        self.ys = self._dataset(f, job.y) if job.y else None
-        self.Y = None           # text labels (or none) go through h5py, which converts them
-        if self.ys is not None and self.ys.dtype.kind in "fiub":
+            self.xs = self._opened(formats.features(f, path, job.x, job.y), job.x)
+            self.X = formats.reader(self.xs, self.dtype, fd)
+        self.ys, self.Y = None, None    # variable-length text labels (or none) go through h5py, which converts them
+        if job.y:
             with reading(path, job.y):
-                self.Y = Rows(self.ys, self.ys.dtype, fd)
+                self.ys = self._opened(formats.labels(f, path, job.y), job.y)
+                if self.ys.dtype.kind != "O":
+                    self.Y = formats.reader(self.ys, self.ys.dtype, fd)
 
-    def _dataset(self, f, name):
-        """Dataset `name`, as long as it still has the rows `describe` saw: a writer growing
-        the file meanwhile also moves the metadata under the reader."""
+    def _opened(self, ds, name):
+        """Dataset `name` (formats.features or labels), as long as it still has the rows
+        `describe` saw: a writer growing the file meanwhile also moves the metadata under
+        the reader."""
         path, rows = self.info["path"], self.job.rows
-        with reading(path, name):
-            ds = f[name]
         if ds.shape[0] != rows:
             raise UsageError(f"{path}: dataset {name} has {ds.shape[0]} rows now, {rows} when it was opened: "
                              "another program is writing the file; use it once the writer is done")
@@ -375,7 +381,7 @@ class Source:
             return e
         if Y is not None:
             Y[...] = encode_labels(raw_y, self.info, Y.dtype, self.classes)
-        return nonfinite_error(X, runs, self.info["path"], self.job.x, self.X.ds.dtype) if check else None
+        return nonfinite_error(X, runs, self.info["path"], self.job.x, self.xs.dtype) if check else None
 
     def _read(self, runs, X):
         """The runs' features into X; returns their raw labels (None without labels)."""

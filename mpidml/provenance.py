@@ -12,8 +12,9 @@ import hashlib
 
 import numpy as np
 
-from .data import open_h5
+from . import formats
 from .errors import UsageError
+from .h5 import open_h5
 
 SAMPLED_ROWS = 64
 
@@ -61,8 +62,7 @@ def fingerprint(path, x, y):
     """sha256 of X's and y's shapes and dtypes and of SAMPLED_ROWS rows spread evenly."""
     digest = hashlib.sha256()
     with open_h5(path) as f:
-        for name in (x, y):
-            ds = f[name]
+        for name, ds in ((x, formats.features(f, path, x, y)), (y, formats.labels(f, path, y))):
             n = ds.shape[0]
             rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLED_ROWS)).astype(np.int64)) if n else []
             digest.update(f"{ds.shape} {ds.dtype.str}".encode())

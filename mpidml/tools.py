@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from . import __version__, data
+from . import __version__, data, formats
 from .checkpoint import check_output
 from .comm import drive
 from .errors import UsageError
@@ -64,6 +64,8 @@ def _names(f, args, labels):
     """The (x, y) datasets: --x-dataset/--y-dataset, else the first of DEFAULT_ROWS that
     the file has; y is None for predict, which needs no labels."""
     x, y = args.x_dataset, getattr(args, "y_dataset", None)
+    if labels and y and not x:          # labels named alone: the rest of their frame, AnnData's X
+        x = formats.default_features(f, args.data, y)
     if labels and bool(x) != bool(y):
         raise UsageError("--x-dataset and --y-dataset go together")
     if not x:
