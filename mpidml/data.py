@@ -21,6 +21,7 @@ from . import formats
 from .errors import UsageError
 from .h5 import node, open_h5, read_error, reading, short
 from .partition import default_block_rows, make_plan, pieces, slabs
+from .progress import Progress
 
 log = logging.getLogger("mpidml")
 LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time
@@ -420,8 +421,9 @@ def read_rows(info, start, stop, dtype):
     return X, y, err
 
 
-def distribute(group, info, how="scatter", dtype=np.float32):
-    """Generator: this rank's Partition. `how` is 'scatter' (rank 0 streams) or 'read'."""
+def distribute(group, info, how="scatter", dtype=np.float32, feedback=None):
+    """Generator: this rank's Partition. `how` is 'scatter' (rank 0 streams) or 'read';
+    `feedback`: how this rank shows its progress (a progress.style)."""
     plan = plan_for(info, group.size)
     rank, d = group.rank, info["features"]
     ydtype = dtype if info["task"] == "regression" else np.int32
@@ -443,12 +445,15 @@ def distribute(group, info, how="scatter", dtype=np.float32):
         part.test_X, part.test_y = arrays(sizes[rank])
         part.test_sizes = [int(v) for v in sizes]
         jobs.append(Job(test["x"], test["y"], rows, ranges, part.test_X, part.test_y, X_TAG + 2))
+    total = sum(int(s) for s in plan.sizes) + sum(part.test_sizes or [])
+    meter = Progress("distributing", total, d * np.dtype(dtype).itemsize, feedback,
+                     1.0 if how == "scatter" else 1 / group.size)
     err = None
     try:
         if how not in ("scatter", "read"):
             raise UsageError(f"--distribute {how!r}: expected scatter or read")
         if how == "read" and not info["compression"]:
-            err = _read_own(group, info, jobs, dtype)
+            err = _read_own(group, info, jobs, dtype, meter)
         else:
             # scatter: rank 0 reads every window. read, compressed: every rank reads a
             # slab of windows, so each chunk is decompressed once, not once per rank.
@@ -457,10 +462,11 @@ def distribute(group, info, how="scatter", dtype=np.float32):
             for job in jobs:
                 passes.setdefault(job.x, []).append(job)
             for batch in passes.values():
-                verdict = yield from _stream(group, info, batch, dtype, readers)   # every pass, always:
+                verdict = yield from _stream(group, info, batch, dtype, meter, readers)   # every pass, always:
                 err = err or verdict                                    # the readers send regardless
     except UsageError as e:
         err = e
+    meter.close()
     yield from group.agree(err, "validate")
     return part
 
@@ -489,7 +495,7 @@ def _open_for(info):
                 os.close(fd)
 
 
-def _stream(group, info, jobs, dtype, readers=1):
+def _stream(group, info, jobs, dtype, meter, readers=1):
     """Generator: ranks 0..readers-1 each read a slab of windows of the jobs' dataset and
     send every rank its rows of each window as one message (a rank's rows are in file
     order, so they fill one stretch of its partition); rows a reader keeps go straight
@@ -511,7 +517,7 @@ def _stream(group, info, jobs, dtype, readers=1):
                                group.comm.Irecv(job.Y[rows], source=source, tag=job.tag + 1)))
     err = None
     if rank < readers:
-        err = yield from _send_windows(group, info, jobs, dtype, {w for w in range(nwin) if reader(w) == rank})
+        err = yield from _send_windows(group, info, jobs, dtype, meter, {w for w in range(nwin) if reader(w) == rank})
     for job, rows, runs, rx, ry in posted:
         yield from group.wait(rx, "scatter")
         yield from group.wait(ry, "scatter")
@@ -519,10 +525,11 @@ def _stream(group, info, jobs, dtype, readers=1):
     return err
 
 
-def _send_windows(group, info, jobs, dtype, mine):
+def _send_windows(group, info, jobs, dtype, meter, mine):
     """Generator: read the windows `mine` and send their rows on, through two window
-    buffers (the next window is read while the last one's sends drain). A read error
-    is kept, not raised: the others are waiting for these messages."""
+    buffers (the next window is read while the last one's sends drain), ticking `meter`
+    once a window. A read error is kept, not raised: the others are waiting for these
+    messages."""
     n, W = jobs[0].rows, info["window_rows"]
     # window by window; in each, the others' rows first, so they travel while this rank reads its own
     todo = sorted(((w, r == group.rank, j, r), rows, runs) for j, job in enumerate(jobs) for r in range(group.size)
@@ -532,15 +539,17 @@ def _send_windows(group, info, jobs, dtype, mine):
         src = Source(opened, info, jobs[0], dtype, class_array(info))
         xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(BUFFERS)]
         ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(BUFFERS)]
-        pending, used, last = [[] for _ in range(BUFFERS)], 0, -1
+        pending, used, last, moved = [[] for _ in range(BUFFERS)], 0, -1, 0
         for (w, _, j, r), rows, runs in todo:
             i, job, m = w % BUFFERS, jobs[j], rows.stop - rows.start
             if w != last:
-                last, used = w, 0
+                meter.tick(moved)
+                last, used, moved = w, 0, 0
                 for req in pending[i]:
                     yield from group.wait(req, "scatter")
                 pending[i] = []
             # every stretch is read even after an error: the others check what they receive
+            moved += m
             if r == group.rank:
                 verdict = src.fill(runs, job.X[rows], job.Y[rows])
                 err = err or verdict
@@ -551,12 +560,13 @@ def _send_windows(group, info, jobs, dtype, mine):
             err = err or verdict
             pending[i] += [group.comm.Isend(xb, dest=r, tag=job.tag), group.comm.Isend(yb, dest=r, tag=job.tag + 1)]
             group.poke()
+        meter.tick(moved)
         for req in sum(pending, []):
             yield from group.wait(req, "scatter")
     return err
 
 
-def _read_own(group, info, jobs, dtype):
+def _read_own(group, info, jobs, dtype, meter):
     """Every rank reads its own rows of every job straight into its partition, a window
     of file rows at a time (so each stretch is checked while still in cache)."""
     classes = class_array(info)
@@ -567,6 +577,7 @@ def _read_own(group, info, jobs, dtype):
                 err = src.fill(runs, job.X[rows], job.Y[rows])
                 if err:
                     return err
+                meter.tick(rows.stop - rows.start)
     return None
 
 

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from . import data as datamod
+from . import progress
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output
 from .comm import drive
@@ -138,7 +139,10 @@ class Job:
             log.warning(f"mpidml: warning: {warning}")
         self.kind = info["model"]["kind"]
         t0 = self.clock()
-        self.part = yield from (self.source or datamod).distribute(g, info, cfg.distribute, self.dtype)
+        if self.source:         # rows in memory: nothing to read, nothing to show
+            self.part = yield from self.source.distribute(g, info, cfg.distribute, self.dtype)
+        else:
+            self.part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype, progress.style(cfg, g.rank))
         self.distribute_s = self.clock() - t0
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())

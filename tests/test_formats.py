@@ -1,11 +1,14 @@
 """Files of the tools users already have (issue 15): AnnData (.h5ad, dense or sparse CSR X,
 categorical obs labels) and pandas HDF5 (fixed and table format) train as the same rows
-in the default layout do; their bad inputs end with one error line (exit 2).
+in the default layout do; their bad inputs end with one error line (exit 2); rank 0
+shows its progress through a long distribution.
 
 anndata and pandas (with PyTables, which pandas writes HDF5 with) are test dependencies
 only: they write the files here, so the readers are checked against the real writers;
 reading needs neither. Older and broken layouts are written by hand with h5py."""
 import collections
+import io
+import logging
 import pickle
 import warnings
 
@@ -13,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse
-from conftest import mpiexec, refused, train, write_h5
+from conftest import lines, mpiexec, refused, train, write_h5
 
-from mpidml import data
+from mpidml import data, progress
 from mpidml.checkpoint import ModelFile
 from mpidml.errors import UsageError
 
@@ -248,3 +251,80 @@ def test_bad_inputs_end_with_one_line_at_3_ranks(tmp_path, case, how):
     build, _, y, needle = BAD[case]
     refused(3, ["--quiet", "--epochs", "1", "--data", build(tmp_path), "--y-dataset", y, "--distribute", how],
             needle.split(" at row")[0])     # the row: the first bad one of the rank that reports
+
+
+# -- progress ---------------------------------------------------------------------------------
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def logged():
+    """The progress lines rank 0 logs."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    log = logging.getLogger("mpidml")
+    old = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    yield records
+    log.removeHandler(handler)
+    log.setLevel(old)
+
+
+def test_progress_lines_after_two_seconds_then_every_few(logged):
+    clock = Clock()
+    meter = progress.Progress("distributing", 1600, 10 ** 6, "lines", clock=clock)
+    for t in (0.5, 1.5, 2.5, 3.0, 7.6, 8.0):
+        clock.now = t
+        meter.tick(100)
+    clock.now = 9.0
+    meter.close()
+    assert logged == ["distributing: 300 MB of 1.6 GB, 19%, 2 s", "distributing: 500 MB of 1.6 GB, 31%, 8 s",
+                      "distributing: 1.6 GB in 9.0 s"]
+
+
+def test_progress_bar_redraws_in_place_and_clears(logged):
+    clock, out = Clock(), io.StringIO()
+    meter = progress.Progress("distributing", 100, 1000, "bar", share=0.5, clock=clock, out=out)
+    clock.now = 3.0
+    meter.tick(25)
+    assert out.getvalue().startswith("\r  distributing [###############               ] 50 kB of 100 kB, 50%, 3 s")
+    meter.close()
+    assert out.getvalue().endswith("\r" + " " * meter.width + "\r") and logged == ["distributing: 100 kB in 3.0 s"]
+
+
+def test_progress_is_silent_for_quick_work_and_with_quiet(logged):
+    clock, out = Clock(), io.StringIO()
+    for how in ("lines", "bar", None):
+        meter = progress.Progress("distributing", 100, 1000, how, clock=clock, out=out)
+        clock.now += 1.9 if how else 60
+        meter.tick(100)
+        meter.close()
+    assert not logged and not out.getvalue()
+
+
+EAGER = """
+import sys
+from mpidml import progress
+progress.QUIET_S = progress.EVERY_S = 0.0     # every window shows
+from mpidml.__main__ import entry
+sys.exit(entry())
+"""
+
+
+def test_distribution_shows_progress_on_rank_0(tmp_path):
+    script = tmp_path / "eager.py"
+    script.write_text(EAGER)
+    path = write_h5(tmp_path / "d.h5", X=np.ones((4000, 8), np.float32), y=np.arange(4000) % 2)
+    args = ["--data", path, "--epochs", "1", "--chunk-mb", "0.05"]
+    proc = mpiexec(2, args, script=script, check=0)
+    shown = lines(proc, "distributing:")
+    assert len(shown) > 3 and shown[-1].startswith("distributing: 128 kB in"), proc.stdout
+    assert "of 128 kB, 100%" in shown[-2]
+    assert not lines(mpiexec(2, [*args, "--quiet"], script=script, check=0), "distributing")
