@@ -116,7 +116,7 @@ def is_anndata(f):
 
 def _columns_of(f, path, name):
     """(frame, column names) for FRAME:COLUMN[,COLUMN...]; (None, None) for an object's name."""
-    if f.get(name, getlink=True) is not None or ":" not in name:
+    if ":" not in name or f.get(name, getlink=True) is not None:     # (f.get fails on the root group)
         return None, None
     where, columns = name.split(":", 1)
     obj = node(f, path, where)
