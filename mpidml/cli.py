@@ -19,6 +19,7 @@ from . import __version__, sweep
 from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
+from .progress import quiet_stdout
 
 log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
@@ -455,7 +456,7 @@ class _Handler(logging.StreamHandler):
 
     def handleError(self, record):
         if isinstance(sys.exc_info()[1], BrokenPipeError):
-            _quiet_stdout()
+            quiet_stdout()
             return
         super().handleError(record)
 
@@ -552,7 +553,7 @@ def main(argv=None):
                everywhere=True)
         return 130
     except BrokenPipeError:              # `mpidml info | head`: the reader has what it wanted
-        _quiet_stdout()
+        quiet_stdout()
         return 0
     except MemoryError:
         _fatal(f"rank {rank}: out of memory; use a smaller --batch-size, --hidden or --chunk-mb, or more ranks "
@@ -562,14 +563,6 @@ def main(argv=None):
         _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)
         return 1
-
-
-def _quiet_stdout():
-    """Point stdout at /dev/null, so that the flush at exit does not fail on the closed pipe too."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def agree_command_line(comm, argv, environ=os.environ):

@@ -340,21 +340,23 @@ class Job:
     BAR_WIDTH = 30
 
     def monitor(self):
-        """Task: a live progress bar within the epoch, redrawn every 0.2 s (rank 0)."""
-        while not self.finished:
+        """Task: a live progress bar within the epoch, redrawn every 0.2 s (rank 0), until
+        every model has finished."""
+        while not all(m.finished for m in self.models):
             yield Sleep(0.2)
             model = next((m for m in self.models if not m.finished), None)
             if model is not None and model.step_total:
                 frac = model.step_index / model.step_total
                 bar = "#" * int(frac * self.BAR_WIDTH)
-                sys.stdout.write(f"\r  epoch {model.epoch + 1} [{bar:<{self.BAR_WIDTH}}] {frac:4.0%}")
-                sys.stdout.flush()
+                line = f"\r  epoch {model.epoch + 1} [{bar:<{self.BAR_WIDTH}}] {frac:4.0%}"
+                self.bar = progress.redraw(sys.stdout, line)
+                if not self.bar:
+                    return
         self.clear_bar()
 
     def clear_bar(self):
         if self.bar:
-            sys.stdout.write("\r" + " " * (self.BAR_WIDTH + 20) + "\r")
-            sys.stdout.flush()
+            self.bar = progress.redraw(sys.stdout, "\r" + " " * (self.BAR_WIDTH + 20) + "\r")
 
     def epoch_done(self, model, entry):
         """A model finished an epoch (every rank at once): rank 0 prints, rewrites the metrics

@@ -5,6 +5,7 @@ nothing with --quiet, and nothing at all for work done within QUIET_S. The calle
 once per window of rows, so the clock is read once a window, not once a row.
 """
 import logging
+import os
 import sys
 import time
 
@@ -20,6 +21,28 @@ def style(cfg, rank):
     if rank != 0 or cfg.quiet:
         return None
     return "bar" if cfg.progress_bar or sys.stdout.isatty() else "lines"
+
+
+def redraw(out, text):
+    """Write and flush a bar's redraw. A closed pipe (`... --progress-bar | head`) ends the
+    output, not the run: rank 0 died of BrokenPipeError there and its peers waited until
+    --stall-timeout. Returns False once the output is gone."""
+    try:
+        out.write(text)
+        out.flush()
+        return True
+    except BrokenPipeError:
+        quiet_stdout()
+        return False
+
+
+def quiet_stdout():
+    """Point stdout at /dev/null, so that later writes and the flush at exit do not fail on
+    the closed pipe too."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def size(n):
@@ -60,8 +83,8 @@ class Progress:
         if self.how == "bar":
             line = f"  {self.what} [{'#' * int(fraction * BAR_WIDTH):<{BAR_WIDTH}}] {state}"
             self.width = max(self.width, len(line))
-            self.out.write(f"\r{line:<{self.width}}")
-            self.out.flush()
+            if not redraw(self.out, f"\r{line:<{self.width}}"):
+                self.how = None
             self.due = now + REDRAW_S
         else:
             log.info(f"{self.what}: {state}")
@@ -72,6 +95,5 @@ class Progress:
         if not self.shown:
             return
         if self.how == "bar":
-            self.out.write("\r" + " " * self.width + "\r")
-            self.out.flush()
+            redraw(self.out, "\r" + " " * self.width + "\r")
         log.info(f"{self.what}: {size(self.total)} in {self.clock() - self.start:.1f} s")

@@ -180,14 +180,16 @@ def test_config_values_of_the_wrong_type(tmp_path, text, needle):
         make_config(parse(["--config", str(toml)]), environ={})
 
 
-def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path):
-    """`mpidml ... | head -1`: one process, its stdout a pipe whose reader has gone."""
+@pytest.mark.parametrize("bar", [[], ["--progress-bar"]])
+def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path, bar):
+    """`mpidml ... | head -1`: one process, its stdout a pipe whose reader has gone (the bar
+    used to end rank 0 with BrokenPipeError, leaving its peers waiting)."""
     import subprocess
     import sys
 
     from conftest import ROOT
     out = tmp_path / "m.json"
-    head = subprocess.Popen([sys.executable, "-m", "mpidml", "--epochs", "4", "--metrics-json", out],
+    head = subprocess.Popen([sys.executable, "-m", "mpidml", "--epochs", "4", "--metrics-json", out, *bar],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     head.stdout.close()                          # the reader is gone before the first line
     _, err = head.communicate(timeout=60)

@@ -145,3 +145,10 @@ def test_a_stopped_sweep_resumes_to_the_same_models(tmp_path):
     assert "already complete" in proc.stdout
     proc = mpiexec(2, [*grid[:-3], "--sweep", "lr=0.05 0.02", "--epochs", epochs, "--resume", stopped], check=2)
     assert "resume with the same --sweep" in proc.stderr
+
+
+def test_the_progress_bar_ends_with_the_last_model():
+    """The bar's task runs until every model has finished (it waited for the job's own
+    end, which comes only after every task: the run never ended)."""
+    proc = mpiexec(2, [*NET, "--sweep", "lr=0.1 0.03", "--progress-bar"], check=0, timeout=60)
+    assert "test: accuracy" in proc.stdout
