@@ -16,7 +16,6 @@ modes, the test split, evaluate and predict read every layout alike:
   or table format (one compound dataset; any compound dataset's fields likewise), named
   FRAME:COLUMN[,COLUMN...]; a frame named alone means its numeric columns but the label.
 """
-import pickle
 import pickletools
 
 import h5py
@@ -27,13 +26,14 @@ from .h5 import dataset, node, reading
 from .rows import Rows
 
 SHOWN = 8  # column names listed in an error
-# PyTables pickles list attributes (pandas keeps column names in them): only pickles made of
-# these opcodes (lists, tuples, dicts, strings, numbers; no global, so no code) are loaded
-PLAIN_OPCODES = frozenset(
-    "PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 "
-    "FLOAT BINFLOAT STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES UNICODE SHORT_BINUNICODE BINUNICODE "
-    "EMPTY_LIST LIST APPEND APPENDS EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_DICT DICT SETITEM SETITEMS "
-    "PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET".split())
+# PyTables pickles list attributes (pandas keeps column names in them). They are never
+# unpickled: `plain_data` interprets the opcodes of plain data itself (lists, tuples, dicts,
+# strings, numbers), from pickletools' parse, and refuses every other opcode (globals,
+# calls, objects), so nothing in a file can run code.
+VALUE_OPCODES = frozenset("INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING "
+                          "SHORT_BINSTRING BINBYTES SHORT_BINBYTES UNICODE SHORT_BINUNICODE BINUNICODE".split())
+CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+EMPTY = {"EMPTY_LIST": list, "EMPTY_TUPLE": tuple, "EMPTY_DICT": dict}
 
 
 def reader(ds, dtype, fd=None):
@@ -492,16 +492,79 @@ def _names(path, ds):
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
+def plain_data(raw):
+    """The value of a pickle of plain data, computed from its opcodes without unpickling;
+    ValueError for any other opcode."""
+    stack, memo, marks = [], {}, []
+
+    def since_mark():
+        start = marks.pop()
+        items = stack[start:]
+        del stack[start:]
+        return items
+
+    for op, arg, _ in pickletools.genops(raw):
+        name = op.name
+        if name in ("PROTO", "FRAME"):
+            continue
+        if name == "STOP":
+            return stack.pop()
+        if name in VALUE_OPCODES:
+            stack.append(arg)
+        elif name in CONSTANTS:
+            stack.append(CONSTANTS[name])
+        elif name in EMPTY:
+            stack.append(EMPTY[name]())
+        elif name == "MARK":
+            marks.append(len(stack))
+        elif name == "POP":
+            stack.pop()
+        elif name == "POP_MARK":
+            since_mark()
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name == "LIST":
+            stack.append(since_mark())
+        elif name == "TUPLE":
+            stack.append(tuple(since_mark()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = tuple(stack[-n:])
+            del stack[-n:]
+            stack.append(items)
+        elif name == "DICT":
+            items = since_mark()
+            stack.append(dict(zip(items[::2], items[1::2])))
+        elif name == "APPEND":
+            value = stack.pop()
+            stack[-1].append(value)
+        elif name == "APPENDS":
+            items = since_mark()
+            stack[-1].extend(items)
+        elif name == "SETITEM":
+            value, key = stack.pop(), stack.pop()
+            stack[-1][key] = value
+        elif name == "SETITEMS":
+            items = since_mark()
+            stack[-1].update(zip(items[::2], items[1::2]))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo[arg])
+        else:
+            raise ValueError(f"opcode {name} is not plain data")
+    raise ValueError("no STOP")
+
+
 def _pickled(path, obj, key):
-    """A list attribute PyTables pickled, read only if it is plain data (PLAIN_OPCODES)."""
-    raw = obj.attrs[key]
+    """A list attribute PyTables pickled, read as plain data (`plain_data`), never unpickled."""
     try:
-        ops = {op.name for op, _, _ in pickletools.genops(raw)}
-        if ops <= PLAIN_OPCODES:
-            value = pickle.loads(raw)       # plain data only, checked above
-            if isinstance(value, (list, tuple)):
-                return value
-    except Exception:                       # a malformed pickle raises about anything
+        value = plain_data(bytes(obj.attrs[key]))
+        if isinstance(value, (list, tuple)):
+            return value
+    except Exception:                       # a malformed pickle breaks the parse anywhere
         pass
     raise UsageError(f"{path}: attribute {key} of {obj.name} is not a plain list of names")
 

@@ -328,3 +328,18 @@ def test_distribution_shows_progress_on_rank_0(tmp_path):
     assert len(shown) > 3 and shown[-1].startswith("distributing: 128 kB in"), proc.stdout
     assert "of 128 kB, 100%" in shown[-2]
     assert not lines(mpiexec(2, [*args, "--quiet"], script=script, check=0), "distributing")
+
+
+def test_pickled_attributes_are_read_as_plain_data_never_unpickled():
+    """PyTables' pickled column names are interpreted opcode by opcode: plain data comes back
+    as pickle would give it, and anything that would call code is refused."""
+    import os
+    import pickle
+
+    from mpidml.formats import plain_data
+    for value in (["a", "b"], [(1, ["x", "y"])], ("a",), {"k": [1, 2.5, None, True]}, [10 ** 30, -3, "é"], []):
+        for protocol in range(6):
+            assert plain_data(pickle.dumps(value, protocol=protocol)) == value
+    for hostile in (pickle.dumps(os.system), b"cos\nsystem\n(S'echo hi'\ntR."):
+        with pytest.raises(ValueError, match="not plain data"):
+            plain_data(hostile)
