@@ -70,14 +70,7 @@ class ArraySource:
         if self.task == "classification":
             mine[2] = as_json(np.unique(self.y))
         shards = yield from group.gather_json(mine, label="describe")
-        err = info = None
-        if group.rank == 0:
-            try:
-                info = self._unite(shards)
-            except UsageError as e:
-                err = e
-        yield from group.agree(err, "describe")
-        return (yield from group.bcast_json(info, label="describe"))
+        return (yield from group.on_root(lambda: self._unite(shards), "describe"))
 
     def _unite(self, shards):
         """Rank 0: the info of every rank's rows, or a UsageError naming the rank that differs."""

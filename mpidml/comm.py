@@ -207,6 +207,18 @@ class Group:
             return None
         return [json.loads(recv[o:o + s].tobytes().decode()) for o, s in zip(displs, sizes)]
 
+    def on_root(self, work, label):
+        """Generator: `work()` on rank 0 alone; every rank then raises its UsageError (agreed)
+        or returns its JSON-able result."""
+        err = result = None
+        if self.rank == 0:
+            try:
+                result = work()
+            except UsageError as e:
+                err = e
+        yield from self.agree(err, label)
+        return (yield from self.bcast_json(result, label=label))
+
     def agree(self, error, label="agree"):
         """Generator: every rank learns whether any rank failed; all raise the first error.
 

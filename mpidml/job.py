@@ -116,16 +116,9 @@ class Job:
     def setup(self):
         """Generator: describe, distribute, standardize, hold out, build and initialize."""
         cfg, g = self.cfg, self.group
-        err, info = None, None
         self.resumes = []           # rank 0: (path, ModelFile) per model, when resuming
         described = (yield from self.source.describe(g)) if self.source else None
-        if g.rank == 0:
-            try:
-                info = self._describe(described)
-            except UsageError as e:
-                err = e
-        yield from g.agree(err, "open")
-        self.info = info = yield from g.bcast_json(info, label="describe")
+        self.info = info = yield from g.on_root(lambda: self._describe(described), "describe")
         for key, value in info.get("adopted", {}).items():      # the resumed file's model options
             setattr(cfg, key, tuple(value) if key == "hidden" else value)
         self.dtype = np.dtype(cfg.dtype)
