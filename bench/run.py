@@ -1,7 +1,8 @@
 """mpidml benchmarks: every comparison runs side by side in one invocation and is
-reported as ratios (these machines are shared and noisy). Writes BENCHMARKS.md.
+reported as ratios (these machines are shared and noisy). Writes .bench/BENCHMARKS.md, untracked;
+`--out BENCHMARKS.md` (`make bench BENCH_OUT=BENCHMARKS.md`) rewrites the committed report.
 
-    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data] [--quick]
+    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data] [--quick] [--out F]
 
 Sections:
   throughput  mpidml at N=1, 2 against a bare single-process numpy minibatch loop
@@ -31,7 +32,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.path.join(ROOT, ".bench")
+WORK = os.path.join(ROOT, ".bench", "data")      # synthetic files and scratch, removed when done
+REPORT = os.path.join(ROOT, ".bench", "BENCHMARKS.md")
 PY = sys.executable
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -332,7 +334,7 @@ def bench_mlp(args):
              f"its five matrix products alone take {t_gemm * 1e6:.0f} us: the step is "
              + target(f"{t_step / t_gemm:.2f}x its GEMM time (target <= 2x)", t_step <= 2 * t_gemm, "mlp: step") + ".")
     if not torch_rows:
-        text += "\n\ntorch is not installed: `pip install torch==2.13.0` (the `bench` extra) adds the peers."
+        text += "\n\ntorch is not installed: `make bench BENCH_TORCH=1` (the `torch` extra, 1.7 GB) adds the peers."
     text += "\n\nScaling over ranks: see its own section."
     return "MLP speed against PyTorch", text
 
@@ -771,8 +773,9 @@ def main():
     p.add_argument("--max-ranks", type=int, default=0, help="scaling: largest N (default: the cores)")
     p.add_argument("--scaling-rows", type=int, default=0, help="scaling: training rows (default 2M, quick 1M)")
     p.add_argument("--repeat", type=int, default=0, help="scaling: runs per row, best kept (default 3, quick 1)")
-    p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
-    p.add_argument("--keep-data", action="store_true", help="keep the synthetic files in .bench/ for the next run")
+    p.add_argument("--out", default=REPORT, help="the report (default .bench/BENCHMARKS.md; the committed one: "
+                   "BENCHMARKS.md)")
+    p.add_argument("--keep-data", action="store_true", help="keep the synthetic files in .bench/data/ for the next run")
     args = p.parse_args()
     os.makedirs(WORK, exist_ok=True)
     parts = {}

@@ -198,3 +198,31 @@ def test_pbs_script_submitted_elsewhere_says_so_and_never_resubmits_a_wrong_path
     assert len(said) == 2 and all(str(missing) in ln for ln in said), err
     assert "qsub -v SCRIPT=" in said[0] and "not resubmitted" in said[1]
 
+
+def _make(tmp_path, *args):
+    """`make ARGS` in the repository with .venv replaced by a stand-in interpreter that only
+    records its calls: which install steps each target runs, and how often."""
+    venv = tmp_path / "venv"
+    if not venv.exists():
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text(f'#!/bin/bash\necho "$*" >> {tmp_path / "calls"}\n')
+        (venv / "bin" / "python").chmod(0o755)
+    names = ("NP", "ARGS", "PYTHON", "MPICC", "MPIEXEC", "PYTEST", "BENCH", "BENCH_OUT", "BENCH_TORCH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS")) and k not in names}
+    (tmp_path / "calls").write_text("")
+    proc = subprocess.run(["make", "-s", "-C", ROOT, f"VENV={venv}", *args], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [ln for ln in (tmp_path / "calls").read_text().splitlines() if ln != "-m pip install -q --upgrade pip"]
+
+
+def test_make_installs_for_each_target_only_what_it_needs_and_once(tmp_path):
+    assert _make(tmp_path, "install") == ["-m pip install -q -e .[mpich]"]
+    assert _make(tmp_path, "install") == []
+    assert _make(tmp_path, "test", "PYTEST=-x") == ["-m pip install -q -e .[test]", "-m pytest -x"]
+    assert _make(tmp_path, "test") == ["-m pytest"]
+    bench = _make(tmp_path, "bench")
+    assert bench[0] == "-m pip install -q -e .[bench]" and len(bench) == 2
+    assert "--out .bench/BENCHMARKS.md" in bench[1]           # not the committed report
+    bench = _make(tmp_path, "bench", "BENCH_TORCH=1", "BENCH_OUT=BENCHMARKS.md")
+    assert bench[0] == "-m pip install -q -e .[torch]" and "--out BENCHMARKS.md" in bench[1]
