@@ -18,9 +18,10 @@ SCRIPT = os.path.join(ROOT, "tests", "api_ranks.py")
 
 # scikit-learn's checks that may fail, and why (xfail, not strict: each may also pass)
 FLOAT32 = ("float32 (the default dtype): a row's prediction can differ by one float32 rounding (~1e-7 "
-           "relative) with the number of rows predicted at once (and with its place among them), since BLAS picks its kernels by matrix size; "
-           "the check allows 1e-7")
-MAY_FAIL = {"check_methods_subset_invariance": FLOAT32, "check_methods_sample_order_invariance": FLOAT32}
+           "relative) with the number of rows predicted at once and with its place among them, since BLAS "
+           "picks its kernels by matrix size; the check allows 1e-7")
+MAY_FAIL = {"check_methods_subset_invariance": FLOAT32,
+            "check_methods_sample_order_invariance": FLOAT32}
 
 
 @parametrize_with_checks([mpidml.Classifier(epochs=10), mpidml.Regressor(epochs=10),
