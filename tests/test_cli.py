@@ -197,6 +197,27 @@ def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path, bar):
     assert json.loads(out.read_text())["status"] == "complete"
 
 
+def test_a_closed_stdout_drops_the_output(tmp_path):
+    """`mpidml ... >&-`: Python starts without stdout; every command that prints ended with an
+    internal error (and a file opened later took descriptor 1). Each runs, its output dropped.
+    (Under mpiexec, MPICH's launcher itself fails on a closed stdout: one process here.)"""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    m, d = tmp_path / "m.h5", tmp_path / "d.h5"
+    for args in (["data", "synth", "--samples", "200", "--features", "4", "--out", d], ["data", "inspect", d],
+                 ["--data", d, "--epochs", "2", "--save", m], ["--data", d, "--epochs", "1", "--progress-bar"],
+                 ["evaluate", "--model", m, "--data", d], ["predict", "--model", m, "--data", d, "--out",
+                                                           tmp_path / "p.h5"], ["info"]):
+        proc = subprocess.run([sys.executable, "-m", "mpidml", *map(str, args)], stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, timeout=60, preexec_fn=lambda: os.close(1))
+        assert proc.returncode == 0 and not proc.stderr, (args, proc.stderr)
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f["labels"].shape == (200,)
+
+
 def test_help_of_every_subcommand_shows_defaults(capsys):
     for argv in (["data", "synth", "--help"], ["train", "--help"]):
         with pytest.raises(SystemExit):
