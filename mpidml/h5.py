@@ -18,7 +18,7 @@ def open_h5(path, cache_bytes=None):
         raise UsageError(f"{path}: is a directory, not an HDF5 file")
     try:
         if not h5py.is_hdf5(path):
-            raise UsageError(f"{path}: not an HDF5 file")
+            raise UsageError(f"{path}: not an HDF5 file{_convert_hint(path)}")
         # read-only opens need no lock; HDF5's file locking fails on many parallel file
         # systems ("unable to lock file") and only serializes the ranks' opens elsewhere
         cache = {"rdcc_nbytes": int(cache_bytes), "rdcc_nslots": 10007} if cache_bytes else {}
@@ -27,6 +27,13 @@ def open_h5(path, cache_bytes=None):
         raise
     except Exception as e:  # truncated or corrupt files raise OSError from HDF5
         raise UsageError(f"{path}: cannot read HDF5 file ({short(e)})") from e
+
+
+def _convert_hint(path):
+    """For a file `data convert` reads (by its extension): the command that makes it HDF5."""
+    from .datatools import FORMATS         # (the converter's table; imported only on this error)
+    stem, ext = os.path.splitext(path)
+    return f"; convert it first: mpidml data convert {path} {stem}.h5" if ext.lower() in FORMATS else ""
 
 
 def short(e):

@@ -218,6 +218,23 @@ def test_a_closed_stdout_drops_the_output(tmp_path):
         assert f["labels"].shape == (200,)
 
 
+def test_data_that_convert_reads_is_pointed_at_it(tmp_path):
+    """--data x.csv (train, evaluate, predict all open it with open_h5) names the command that
+    makes it HDF5; a file of no format convert reads gets the plain line."""
+    from conftest import refused
+
+    from mpidml.h5 import open_h5
+    for name in ("x.csv", "x.parquet", "x.NPY"):
+        (tmp_path / name).write_text("a,b\n1,2\n")
+        with pytest.raises(UsageError, match=f"not an HDF5 file; convert it first: mpidml data convert "
+                                             f"{tmp_path / name} {tmp_path / 'x'}.h5$"):
+            open_h5(str(tmp_path / name))
+    (tmp_path / "x.py").write_text("")
+    with pytest.raises(UsageError, match="not an HDF5 file$"):
+        open_h5(str(tmp_path / "x.py"))
+    refused(1, ["--data", tmp_path / "x.csv"], "convert it first")
+
+
 def test_help_of_every_subcommand_shows_defaults(capsys):
     for argv in (["data", "synth", "--help"], ["train", "--help"]):
         with pytest.raises(SystemExit):
