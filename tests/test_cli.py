@@ -108,6 +108,31 @@ def test_evaluate_and_predict_a_saved_model(tmp_path):
     assert np.mean(labels == truth) == pytest.approx(saved["test"]["accuracy"])
 
 
+def test_predict_writes_csv_for_a_csv_out(tmp_path):
+    """--out p.csv was an HDF5 file named .csv: now a header and a row per sample, the rows
+    the HDF5 output holds (class names, float32 probabilities); other extensions are refused."""
+    import csv
+
+    from conftest import refused, write_h5
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    names = np.array([b"cat", b"dog, big", b"eel"])
+    path = write_h5(tmp_path / "d.h5", X=rng.standard_normal((300, 4)) + np.eye(3, 4)[y], y=names[y])
+    train(1, tmp_path, "--data", path, "--epochs", "2", "--save", tmp_path / "m.h5")
+    for out in ("p.csv", "p.h5"):
+        mpiexec(3, ["predict", "--model", tmp_path / "m.h5", "--data", path, "--out", tmp_path / out], check=0)
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["label", "proba_cat", "proba_dog, big", "proba_eel"] and len(rows) == 301
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert [r[0].encode() for r in rows[1:]] == list(f["labels"][:])
+        assert np.array_equal(np.array([r[1:] for r in rows[1:]], np.float32), f["proba"][:])
+    for out in ("p.txt", "p"):
+        refused(1, ["predict", "--model", tmp_path / "m.h5", "--data", path, "--out", tmp_path / out],
+                "predictions are written as HDF5 (.h5, .hdf5) or CSV (.csv)")
+    assert not (tmp_path / "p.txt").exists()
+
+
 def test_thread_pinning():
     env = {}
     assert pin_blas_threads([], env) == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
