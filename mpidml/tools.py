@@ -88,7 +88,17 @@ def _describe(args, m, labels):
             found = data.scan_labels(Y, args.data, y, m.task, hint=f"model {args.model} is a classifier")
             if m.task != "regression":
                 data.check_classes(found, data.class_array(info), args.data, y, f"model {args.model}")
+            info["training_rows"] = _trained_on(m, args.data, x, y)
     return info
+
+
+def _trained_on(m, path, x, y):
+    """Whether rows x, y of `path` are the very datasets the model trained on (the data
+    identity its file records: same shapes, dtypes and sampled rows), so that scores on them
+    include its training rows. Files from before provenance record none: False."""
+    from .provenance import fingerprint
+    saved = m.attrs.get("data")
+    return isinstance(saved, dict) and saved.get("fingerprint") == fingerprint(path, x, y)
 
 
 def _outputs(args):
@@ -143,6 +153,10 @@ def evaluate(args, group, report):
     res = from_sums(sums, m.task, k)
     if group.rank == 0:
         log.warning(f"evaluate: {_rows_used(info)}")
+        if info.get("training_rows"):
+            log.warning(f"mpidml: warning: {info['path']}:{info['x']} is the data model {args.model} was trained on, "
+                        "so these rows include its training rows: the metrics overstate how it does on new rows "
+                        "(score rows it never saw, e.g. a /test group held out before training)")
         report({"model": m.kind, "model_file": args.model, "data": args.data, "dataset": info["x"],
                 "labels": info["y"], "samples": info["rows"], "epoch": m.epoch, "test": res}, args.metrics_json)
     return 0

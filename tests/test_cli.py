@@ -133,6 +133,27 @@ def test_predict_writes_csv_for_a_csv_out(tmp_path):
     assert not (tmp_path / "p.txt").exists()
 
 
+def test_evaluate_warns_when_it_scores_the_training_data(tmp_path):
+    """A converted file has no /test: evaluate scored all its rows, training rows included,
+    without a word. The model file's data identity tells when the rows are its training
+    datasets; held-out /test rows get no warning."""
+    from conftest import write_h5
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 4)), rng.integers(0, 2, 200)
+    flat = write_h5(tmp_path / "flat.h5", X=X, y=y)
+    split = write_h5(tmp_path / "split.h5", train__X=X[:150], train__y=y[:150], test__X=X[150:], test__y=y[150:])
+    warning = "include its training rows"
+    for path, extra, warned in ((flat, [], True), (split, [], False),
+                                (split, ["--x-dataset", "/train/X", "--y-dataset", "/train/y"], True)):
+        model = tmp_path / f"{path.stem}.model.h5"
+        if not model.exists():
+            train(1, tmp_path, "--data", path, "--epochs", "1", "--save", model)
+        proc = mpiexec(1, ["evaluate", "--model", model, "--data", path, *extra], check=0)
+        assert (warning in proc.stdout) == warned, proc.stdout
+    proc = mpiexec(1, ["evaluate", "--model", tmp_path / "split.model.h5", "--data", flat], check=0)
+    assert warning not in proc.stdout                   # other datasets (the same rows, more of them)
+
+
 def test_thread_pinning():
     env = {}
     assert pin_blas_threads([], env) == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
