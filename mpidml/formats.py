@@ -56,7 +56,7 @@ def features(f, path, name, label=None):
             return dataset(f, path, name)
         label_frame, label_columns = _columns_of(f, path, label) if label else (None, None)
         skip = label_columns[0] if label_frame is not None and label_frame.name == frame.name else None
-        wanted = [c.name for c in frame.columns if c.numeric and c.name != skip]
+        wanted = [c.name for c in frame.columns if c.numeric and not c.level and c.name != skip]
         if not wanted:
             raise UsageError(f"{path}: frame {name} has no numeric column besides the label")
     return frame.select(name, wanted)
@@ -332,7 +332,10 @@ def _anndata_categories(f, path, ds):
 class Column:
     """A column of a frame: entry `index` (None: all of it) of field `field` (None: the
     record) of each row of dataset `ds`. `declared`: the type pandas wrote (datetime64...),
-    `missing`: the text pandas writes for a missing value, `categories` its dataset."""
+    `missing`: the text pandas writes for a missing value, `categories` its dataset.
+    `level`: a level of the frame's index (a MultiIndex in table format is stored as
+    columns), which may be the labels but is never a feature."""
+    level = False
 
     def __init__(self, name, ds, field=None, index=None, declared="", missing=None, categories=None):
         self.name, self.ds, self.field, self.index = name, ds, field, index
@@ -361,6 +364,9 @@ class Frame:
         """The columns `wanted` as features (numeric, in that order)."""
         columns = [self.column(w) for w in wanted]
         for c in columns:
+            if c.level:
+                raise UsageError(f"{self.path}: column {c.name!r} of frame {self.name} is a level of its index, "
+                                 "not a feature (df.reset_index() makes it a column)")
             if not c.numeric:
                 raise UsageError(f"{self.path}: column {c.name!r} of frame {self.name} holds "
                                  f"{c.declared or c.dtype}, not numbers: it cannot be a feature")
@@ -442,7 +448,8 @@ def _fixed(f, path, group):
     if _attr(group, "axis0_variety") != "regular":
         raise UsageError(f"{path}: frame {group.name} has columns of several levels (a MultiIndex), not supported")
     order = _names(path, _piece(f, path, group, "axis0", what))
-    rows = _piece(f, path, group, "axis1", what).shape[0]
+    index = "axis1_label0" if _attr(group, "axis1_variety") == "multi" else "axis1"    # a MultiIndex: its codes
+    rows = _piece(f, path, group, index, what).shape[0]
     found = {}
     for i in range(int(group.attrs.get("nblocks", 0))):
         items = _names(path, _piece(f, path, group, f"block{i}_items", what))
@@ -464,6 +471,7 @@ def _table(f, path, ds):
     group = ds.parent
     pandas = _attr(group, "pandas_type") == "frame_table"       # then the frame is the group
     index = {n for _, n in _pairs(path, group, "index_cols")} if pandas and "index_cols" in group.attrs else set()
+    levels = set(map(str, _pickled(path, group, "levels"))) if pandas and _is_pickle(group.attrs.get("levels")) else ()
     missing = group.attrs.get("nan_rep", b"nan") if pandas else None
     columns = []
     for field in ds.dtype.names:
@@ -478,6 +486,7 @@ def _table(f, path, ds):
         for j, name in enumerate(names):
             c = Column(str(name), ds, field, j if width else None, _attr(ds, f"{field}_dtype"), None, categories)
             c.missing = np.bytes_(missing) if missing is not None and c.dtype.kind == "S" else None
+            c.level = c.name in levels
             columns.append(c)
     if pandas and "non_index_axes" in group.attrs:
         order = {str(n): i for _, names in _pairs(path, group, "non_index_axes") for i, n in enumerate(names)}
@@ -567,6 +576,12 @@ def _pickled(path, obj, key):
     except Exception:                       # a malformed pickle breaks the parse anywhere
         pass
     raise UsageError(f"{path}: attribute {key} of {obj.name} is not a plain list of names")
+
+
+def _is_pickle(value):
+    """A pickled attribute (pandas' `levels`: a MultiIndex's level names, pickled; a plain
+    index: the number 1)."""
+    return isinstance(value, (bytes, np.bytes_))
 
 
 def _pairs(path, obj, key):

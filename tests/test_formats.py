@@ -170,6 +170,23 @@ def test_pandas_columns_by_name(tmp_path):
     assert np.array_equal(NAMES[labels], df["kind"].to_numpy())
 
 
+@pytest.mark.parametrize("fmt", ["table", "fixed"])
+def test_index_levels_are_never_features(tmp_path, fmt):
+    """Table format stores a MultiIndex's levels as columns: they were read as features (the
+    row numbers among them). Its levels may be the labels, never features; fixed format,
+    which keeps them apart, reads too."""
+    df = frame(60)
+    df["batch"], df["row"] = np.arange(60) % 4, np.arange(60)
+    path = to_hdf(df.set_index(["batch", "row"]), tmp_path / "mi.h5", fmt)
+    info, X, _ = rows_of(path, y="/df:code")
+    assert np.array_equal(X, df[["f0", "count", "f1", "f2"]].to_numpy(np.float32)), info["features"]
+    if fmt == "table":
+        info, _, labels = rows_of(path, y="/df:batch")
+        assert info["classes"] == [0, 1, 2, 3] and np.array_equal(labels, df["batch"])
+        with pytest.raises(UsageError, match="column 'row' of frame /df is a level of its index, not a feature"):
+            rows_of(path, "/df:f0,row", "/df:code")
+
+
 # -- bad inputs --------------------------------------------------------------------------------
 X0, Y0 = cells(40, 5)
 
