@@ -495,7 +495,14 @@ def _table(f, path, ds):
 
 
 def _names(path, ds):
-    """Column names from a dataset of them (text or numbers), as str."""
+    """Column names from a dataset of them (text or numbers), as str. pandas pickles names
+    it cannot store as one array (0, 1, 2 and 'label'; floats): never unpickled, refused
+    with the two ways out."""
+    if ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None:
+        raise UsageError(f"{path}: frame {ds.parent.name} has its column names pickled ({ds.name}), as pandas' fixed "
+                         "format stores names of mixed types (0, 1, 2 and 'label') or floats; mpidml does not "
+                         "unpickle: name the columns with text (df.columns = df.columns.map(str)) or write the "
+                         "frame with format='table'")
     with reading(path, ds.name):
         values = np.asarray(ds[()]).reshape(-1)
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]

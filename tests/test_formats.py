@@ -187,6 +187,31 @@ def test_index_levels_are_never_features(tmp_path, fmt):
             rows_of(path, "/df:f0,row", "/df:code")
 
 
+def test_common_frames_train_or_say_what_to_do(tmp_path):
+    """df.to_hdf(path, key='df') of everyday frames: integer column names, several blocks
+    of mixed dtypes, category labels (table format) read as the columns are; names of mixed
+    types, which fixed format pickles, were refused for 'block0_values of shape (100, 3), not
+    (100, 1)' and now get the two ways out."""
+    import pandas as pd
+    df = frame(100)
+    X = df[["f0", "count", "f1", "f2"]].to_numpy(np.float32)
+    unnamed = pd.DataFrame(X)
+    unnamed[4] = df["code"]
+    for fmt in ("fixed", "table"):
+        _, got, labels = rows_of(to_hdf(unnamed, tmp_path / f"u-{fmt}.h5", fmt), y="/df:4")
+        assert np.array_equal(got, X) and np.array_equal(labels, df["code"])
+    df["kind"] = df["kind"].astype("category")
+    info, got, labels = rows_of(to_hdf(df, tmp_path / "c.h5", "table"), y="/df:kind")
+    assert info["classes"] == list(NAMES) and np.array_equal(got[:, [0, 1, 2, 4]], X)
+    mixed = pd.DataFrame(X)
+    mixed["label"] = df["code"]
+    _, got, _ = rows_of(to_hdf(mixed, tmp_path / "m-table.h5", "table"), y="/df:label")
+    assert np.array_equal(got, X)
+    with pytest.raises(UsageError, match=r"column names pickled \(/df/axis0\).*df.columns = df.columns.map\(str\)"
+                                         r"\) or write the frame with format='table'"):
+        rows_of(to_hdf(mixed, tmp_path / "m-fixed.h5", "fixed"), y="/df:label")
+
+
 # -- bad inputs --------------------------------------------------------------------------------
 X0, Y0 = cells(40, 5)
 
