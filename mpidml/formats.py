@@ -71,9 +71,12 @@ def labels(f, path, name):
             raise UsageError(f"{path}: {name} names {len(wanted)} columns; the labels are one")
         return frame.label(f, name, wanted[0])
     obj = node(f, path, name)
-    if isinstance(obj, h5py.Group) and _attr(obj, "encoding-type") == "categorical":
+    kind = _attr(obj, "encoding-type") if isinstance(obj, h5py.Group) else ""
+    if kind == "categorical":
         return Categorical(path, name, *(_piece(f, path, obj, k, "a categorical column") for k in ("codes",
                                                                                                  "categories")))
+    if kind.startswith("nullable-"):
+        return Nullable(path, name, *(_piece(f, path, obj, k, f"a {kind} column") for k in ("values", "mask")))
     frame = _frame(f, path, obj)
     if frame is not None:
         raise UsageError(f"{path}: {name} is a frame; name its label column, --y-dataset {name}:COLUMN "
@@ -303,6 +306,33 @@ class _CodesRows:
                     f"has code {codes[i]}, but {len(c.categories)} categories: codes and categories do not match")
             raise c.error(what, start + i)
         out[...] = c.categories[codes]
+
+
+class Nullable(Derived):
+    """An AnnData nullable column (nullable-integer, -boolean, -string-array): `values` and
+    a `mask` that is true where a value is missing; a row whose label is missing is refused."""
+
+    def __init__(self, path, name, values, mask):
+        self.path, self.name, self.values, self.mask = path, name, values, mask
+        if values.ndim != 1 or mask.shape != values.shape or mask.dtype.kind not in "biu":
+            raise self.error(f"has values of shape {values.shape} and a mask of shape {mask.shape} and dtype "
+                             f"{mask.dtype}; a nullable column needs a 1-D mask of one flag per value")
+        self.shape, self.dtype, self.compression = values.shape, values.dtype, values.compression
+
+    def reader(self, fd):
+        return _MaskedRows(self, reader(self.values, self.values.dtype, fd), reader(self.mask, np.bool_, fd))
+
+
+class _MaskedRows:
+    def __init__(self, n, values, mask):
+        self.n, self.values, self.mask = n, values, mask
+
+    def read(self, start, count, out):
+        mask = np.empty(count, np.bool_)
+        self.mask.read(start, count, mask)
+        if mask.any():
+            raise self.n.error("has a missing value (its mask is set)", start + int(np.argmax(mask)))
+        self.values.read(start, count, out)
 
 
 def as_bytes(values):

@@ -212,6 +212,29 @@ def test_common_frames_train_or_say_what_to_do(tmp_path):
         rows_of(to_hdf(mixed, tmp_path / "m-fixed.h5", "fixed"), y="/df:label")
 
 
+def nullable_obs(path, missing=()):
+    """An .h5ad file whose obs holds anndata's nullable columns (groups of values and mask):
+    the cell type as Int64 and as boolean (type > 0), `missing` rows masked."""
+    import anndata
+    import pandas as pd
+    X, y = cells(60, 6)
+    obs = pd.DataFrame({"type": pd.array(y, dtype="Int64"), "any": pd.array(y > 0, dtype="boolean")},
+                       index=[f"c{i}" for i in range(60)])
+    obs.iloc[list(missing), 0] = pd.NA
+    anndata.AnnData(X=X, obs=obs).write_h5ad(path)
+    return path, X, y
+
+
+def test_anndata_nullable_columns_are_labels(tmp_path):
+    """anndata writes pandas' nullable columns as a group of values and mask: they were
+    refused as 'is a group'."""
+    path, X, y = nullable_obs(tmp_path / "n.h5ad")
+    info, got, labels = rows_of(path, y="obs/type")
+    assert info["classes"] == [0, 1, 2] and np.array_equal(got, X) and np.array_equal(labels, y)
+    info, _, labels = rows_of(path, y="obs/any")
+    assert len(info["classes"]) == 2 and np.array_equal(labels, y > 0)
+
+
 # -- bad inputs --------------------------------------------------------------------------------
 X0, Y0 = cells(40, 5)
 
@@ -257,6 +280,8 @@ BAD = {
                       "/obs/cell_type is a categorical column without its dataset categories"),
     "repeated categories": (lambda t: h5ad(t / "f.h5ad", X0, Y0, categories=NAMES[[0, 1, 1]]), None, "obs/cell_type",
                             "has categories /obs/cell_type/categories that repeat a value"),
+    "masked label": (lambda t: nullable_obs(t / "f.h5ad", missing=[7, 30])[0], None, "obs/type",
+                     "obs/type has a missing value (its mask is set) at row 7"),
     "labels unnamed": (lambda t: h5ad(t / "f.h5ad", X0, Y0), None, None,
                        "is an AnnData file: name its labels, e.g. --y-dataset obs/cell_type"),
     "missing column": (lambda t: to_hdf(frame(30), t / "f.h5", "table"), None, "/df:knd",
@@ -287,7 +312,8 @@ def test_bad_inputs_name_the_file_and_dataset(tmp_path, case):
     assert str(e.value).startswith(str(path)) and needle in str(e.value)
 
 
-@pytest.mark.parametrize("case,how", [("CSR column out of range", "read"), ("codes beyond the categories", "scatter"),
+@pytest.mark.parametrize("case,how", [("CSR column out of range", "read"), ("masked label", "read"),
+                                      ("codes beyond the categories", "scatter"),
                                       ("missing column", "scatter")])
 def test_bad_inputs_end_with_one_line_at_3_ranks(tmp_path, case, how):
     build, _, y, needle = BAD[case]
