@@ -10,6 +10,7 @@ import collections
 import io
 import logging
 import pickle
+import sys
 import warnings
 
 import h5py
@@ -319,6 +320,54 @@ def test_bad_inputs_end_with_one_line_at_3_ranks(tmp_path, case, how):
     build, _, y, needle = BAD[case]
     refused(3, ["--quiet", "--epochs", "1", "--data", build(tmp_path), "--y-dataset", y, "--distribute", how],
             needle.split(" at row")[0])     # the row: the first bad one of the rank that reports
+
+
+def _bzip2_file(path):
+    """/X compressed with bzip2 (HDF5 filter 307, hdf5plugin's), its chunks written raw."""
+    with h5py.File(path, "w") as f:
+        X = f.create_dataset("X", (100, 4), "f4", chunks=(50, 4), compression=307, allow_unknown_filter=True)
+        for row in (0, 50):
+            X.id.write_direct_chunk((row, 0), b"not bzip2")
+        f["y"] = np.arange(100) % 2
+    return path
+
+
+def test_a_filter_hdf5_lacks_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """A blosc or bzip2 dataset failed with HDF5's 'can't open directory .../plugin'. Now one
+    line names the dataset and filter and what to do, after trying to load hdf5plugin (here a
+    stand-in that registers nothing, to see that it is imported)."""
+    import importlib.util
+    if h5py.h5z.filter_avail(307) or importlib.util.find_spec("hdf5plugin"):
+        pytest.skip("this HDF5 has a bzip2 filter, or hdf5plugin would give it one")
+    (tmp_path / "hdf5plugin.py").write_text("import builtins\nbuiltins.hdf5plugin_loaded = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _bzip2_file(tmp_path / "bz.h5")
+    try:
+        with pytest.raises(UsageError, match=r"bz.h5: dataset /X is compressed with the bzip2 filter \(HDF5 filter "
+                                             r"307\), which this HDF5 cannot decode: pip install hdf5plugin"):
+            rows_of(path)
+    finally:
+        sys.modules.pop("hdf5plugin", None)             # the stand-in
+    import builtins
+    assert builtins.__dict__.pop("hdf5plugin_loaded", False)
+    refused(3, ["--data", path, "--distribute", "read"], "set HDF5_PLUGIN_PATH to a directory holding the filter's")
+
+
+def test_hdf5plugin_filters_just_work_where_it_is_installed(tmp_path):
+    """With hdf5plugin installed (pip install hdf5plugin; not a dependency), mpidml loads it
+    on meeting a filter HDF5 lacks: blosc and bzip2 files train as plain ones."""
+    pytest.importorskip("hdf5plugin")
+    import subprocess
+    X, y = cells(300, 6)
+    write_h5(tmp_path / "plain.h5", X=X, y=y)
+    subprocess.run([sys.executable, "-c", "import sys, h5py, hdf5plugin\n"
+                    f"p = h5py.File({str(tmp_path / 'plain.h5')!r})\n"
+                    f"with h5py.File({str(tmp_path / 'b.h5')!r}, 'w') as f:\n"
+                    "    f.create_dataset('X', data=p['X'][()], chunks=(64, 6), **hdf5plugin.Blosc())\n"
+                    "    f.create_dataset('y', data=p['y'][()], chunks=(64,), **hdf5plugin.BZip2())\n"],
+                   check=True, timeout=60)
+    want = train(2, tmp_path, "--data", tmp_path / "plain.h5", *OPTIONS, name="plain.json")["test"]
+    assert train(2, tmp_path, "--data", tmp_path / "b.h5", "--distribute", "read", *OPTIONS)["test"] == want
 
 
 # -- progress ---------------------------------------------------------------------------------
