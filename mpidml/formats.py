@@ -16,6 +16,7 @@ modes, the test split, evaluate and predict read every layout alike:
   or table format (one compound dataset; any compound dataset's fields likewise), named
   FRAME:COLUMN[,COLUMN...]; a frame named alone means its numeric columns but the label.
 """
+import collections
 import pickletools
 
 import h5py
@@ -34,6 +35,12 @@ VALUE_OPCODES = frozenset("INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BIN
                           "SHORT_BINSTRING BINBYTES SHORT_BINBYTES UNICODE SHORT_BINUNICODE BINUNICODE".split())
 CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 EMPTY = {"EMPTY_LIST": list, "EMPTY_TUPLE": tuple, "EMPTY_DICT": dict}
+# pandas' fixed format pickles an index of mixed types (column names 0, 1, 2 and 'label') as a
+# numpy object array: a call of numpy's _reconstruct, then its state. `plain_data(objects=True)`
+# keeps a global as its name (Global) and a call as a record of what it would call (Call),
+# calling and importing nothing; `_object_array` accepts exactly that array's shape.
+Global = collections.namedtuple("Global", "module name")
+RECONSTRUCT = {Global(m, "_reconstruct") for m in ("numpy.core.multiarray", "numpy._core.multiarray")}
 
 
 def reader(ds, dtype, fd=None):
@@ -478,8 +485,8 @@ def _fixed(f, path, group):
     if _attr(group, "axis0_variety") != "regular":
         raise UsageError(f"{path}: frame {group.name} has columns of several levels (a MultiIndex), not supported")
     order = _names(path, _piece(f, path, group, "axis0", what))
-    index = "axis1_label0" if _attr(group, "axis1_variety") == "multi" else "axis1"    # a MultiIndex: its codes
-    rows = _piece(f, path, group, index, what).shape[0]
+    index = _piece(f, path, group, "axis1_label0" if _attr(group, "axis1_variety") == "multi" else "axis1", what)
+    rows = len(_names(path, index)) if _is_pickled(index) else index.shape[0]      # (a MultiIndex: its codes)
     found = {}
     for i in range(int(group.attrs.get("nblocks", 0))):
         items = _names(path, _piece(f, path, group, f"block{i}_items", what))
@@ -525,22 +532,54 @@ def _table(f, path, ds):
 
 
 def _names(path, ds):
-    """Column names from a dataset of them (text or numbers), as str. pandas pickles names
-    it cannot store as one array (0, 1, 2 and 'label'; floats): never unpickled, refused
-    with the two ways out."""
-    if ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None:
-        raise UsageError(f"{path}: frame {ds.parent.name} has its column names pickled ({ds.name}), as pandas' fixed "
-                         "format stores names of mixed types (0, 1, 2 and 'label') or floats; mpidml does not "
-                         "unpickle: name the columns with text (df.columns = df.columns.map(str)) or write the "
-                         "frame with format='table'")
+    """Column names (or index values) from a dataset of them (text or numbers), as str.
+    pandas pickles those it cannot store as one array (0, 1, 2 and 'label'; floats) as a
+    numpy object array, which is read from its opcodes (`_object_array`), never unpickled."""
     with reading(path, ds.name):
         values = np.asarray(ds[()]).reshape(-1)
+    if _is_pickled(ds):
+        try:
+            values = _object_array(bytes(values[0])) if len(values) == 1 else None
+        except Exception:                   # a malformed pickle breaks the parse anywhere
+            values = None
+        if values is None:
+            raise UsageError(f"{path}: frame {ds.parent.name} keeps {ds.name} pickled, and not as a plain array: "
+                             "name the columns with text (df.columns = df.columns.map(str)) or write the frame "
+                             "with format='table'")
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def plain_data(raw):
+def _is_pickled(ds):
+    """A dataset of pickles (pandas' fixed format: objects, stored as variable-length bytes)."""
+    return ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None
+
+
+def _object_array(raw):
+    """The items of a pickled 1-D numpy object array of plain values, or None for any other
+    pickle: numpy's _reconstruct of an ndarray, then its state (version, shape, dtype,
+    Fortran order, the items as a list)."""
+    v = plain_data(raw, objects=True)
+    if not (isinstance(v, Call) and v.func in RECONSTRUCT and v.args[:1] == (Global("numpy", "ndarray"),)):
+        return None
+    state = v.state
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], list)
+            and state[1] == (len(state[4]),)):
+        return None
+    items = state[4]
+    return items if all(isinstance(i, (str, bytes, int, float)) for i in items) else None
+
+
+class Call:
+    """A call a pickle asks for (REDUCE), recorded, never made; BUILD's `state` beside it."""
+
+    def __init__(self, func, args):
+        self.func, self.args, self.state = func, args, None
+
+
+def plain_data(raw, objects=False):
     """The value of a pickle of plain data, computed from its opcodes without unpickling;
-    ValueError for any other opcode."""
+    ValueError for any other opcode. `objects`: globals, calls and their states are kept as
+    inert records (Global, Call) for the caller to recognize."""
     stack, memo, marks = [], {}, []
 
     def since_mark():
@@ -599,6 +638,16 @@ def plain_data(raw):
             memo[len(memo)] = stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             stack.append(memo[arg])
+        elif objects and name in ("GLOBAL", "STACK_GLOBAL"):
+            stack.append(Global(*arg.split(" ", 1)) if name == "GLOBAL" else Global(*stack[-2:]))
+            if name == "STACK_GLOBAL":
+                del stack[-3:-1]
+        elif objects and name == "REDUCE":
+            args = stack.pop()
+            stack.append(Call(stack.pop(), args))
+        elif objects and name == "BUILD" and isinstance(stack[-2], Call):
+            state = stack.pop()
+            stack[-1].state = state
         else:
             raise ValueError(f"opcode {name} is not plain data")
     raise ValueError("no STOP")

@@ -204,13 +204,18 @@ def test_common_frames_train_or_say_what_to_do(tmp_path):
     df["kind"] = df["kind"].astype("category")
     info, got, labels = rows_of(to_hdf(df, tmp_path / "c.h5", "table"), y="/df:kind")
     assert info["classes"] == list(NAMES) and np.array_equal(got[:, [0, 1, 2, 4]], X)
-    mixed = pd.DataFrame(X)
+    mixed = pd.DataFrame(X)                                             # names of mixed types
     mixed["label"] = df["code"]
-    _, got, _ = rows_of(to_hdf(mixed, tmp_path / "m-table.h5", "table"), y="/df:label")
-    assert np.array_equal(got, X)
-    with pytest.raises(UsageError, match=r"column names pickled \(/df/axis0\).*df.columns = df.columns.map\(str\)"
-                                         r"\) or write the frame with format='table'"):
-        rows_of(to_hdf(mixed, tmp_path / "m-fixed.h5", "fixed"), y="/df:label")
+    for fmt, index in (("table", mixed.index), ("fixed", [0, "a"] + list(range(2, 100)))):    # fixed: index too
+        info, got, labels = rows_of(to_hdf(mixed.set_axis(index), tmp_path / f"m-{fmt}.h5", fmt), y="/df:label")
+        assert np.array_equal(got, X) and np.array_equal(labels, df["code"]), fmt
+    _, got, _ = rows_of(tmp_path / "m-fixed.h5", "/df:3,1", "/df:label")
+    assert np.array_equal(got, X[:, [3, 1]])
+    with h5py.File(tmp_path / "m-fixed.h5", "a") as f:           # a pickle of anything else: refused
+        f["df/axis0"][0] = np.frombuffer(pickle.dumps(collections.OrderedDict(a=1)), np.uint8)
+    with pytest.raises(UsageError, match=r"keeps /df/axis0 pickled, and not as a plain array: name the columns "
+                                         r"with text \(df.columns = df.columns.map\(str\)\)"):
+        rows_of(tmp_path / "m-fixed.h5", y="/df:label")
 
 
 def nullable_obs(path, missing=()):
@@ -460,3 +465,17 @@ def test_pickled_attributes_are_read_as_plain_data_never_unpickled():
     for hostile in (pickle.dumps(os.system), b"cos\nsystem\n(S'echo hi'\ntR."):
         with pytest.raises(ValueError, match="not plain data"):
             plain_data(hostile)
+
+
+def test_pickled_object_arrays_are_recognized_never_called():
+    """pandas' fixed format pickles names of mixed types as a numpy object array: its items
+    are read from the opcodes, the call to numpy that would rebuild it recorded, not made."""
+    from mpidml.formats import Call, _object_array, plain_data
+    for protocol in range(2, 6):
+        items = [0, 1, 2.5, "label"]
+        assert _object_array(pickle.dumps(np.array(items, dtype=object), protocol=protocol)) == items
+        assert _object_array(pickle.dumps(np.array([[1, "a"]], dtype=object), protocol=protocol)) is None
+        assert _object_array(pickle.dumps(["a"], protocol=protocol)) is None
+    call = plain_data(b"cos\nsystem\n(S'touch /tmp/hacked'\ntR.", objects=True)
+    assert isinstance(call, Call) and call.args == ("touch /tmp/hacked",)
+    assert _object_array(b"cos\nsystem\n(S'echo hi'\ntR.") is None
