@@ -35,8 +35,10 @@ def open_h5(path, cache_bytes=None):
 
 
 def _convert_hint(path):
-    """For a file `data convert` reads (by its extension): the command that makes it HDF5."""
-    from .datatools import FORMATS         # (the converter's table; imported only on this error)
+    """For a file `data convert` reads (by its extension): the command that makes it HDF5.
+    (The converter's table of extensions is imported only on this error.)"""
+    from .datatools import FORMATS
+
     stem, ext = os.path.splitext(path)
     return f"; convert it first: mpidml data convert {path} {stem}.h5" if ext.lower() in FORMATS else ""
 
