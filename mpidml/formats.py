@@ -30,7 +30,7 @@ SHOWN = 8  # column names listed in an error
 # PyTables pickles list attributes (pandas keeps column names in them). They are never
 # unpickled: `plain_data` interprets the opcodes of plain data itself (lists, tuples, dicts,
 # strings, numbers), from pickletools' parse, and refuses every other opcode (globals,
-# calls, objects), so nothing in a file can run code.
+# calls, objects; but see objects=True below), so nothing in a file can run code.
 VALUE_OPCODES = frozenset("INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING "
                           "SHORT_BINSTRING BINBYTES SHORT_BINBYTES UNICODE SHORT_BINUNICODE BINUNICODE".split())
 CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
