@@ -1,10 +1,32 @@
 """`python -m mpidml` (and the `mpidml` script): pin BLAS threads before numpy loads."""
+import os
 import sys
 
 from mpidml.threads import pin_blas_threads
 
 
+def reopen_closed_std():
+    """`mpidml ... >&-` starts Python without stdout (sys.stdout None): every command that
+    printed died of AttributeError, and the first file mpidml opened took descriptor 1, so
+    any later print would have gone into it. A closed stdin, stdout or stderr becomes
+    /dev/null (its output dropped) before anything else opens a file."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)       # the lowest free descriptor: fd itself
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        stream = open(fd, mode, closefd=False)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def entry():
+    reopen_closed_std()
     pin_blas_threads(sys.argv[1:])
     from mpidml.cli import main  # numpy loads here, after the pinning
     return main()

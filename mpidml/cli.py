@@ -280,7 +280,8 @@ def build_parser():
     p = sub.add_parser("predict", help="predictions of a saved model for every row")
     p.add_argument("--model", type=_path, required=True, metavar="M.h5")
     p.add_argument("--data", type=_path, required=True, metavar="F.h5")
-    p.add_argument("--out", type=_path, required=True, metavar="P.h5")
+    p.add_argument("--out", type=_path, required=True, metavar="P.h5",
+                   help="the predictions, as HDF5 (.h5, .hdf5) or CSV (.csv) by the extension")
     p.add_argument("--x-dataset", metavar="NAME", help="rows to predict (default /test/X, /X or /train/X)")
     add_common(p)
     p = sub.add_parser("data", help="synth, convert or inspect data files")

@@ -16,6 +16,7 @@ modes, the test split, evaluate and predict read every layout alike:
   or table format (one compound dataset; any compound dataset's fields likewise), named
   FRAME:COLUMN[,COLUMN...]; a frame named alone means its numeric columns but the label.
 """
+import collections
 import pickletools
 
 import h5py
@@ -29,11 +30,17 @@ SHOWN = 8  # column names listed in an error
 # PyTables pickles list attributes (pandas keeps column names in them). They are never
 # unpickled: `plain_data` interprets the opcodes of plain data itself (lists, tuples, dicts,
 # strings, numbers), from pickletools' parse, and refuses every other opcode (globals,
-# calls, objects), so nothing in a file can run code.
+# calls, objects; but see objects=True below), so nothing in a file can run code.
 VALUE_OPCODES = frozenset("INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT STRING BINSTRING "
                           "SHORT_BINSTRING BINBYTES SHORT_BINBYTES UNICODE SHORT_BINUNICODE BINUNICODE".split())
 CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 EMPTY = {"EMPTY_LIST": list, "EMPTY_TUPLE": tuple, "EMPTY_DICT": dict}
+# pandas' fixed format pickles an index of mixed types (column names 0, 1, 2 and 'label') as a
+# numpy object array: a call of numpy's _reconstruct, then its state. `plain_data(objects=True)`
+# keeps a global as its name (Global) and a call as a record of what it would call (Call),
+# calling and importing nothing; `_object_array` accepts exactly that array's shape.
+Global = collections.namedtuple("Global", "module name")
+RECONSTRUCT = {Global(m, "_reconstruct") for m in ("numpy.core.multiarray", "numpy._core.multiarray")}
 
 
 def reader(ds, dtype, fd=None):
@@ -56,7 +63,7 @@ def features(f, path, name, label=None):
             return dataset(f, path, name)
         label_frame, label_columns = _columns_of(f, path, label) if label else (None, None)
         skip = label_columns[0] if label_frame is not None and label_frame.name == frame.name else None
-        wanted = [c.name for c in frame.columns if c.numeric and c.name != skip]
+        wanted = [c.name for c in frame.columns if c.numeric and not c.level and c.name != skip]
         if not wanted:
             raise UsageError(f"{path}: frame {name} has no numeric column besides the label")
     return frame.select(name, wanted)
@@ -71,9 +78,12 @@ def labels(f, path, name):
             raise UsageError(f"{path}: {name} names {len(wanted)} columns; the labels are one")
         return frame.label(f, name, wanted[0])
     obj = node(f, path, name)
-    if isinstance(obj, h5py.Group) and _attr(obj, "encoding-type") == "categorical":
+    kind = _attr(obj, "encoding-type") if isinstance(obj, h5py.Group) else ""
+    if kind == "categorical":
         return Categorical(path, name, *(_piece(f, path, obj, k, "a categorical column") for k in ("codes",
                                                                                                  "categories")))
+    if kind.startswith("nullable-"):
+        return Nullable(path, name, *(_piece(f, path, obj, k, f"a {kind} column") for k in ("values", "mask")))
     frame = _frame(f, path, obj)
     if frame is not None:
         raise UsageError(f"{path}: {name} is a frame; name its label column, --y-dataset {name}:COLUMN "
@@ -305,6 +315,33 @@ class _CodesRows:
         out[...] = c.categories[codes]
 
 
+class Nullable(Derived):
+    """An AnnData nullable column (nullable-integer, -boolean, -string-array): `values` and
+    a `mask` that is true where a value is missing; a row whose label is missing is refused."""
+
+    def __init__(self, path, name, values, mask):
+        self.path, self.name, self.values, self.mask = path, name, values, mask
+        if values.ndim != 1 or mask.shape != values.shape or mask.dtype.kind not in "biu":
+            raise self.error(f"has values of shape {values.shape} and a mask of shape {mask.shape} and dtype "
+                             f"{mask.dtype}; a nullable column needs a 1-D mask of one flag per value")
+        self.shape, self.dtype, self.compression = values.shape, values.dtype, values.compression
+
+    def reader(self, fd):
+        return _MaskedRows(self, reader(self.values, self.values.dtype, fd), reader(self.mask, np.bool_, fd))
+
+
+class _MaskedRows:
+    def __init__(self, n, values, mask):
+        self.n, self.values, self.mask = n, values, mask
+
+    def read(self, start, count, out):
+        mask = np.empty(count, np.bool_)
+        self.mask.read(start, count, mask)
+        if mask.any():
+            raise self.n.error("has a missing value (its mask is set)", start + int(np.argmax(mask)))
+        self.values.read(start, count, out)
+
+
 def as_bytes(values):
     """Text as h5py returns variable-length strings (objects: str or bytes) as bytes, the
     form text classes are compared in."""
@@ -332,7 +369,10 @@ def _anndata_categories(f, path, ds):
 class Column:
     """A column of a frame: entry `index` (None: all of it) of field `field` (None: the
     record) of each row of dataset `ds`. `declared`: the type pandas wrote (datetime64...),
-    `missing`: the text pandas writes for a missing value, `categories` its dataset."""
+    `missing`: the text pandas writes for a missing value, `categories` its dataset.
+    `level`: a level of the frame's index (a MultiIndex in table format is stored as
+    columns), which may be the labels but is never a feature."""
+    level = False
 
     def __init__(self, name, ds, field=None, index=None, declared="", missing=None, categories=None):
         self.name, self.ds, self.field, self.index = name, ds, field, index
@@ -361,6 +401,9 @@ class Frame:
         """The columns `wanted` as features (numeric, in that order)."""
         columns = [self.column(w) for w in wanted]
         for c in columns:
+            if c.level:
+                raise UsageError(f"{self.path}: column {c.name!r} of frame {self.name} is a level of its index, "
+                                 "not a feature (df.reset_index() makes it a column)")
             if not c.numeric:
                 raise UsageError(f"{self.path}: column {c.name!r} of frame {self.name} holds "
                                  f"{c.declared or c.dtype}, not numbers: it cannot be a feature")
@@ -442,7 +485,8 @@ def _fixed(f, path, group):
     if _attr(group, "axis0_variety") != "regular":
         raise UsageError(f"{path}: frame {group.name} has columns of several levels (a MultiIndex), not supported")
     order = _names(path, _piece(f, path, group, "axis0", what))
-    rows = _piece(f, path, group, "axis1", what).shape[0]
+    index = _piece(f, path, group, "axis1_label0" if _attr(group, "axis1_variety") == "multi" else "axis1", what)
+    rows = len(_names(path, index)) if _is_pickled(index) else index.shape[0]      # (a MultiIndex: its codes)
     found = {}
     for i in range(int(group.attrs.get("nblocks", 0))):
         items = _names(path, _piece(f, path, group, f"block{i}_items", what))
@@ -464,6 +508,7 @@ def _table(f, path, ds):
     group = ds.parent
     pandas = _attr(group, "pandas_type") == "frame_table"       # then the frame is the group
     index = {n for _, n in _pairs(path, group, "index_cols")} if pandas and "index_cols" in group.attrs else set()
+    levels = set(map(str, _pickled(path, group, "levels"))) if pandas and _is_pickle(group.attrs.get("levels")) else ()
     missing = group.attrs.get("nan_rep", b"nan") if pandas else None
     columns = []
     for field in ds.dtype.names:
@@ -478,6 +523,7 @@ def _table(f, path, ds):
         for j, name in enumerate(names):
             c = Column(str(name), ds, field, j if width else None, _attr(ds, f"{field}_dtype"), None, categories)
             c.missing = np.bytes_(missing) if missing is not None and c.dtype.kind == "S" else None
+            c.level = c.name in levels
             columns.append(c)
     if pandas and "non_index_axes" in group.attrs:
         order = {str(n): i for _, names in _pairs(path, group, "non_index_axes") for i, n in enumerate(names)}
@@ -486,15 +532,54 @@ def _table(f, path, ds):
 
 
 def _names(path, ds):
-    """Column names from a dataset of them (text or numbers), as str."""
+    """Column names (or index values) from a dataset of them (text or numbers), as str.
+    pandas pickles those it cannot store as one array (0, 1, 2 and 'label'; floats) as a
+    numpy object array, which is read from its opcodes (`_object_array`), never unpickled."""
     with reading(path, ds.name):
         values = np.asarray(ds[()]).reshape(-1)
+    if _is_pickled(ds):
+        try:
+            values = _object_array(bytes(values[0])) if len(values) == 1 else None
+        except Exception:                   # a malformed pickle breaks the parse anywhere
+            values = None
+        if values is None:
+            raise UsageError(f"{path}: frame {ds.parent.name} keeps {ds.name} pickled, and not as a plain array: "
+                             "name the columns with text (df.columns = df.columns.map(str)) or write the frame "
+                             "with format='table'")
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def plain_data(raw):
+def _is_pickled(ds):
+    """A dataset of pickles (pandas' fixed format: objects, stored as variable-length bytes)."""
+    return ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None
+
+
+def _object_array(raw):
+    """The items of a pickled 1-D numpy object array of plain values, or None for any other
+    pickle: numpy's _reconstruct of an ndarray, then its state (version, shape, dtype,
+    Fortran order, the items as a list)."""
+    v = plain_data(raw, objects=True)
+    if not (isinstance(v, Call) and v.func in RECONSTRUCT and v.args[:1] == (Global("numpy", "ndarray"),)):
+        return None
+    state = v.state
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], list)
+            and state[1] == (len(state[4]),)):
+        return None
+    items = state[4]
+    return items if all(isinstance(i, (str, bytes, int, float)) for i in items) else None
+
+
+class Call:
+    """A call a pickle asks for (REDUCE), recorded, never made; BUILD's `state` beside it."""
+
+    def __init__(self, func, args):
+        self.func, self.args, self.state = func, args, None
+
+
+def plain_data(raw, objects=False):
     """The value of a pickle of plain data, computed from its opcodes without unpickling;
-    ValueError for any other opcode."""
+    ValueError for any other opcode. `objects`: globals, calls and their states are kept as
+    inert records (Global, Call) for the caller to recognize."""
     stack, memo, marks = [], {}, []
 
     def since_mark():
@@ -553,6 +638,16 @@ def plain_data(raw):
             memo[len(memo)] = stack[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             stack.append(memo[arg])
+        elif objects and name in ("GLOBAL", "STACK_GLOBAL"):
+            stack.append(Global(*arg.split(" ", 1)) if name == "GLOBAL" else Global(*stack[-2:]))
+            if name == "STACK_GLOBAL":
+                del stack[-3:-1]
+        elif objects and name == "REDUCE":
+            args = stack.pop()
+            stack.append(Call(stack.pop(), args))
+        elif objects and name == "BUILD" and isinstance(stack[-2], Call):
+            state = stack.pop()
+            stack[-1].state = state
         else:
             raise ValueError(f"opcode {name} is not plain data")
     raise ValueError("no STOP")
@@ -567,6 +662,12 @@ def _pickled(path, obj, key):
     except Exception:                       # a malformed pickle breaks the parse anywhere
         pass
     raise UsageError(f"{path}: attribute {key} of {obj.name} is not a plain list of names")
+
+
+def _is_pickle(value):
+    """A pickled attribute (pandas' `levels`: a MultiIndex's level names, pickled; a plain
+    index: the number 1)."""
+    return isinstance(value, (bytes, np.bytes_))
 
 
 def _pairs(path, obj, key):

@@ -8,6 +8,11 @@ import h5py
 
 from .errors import UsageError
 
+# the filters hdf5plugin provides, by HDF5 filter number (HDF5 itself has gzip, szip,
+# shuffle, fletcher32, scaleoffset, nbit; h5py adds lzf)
+PLUGIN_FILTERS = {307: "bzip2", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle", 32013: "zfp", 32015: "zstd",
+                  32017: "sz", 32018: "fcidecomp", 32024: "sz3", 32026: "blosc2"}
+
 
 def open_h5(path, cache_bytes=None):
     """Open an HDF5 file read-only, or raise a UsageError that says what is wrong.
@@ -18,7 +23,7 @@ def open_h5(path, cache_bytes=None):
         raise UsageError(f"{path}: is a directory, not an HDF5 file")
     try:
         if not h5py.is_hdf5(path):
-            raise UsageError(f"{path}: not an HDF5 file")
+            raise UsageError(f"{path}: not an HDF5 file{_convert_hint(path)}")
         # read-only opens need no lock; HDF5's file locking fails on many parallel file
         # systems ("unable to lock file") and only serializes the ranks' opens elsewhere
         cache = {"rdcc_nbytes": int(cache_bytes), "rdcc_nslots": 10007} if cache_bytes else {}
@@ -27,6 +32,15 @@ def open_h5(path, cache_bytes=None):
         raise
     except Exception as e:  # truncated or corrupt files raise OSError from HDF5
         raise UsageError(f"{path}: cannot read HDF5 file ({short(e)})") from e
+
+
+def _convert_hint(path):
+    """For a file `data convert` reads (by its extension): the command that makes it HDF5.
+    (The converter's table of extensions is imported only on this error.)"""
+    from .datatools import FORMATS
+
+    stem, ext = os.path.splitext(path)
+    return f"; convert it first: mpidml data convert {path} {stem}.h5" if ext.lower() in FORMATS else ""
 
 
 def short(e):
@@ -78,7 +92,44 @@ def dataset(f, path, name):
         raise UsageError(f"{path}: {name} is a {type(ds).__name__.lower()}, not a dataset")
     if ds.is_virtual:
         _check_sources(ds, path, name)
+    _check_filters(ds, path, name)
     return ds
+
+
+def _check_filters(ds, path, name):
+    """A dataset compressed with a filter this HDF5 lacks (blosc, bzip2, zstd: hdf5plugin's)
+    failed at its first read with HDF5's "can't open directory /usr/local/hdf5/lib/plugin".
+    Where hdf5plugin is installed (an optional extra), importing it registers its filters;
+    otherwise one line names the dataset, the filter and what to do."""
+    missing = _missing_filters(ds)
+    if missing and _load_hdf5plugin():
+        missing = _missing_filters(ds)
+    if missing:
+        code, label = missing[0]
+        raise UsageError(f"{path}: dataset {name} is compressed with the {label} filter (HDF5 filter {code}), which "
+                         "this HDF5 cannot decode: pip install hdf5plugin (mpidml loads it when installed), or set "
+                         "HDF5_PLUGIN_PATH to a directory holding the filter's plugin")
+
+
+def _missing_filters(ds):
+    """[(filter number, name)] of the filters in `ds`'s pipeline that HDF5 cannot load
+    (H5Zfilter_avail also looks in HDF5_PLUGIN_PATH)."""
+    plist = ds.id.get_create_plist()
+    missing = []
+    for i in range(plist.get_nfilters()):
+        code, _, _, label = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            missing.append((code, PLUGIN_FILTERS.get(code) or label.decode("utf-8", "replace") or "unknown"))
+    return missing
+
+
+def _load_hdf5plugin():
+    """Import hdf5plugin, which registers its filters with HDF5; False where not installed."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _check_sources(ds, path, name):

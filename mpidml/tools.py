@@ -1,5 +1,6 @@
 """The subcommands besides train: evaluate, predict, data, info, plot."""
 import logging
+import os
 import platform
 import sys
 
@@ -87,7 +88,17 @@ def _describe(args, m, labels):
             found = data.scan_labels(Y, args.data, y, m.task, hint=f"model {args.model} is a classifier")
             if m.task != "regression":
                 data.check_classes(found, data.class_array(info), args.data, y, f"model {args.model}")
+            info["training_rows"] = _trained_on(m, args.data, x, y)
     return info
+
+
+def _trained_on(m, path, x, y):
+    """Whether rows x, y of `path` are the very datasets the model trained on (the data
+    identity its file records: same shapes, dtypes and sampled rows), so that scores on them
+    include its training rows. Files from before provenance record none: False."""
+    from .provenance import fingerprint
+    saved = m.attrs.get("data")
+    return isinstance(saved, dict) and saved.get("fingerprint") == fingerprint(path, x, y)
 
 
 def _outputs(args):
@@ -105,6 +116,8 @@ def _prepare(args, group, labels):
         if group.rank == 0:
             for option, path in _outputs(args):
                 check_output(path, option, _inputs(args))
+            if args.command == "predict":
+                _out_format(args.out)
         loaded = _load(args.model)
         if group.rank == 0:
             info = _describe(args, loaded[0], labels)
@@ -140,6 +153,10 @@ def evaluate(args, group, report):
     res = from_sums(sums, m.task, k)
     if group.rank == 0:
         log.warning(f"evaluate: {_rows_used(info)}")
+        if info.get("training_rows"):
+            log.warning(f"mpidml: warning: {info['path']}:{info['x']} is the data model {args.model} was trained on, "
+                        "so these rows include its training rows: the metrics overstate how it does on new rows "
+                        "(score rows it never saw, e.g. a /test group held out before training)")
         report({"model": m.kind, "model_file": args.model, "data": args.data, "dataset": info["x"],
                 "labels": info["y"], "samples": info["rows"], "epoch": m.epoch, "test": res}, args.metrics_json)
     return 0
@@ -165,22 +182,57 @@ def predict_command(args, group):
     return 0
 
 
+# predict --out: the format each extension names (anything else is refused, so that a
+# typo or an unexpected name never gets a format the user did not ask for)
+OUT_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".hdf": "hdf5", ".he5": "hdf5", ".csv": "csv"}
+
+
+def _out_format(path):
+    """'hdf5' or 'csv', by the extension of predict's --out."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in OUT_FORMATS:
+        raise UsageError(f"--out {path}: predictions are written as HDF5 (.h5, .hdf5) or CSV (.csv); "
+                         f"{ext or 'no extension'} is neither")
+    return OUT_FORMATS[ext]
+
+
 def _write_predictions(args, m, info, recv):
-    import h5py
-
+    """The gathered rows [label or value, class probabilities...] into --out: HDF5 datasets
+    (labels, class_index, classes, proba; or values), or CSV with a header and a row per
+    sample (label, proba_CLASS...; or value)."""
     from .checkpoint import atomic_write
+    classes = None if m.task == "regression" else data.class_array(info)
+    write = _write_csv if _out_format(args.out) == "csv" else _write_hdf5
+    atomic_write(args.out, lambda tmp: write(tmp, args, info, recv, classes))
 
-    def write(tmp):
-        with h5py.File(tmp, "w") as f:
-            if m.task == "regression":
-                f["values"] = recv[:, 0]
-            else:
-                classes = data.class_array(info)
-                idx = recv[:, 0].astype(np.int64)
-                f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
-                f["proba"] = recv[:, 1:].astype(np.float32)
-            f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, info["x"]
-    atomic_write(args.out, write)
+
+def _write_hdf5(tmp, args, info, recv, classes):
+    import h5py
+    with h5py.File(tmp, "w") as f:
+        if classes is None:
+            f["values"] = recv[:, 0]
+        else:
+            idx = recv[:, 0].astype(np.int64)
+            f["labels"], f["class_index"], f["classes"] = classes[idx], idx, classes
+            f["proba"] = recv[:, 1:].astype(np.float32)
+        f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, info["x"]
+
+
+def _write_csv(tmp, args, info, recv, classes):
+    """Numbers as the shortest text that reads back the same (probabilities at float32, as
+    the HDF5 output holds them)."""
+    import csv
+    if classes is None:
+        header, columns = ["value"], [recv[:, 0].astype(str)]
+    else:
+        names = [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+        labels = np.array(names, dtype=object)[recv[:, 0].astype(np.int64)]
+        header = ["label"] + [f"proba_{n}" for n in names]
+        columns = [labels] + list(recv[:, 1:].astype(np.float32).astype(str).T)
+    with open(tmp, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(header)
+        out.writerows(zip(*columns))
 
 
 def info(group):

@@ -108,6 +108,52 @@ def test_evaluate_and_predict_a_saved_model(tmp_path):
     assert np.mean(labels == truth) == pytest.approx(saved["test"]["accuracy"])
 
 
+def test_predict_writes_csv_for_a_csv_out(tmp_path):
+    """--out p.csv was an HDF5 file named .csv: now a header and a row per sample, the rows
+    the HDF5 output holds (class names, float32 probabilities); other extensions are refused."""
+    import csv
+
+    from conftest import refused, write_h5
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    names = np.array([b"cat", b"dog, big", b"eel"])
+    path = write_h5(tmp_path / "d.h5", X=rng.standard_normal((300, 4)) + np.eye(3, 4)[y], y=names[y])
+    train(1, tmp_path, "--data", path, "--epochs", "2", "--save", tmp_path / "m.h5")
+    for out in ("p.csv", "p.h5"):
+        mpiexec(3, ["predict", "--model", tmp_path / "m.h5", "--data", path, "--out", tmp_path / out], check=0)
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["label", "proba_cat", "proba_dog, big", "proba_eel"] and len(rows) == 301
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert [r[0].encode() for r in rows[1:]] == list(f["labels"][:])
+        assert np.array_equal(np.array([r[1:] for r in rows[1:]], np.float32), f["proba"][:])
+    for out in ("p.txt", "p"):
+        refused(1, ["predict", "--model", tmp_path / "m.h5", "--data", path, "--out", tmp_path / out],
+                "predictions are written as HDF5 (.h5, .hdf5) or CSV (.csv)")
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_evaluate_warns_when_it_scores_the_training_data(tmp_path):
+    """A converted file has no /test: evaluate scored all its rows, training rows included,
+    without a word. The model file's data identity tells when the rows are its training
+    datasets; held-out /test rows get no warning."""
+    from conftest import write_h5
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 4)), rng.integers(0, 2, 200)
+    flat = write_h5(tmp_path / "flat.h5", X=X, y=y)
+    split = write_h5(tmp_path / "split.h5", train__X=X[:150], train__y=y[:150], test__X=X[150:], test__y=y[150:])
+    warning = "include its training rows"
+    for path, extra, warned in ((flat, [], True), (split, [], False),
+                                (split, ["--x-dataset", "/train/X", "--y-dataset", "/train/y"], True)):
+        model = tmp_path / f"{path.stem}.model.h5"
+        if not model.exists():
+            train(1, tmp_path, "--data", path, "--epochs", "1", "--save", model)
+        proc = mpiexec(1, ["evaluate", "--model", model, "--data", path, *extra], check=0)
+        assert (warning in proc.stdout) == warned, proc.stdout
+    proc = mpiexec(1, ["evaluate", "--model", tmp_path / "split.model.h5", "--data", flat], check=0)
+    assert warning not in proc.stdout                   # other datasets (the same rows, more of them)
+
+
 def test_thread_pinning():
     env = {}
     assert pin_blas_threads([], env) == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
@@ -195,6 +241,44 @@ def test_a_closed_stdout_pipe_ends_the_output_not_the_run(tmp_path, bar):
     _, err = head.communicate(timeout=60)
     assert head.returncode == 0 and b"Traceback" not in err and b"Logging error" not in err, err
     assert json.loads(out.read_text())["status"] == "complete"
+
+
+def test_a_closed_stdout_drops_the_output(tmp_path):
+    """`mpidml ... >&-`: Python starts without stdout; every command that prints ended with an
+    internal error (and a file opened later took descriptor 1). Each runs, its output dropped.
+    (Under mpiexec, MPICH's launcher itself fails on a closed stdout: one process here.)"""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    m, d = tmp_path / "m.h5", tmp_path / "d.h5"
+    for args in (["data", "synth", "--samples", "200", "--features", "4", "--out", d], ["data", "inspect", d],
+                 ["--data", d, "--epochs", "2", "--save", m], ["--data", d, "--epochs", "1", "--progress-bar"],
+                 ["evaluate", "--model", m, "--data", d], ["predict", "--model", m, "--data", d, "--out",
+                                                           tmp_path / "p.h5"], ["info"]):
+        proc = subprocess.run([sys.executable, "-m", "mpidml", *map(str, args)], stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, timeout=60, preexec_fn=lambda: os.close(1))
+        assert proc.returncode == 0 and not proc.stderr, (args, proc.stderr)
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f["labels"].shape == (200,)
+
+
+def test_data_that_convert_reads_is_pointed_at_it(tmp_path):
+    """--data x.csv (train, evaluate, predict all open it with open_h5) names the command that
+    makes it HDF5; a file of no format convert reads gets the plain line."""
+    from conftest import refused
+
+    from mpidml.h5 import open_h5
+    for name in ("x.csv", "x.parquet", "x.NPY"):
+        (tmp_path / name).write_text("a,b\n1,2\n")
+        with pytest.raises(UsageError, match=f"not an HDF5 file; convert it first: mpidml data convert "
+                                             f"{tmp_path / name} {tmp_path / 'x'}.h5$"):
+            open_h5(str(tmp_path / name))
+    (tmp_path / "x.py").write_text("")
+    with pytest.raises(UsageError, match="not an HDF5 file$"):
+        open_h5(str(tmp_path / "x.py"))
+    refused(1, ["--data", tmp_path / "x.csv"], "convert it first")
 
 
 def test_help_of_every_subcommand_shows_defaults(capsys):

@@ -10,6 +10,7 @@ import collections
 import io
 import logging
 import pickle
+import sys
 import warnings
 
 import h5py
@@ -170,6 +171,76 @@ def test_pandas_columns_by_name(tmp_path):
     assert np.array_equal(NAMES[labels], df["kind"].to_numpy())
 
 
+@pytest.mark.parametrize("fmt", ["table", "fixed"])
+def test_index_levels_are_never_features(tmp_path, fmt):
+    """Table format stores a MultiIndex's levels as columns: they were read as features (the
+    row numbers among them). Its levels may be the labels, never features; fixed format,
+    which keeps them apart, reads too."""
+    df = frame(60)
+    df["batch"], df["row"] = np.arange(60) % 4, np.arange(60)
+    path = to_hdf(df.set_index(["batch", "row"]), tmp_path / "mi.h5", fmt)
+    info, X, _ = rows_of(path, y="/df:code")
+    assert np.array_equal(X, df[["f0", "count", "f1", "f2"]].to_numpy(np.float32)), info["features"]
+    if fmt == "table":
+        info, _, labels = rows_of(path, y="/df:batch")
+        assert info["classes"] == [0, 1, 2, 3] and np.array_equal(labels, df["batch"])
+        with pytest.raises(UsageError, match="column 'row' of frame /df is a level of its index, not a feature"):
+            rows_of(path, "/df:f0,row", "/df:code")
+
+
+def test_common_frames_train_or_say_what_to_do(tmp_path):
+    """df.to_hdf(path, key='df') of everyday frames: integer column names, several blocks
+    of mixed dtypes, category labels (table format) read as the columns are; names of mixed
+    types, which fixed format pickles, were refused for 'block0_values of shape (100, 3), not
+    (100, 1)' and now get the two ways out."""
+    import pandas as pd
+    df = frame(100)
+    X = df[["f0", "count", "f1", "f2"]].to_numpy(np.float32)
+    unnamed = pd.DataFrame(X)
+    unnamed[4] = df["code"]
+    for fmt in ("fixed", "table"):
+        _, got, labels = rows_of(to_hdf(unnamed, tmp_path / f"u-{fmt}.h5", fmt), y="/df:4")
+        assert np.array_equal(got, X) and np.array_equal(labels, df["code"])
+    df["kind"] = df["kind"].astype("category")
+    info, got, labels = rows_of(to_hdf(df, tmp_path / "c.h5", "table"), y="/df:kind")
+    assert info["classes"] == list(NAMES) and np.array_equal(got[:, [0, 1, 2, 4]], X)
+    mixed = pd.DataFrame(X)                                             # names of mixed types
+    mixed["label"] = df["code"]
+    for fmt, index in (("table", mixed.index), ("fixed", [0, "a"] + list(range(2, 100)))):    # fixed: index too
+        info, got, labels = rows_of(to_hdf(mixed.set_axis(index), tmp_path / f"m-{fmt}.h5", fmt), y="/df:label")
+        assert np.array_equal(got, X) and np.array_equal(labels, df["code"]), fmt
+    _, got, _ = rows_of(tmp_path / "m-fixed.h5", "/df:3,1", "/df:label")
+    assert np.array_equal(got, X[:, [3, 1]])
+    with h5py.File(tmp_path / "m-fixed.h5", "a") as f:           # a pickle of anything else: refused
+        f["df/axis0"][0] = np.frombuffer(pickle.dumps(collections.OrderedDict(a=1)), np.uint8)
+    with pytest.raises(UsageError, match=r"keeps /df/axis0 pickled, and not as a plain array: name the columns "
+                                         r"with text \(df.columns = df.columns.map\(str\)\)"):
+        rows_of(tmp_path / "m-fixed.h5", y="/df:label")
+
+
+def nullable_obs(path, missing=()):
+    """An .h5ad file whose obs holds anndata's nullable columns (groups of values and mask):
+    the cell type as Int64 and as boolean (type > 0), `missing` rows masked."""
+    import anndata
+    import pandas as pd
+    X, y = cells(60, 6)
+    obs = pd.DataFrame({"type": pd.array(y, dtype="Int64"), "any": pd.array(y > 0, dtype="boolean")},
+                       index=[f"c{i}" for i in range(60)])
+    obs.iloc[list(missing), 0] = pd.NA
+    anndata.AnnData(X=X, obs=obs).write_h5ad(path)
+    return path, X, y
+
+
+def test_anndata_nullable_columns_are_labels(tmp_path):
+    """anndata writes pandas' nullable columns as a group of values and mask: they were
+    refused as 'is a group'."""
+    path, X, y = nullable_obs(tmp_path / "n.h5ad")
+    info, got, labels = rows_of(path, y="obs/type")
+    assert info["classes"] == [0, 1, 2] and np.array_equal(got, X) and np.array_equal(labels, y)
+    info, _, labels = rows_of(path, y="obs/any")
+    assert len(info["classes"]) == 2 and np.array_equal(labels, y > 0)
+
+
 # -- bad inputs --------------------------------------------------------------------------------
 X0, Y0 = cells(40, 5)
 
@@ -215,6 +286,8 @@ BAD = {
                       "/obs/cell_type is a categorical column without its dataset categories"),
     "repeated categories": (lambda t: h5ad(t / "f.h5ad", X0, Y0, categories=NAMES[[0, 1, 1]]), None, "obs/cell_type",
                             "has categories /obs/cell_type/categories that repeat a value"),
+    "masked label": (lambda t: nullable_obs(t / "f.h5ad", missing=[7, 30])[0], None, "obs/type",
+                     "obs/type has a missing value (its mask is set) at row 7"),
     "labels unnamed": (lambda t: h5ad(t / "f.h5ad", X0, Y0), None, None,
                        "is an AnnData file: name its labels, e.g. --y-dataset obs/cell_type"),
     "missing column": (lambda t: to_hdf(frame(30), t / "f.h5", "table"), None, "/df:knd",
@@ -245,12 +318,61 @@ def test_bad_inputs_name_the_file_and_dataset(tmp_path, case):
     assert str(e.value).startswith(str(path)) and needle in str(e.value)
 
 
-@pytest.mark.parametrize("case,how", [("CSR column out of range", "read"), ("codes beyond the categories", "scatter"),
+@pytest.mark.parametrize("case,how", [("CSR column out of range", "read"), ("masked label", "read"),
+                                      ("codes beyond the categories", "scatter"),
                                       ("missing column", "scatter")])
 def test_bad_inputs_end_with_one_line_at_3_ranks(tmp_path, case, how):
     build, _, y, needle = BAD[case]
     refused(3, ["--quiet", "--epochs", "1", "--data", build(tmp_path), "--y-dataset", y, "--distribute", how],
             needle.split(" at row")[0])     # the row: the first bad one of the rank that reports
+
+
+def _bzip2_file(path):
+    """/X compressed with bzip2 (HDF5 filter 307, hdf5plugin's), its chunks written raw."""
+    with h5py.File(path, "w") as f:
+        X = f.create_dataset("X", (100, 4), "f4", chunks=(50, 4), compression=307, allow_unknown_filter=True)
+        for row in (0, 50):
+            X.id.write_direct_chunk((row, 0), b"not bzip2")
+        f["y"] = np.arange(100) % 2
+    return path
+
+
+def test_a_filter_hdf5_lacks_is_named_with_what_to_do(tmp_path, monkeypatch):
+    """A blosc or bzip2 dataset failed with HDF5's 'can't open directory .../plugin'. Now one
+    line names the dataset and filter and what to do, after trying to load hdf5plugin (here a
+    stand-in that registers nothing, to see that it is imported)."""
+    import importlib.util
+    if h5py.h5z.filter_avail(307) or importlib.util.find_spec("hdf5plugin"):
+        pytest.skip("this HDF5 has a bzip2 filter, or hdf5plugin would give it one")
+    (tmp_path / "hdf5plugin.py").write_text("import builtins\nbuiltins.hdf5plugin_loaded = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _bzip2_file(tmp_path / "bz.h5")
+    try:
+        with pytest.raises(UsageError, match=r"bz.h5: dataset /X is compressed with the bzip2 filter \(HDF5 filter "
+                                             r"307\), which this HDF5 cannot decode: pip install hdf5plugin"):
+            rows_of(path)
+    finally:
+        sys.modules.pop("hdf5plugin", None)             # the stand-in
+    import builtins
+    assert builtins.__dict__.pop("hdf5plugin_loaded", False)
+    refused(3, ["--data", path, "--distribute", "read"], "set HDF5_PLUGIN_PATH to a directory holding the filter's")
+
+
+def test_hdf5plugin_filters_just_work_where_it_is_installed(tmp_path):
+    """With hdf5plugin installed (pip install hdf5plugin; not a dependency), mpidml loads it
+    on meeting a filter HDF5 lacks: blosc and bzip2 files train as plain ones."""
+    pytest.importorskip("hdf5plugin")
+    import subprocess
+    X, y = cells(300, 6)
+    write_h5(tmp_path / "plain.h5", X=X, y=y)
+    subprocess.run([sys.executable, "-c", "import sys, h5py, hdf5plugin\n"
+                    f"p = h5py.File({str(tmp_path / 'plain.h5')!r})\n"
+                    f"with h5py.File({str(tmp_path / 'b.h5')!r}, 'w') as f:\n"
+                    "    f.create_dataset('X', data=p['X'][()], chunks=(64, 6), **hdf5plugin.Blosc())\n"
+                    "    f.create_dataset('y', data=p['y'][()], chunks=(64,), **hdf5plugin.BZip2())\n"],
+                   check=True, timeout=60)
+    want = train(2, tmp_path, "--data", tmp_path / "plain.h5", *OPTIONS, name="plain.json")["test"]
+    assert train(2, tmp_path, "--data", tmp_path / "b.h5", "--distribute", "read", *OPTIONS)["test"] == want
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -343,3 +465,17 @@ def test_pickled_attributes_are_read_as_plain_data_never_unpickled():
     for hostile in (pickle.dumps(os.system), b"cos\nsystem\n(S'echo hi'\ntR."):
         with pytest.raises(ValueError, match="not plain data"):
             plain_data(hostile)
+
+
+def test_pickled_object_arrays_are_recognized_never_called():
+    """pandas' fixed format pickles names of mixed types as a numpy object array: its items
+    are read from the opcodes, the call to numpy that would rebuild it recorded, not made."""
+    from mpidml.formats import Call, _object_array, plain_data
+    for protocol in range(2, 6):
+        items = [0, 1, 2.5, "label"]
+        assert _object_array(pickle.dumps(np.array(items, dtype=object), protocol=protocol)) == items
+        assert _object_array(pickle.dumps(np.array([[1, "a"]], dtype=object), protocol=protocol)) is None
+        assert _object_array(pickle.dumps(["a"], protocol=protocol)) is None
+    call = plain_data(b"cos\nsystem\n(S'touch /tmp/hacked'\ntR.", objects=True)
+    assert isinstance(call, Call) and call.args == ("touch /tmp/hacked",)
+    assert _object_array(b"cos\nsystem\n(S'echo hi'\ntR.") is None
