@@ -5,7 +5,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import mpiexec, train
+from conftest import lines, mpiexec, train, write_h5
 
 from mpidml import datatools
 from mpidml.datatools import convert, inspect, synth
@@ -259,3 +259,14 @@ def test_parquet_converted_on_the_command_line_trains(tmp_path):
     (tmp_path / "e.csv").write_text("a;b;label\n1;2;x\n3;4;\n")
     proc = mpiexec(1, ["data", "convert", tmp_path / "e.csv", tmp_path / "e.h5"], check=2)
     assert proc.stderr.strip() == f"mpidml: error: {tmp_path / 'e.csv'}: line 3: empty label (column 'label')"
+
+
+def test_training_warns_of_many_classes_with_few_rows(tmp_path):
+    """Integer targets (ages, prices) trained as classes: 60-odd classes of 3 rows each."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(20, 90, 200)
+    write_h5(tmp_path / "d.h5", X=rng.standard_normal((200, 2)), y=y)
+    proc = mpiexec(1, ["--data", tmp_path / "d.h5", "--epochs", "1"], check=0)
+    assert lines(proc, "mpidml: warning:") == [
+        f"mpidml: warning: {tmp_path / 'd.h5'}: dataset /y has {len(set(y))} classes in 200 rows (fewer than 5 "
+        "rows each): if its labels are numbers to fit, use --model linear (regression)"]
