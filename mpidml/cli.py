@@ -315,7 +315,7 @@ def build_parser():
     q.add_argument("--test-fraction", type=_nonneg_float(1.0), default=0.0, metavar="F",
                    help="rows held out as /test, drawn with --seed (default 0: none)")
     q.add_argument("--stratify", action="store_true", help="hold out each class in proportion")
-    q.add_argument("--seed", type=_seed, default=0, help="seed of the test split")
+    q.add_argument("--seed", type=_seed, help="seed of the test split (default 0)")
     q.add_argument("--delimiter", metavar="CHAR", help="CSV field separator, or tab (default: sniffed among , ; tab |)")
     q = dsub.add_parser("inspect", help="datasets, shapes, dtypes, chunking, class counts")
     q.add_argument("path", type=_path)

@@ -146,7 +146,7 @@ NPY_MAGIC, ZIP_MAGICS = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def convert(src, dst, label=None, features=None, delimiter=None, label_type="auto", drop=None, dropna=False,
-            test_fraction=0.0, stratify=False, seed=0):
+            test_fraction=0.0, stratify=False, seed=None):
     """SRC (CSV, NPY, NPZ or Parquet) to DST in the default layout, with a seeded test
     split of `test_fraction` of the rows when asked. `features` and `drop` are
     comma-separated lists of column names as on the command line; `delimiter` one
@@ -158,8 +158,9 @@ def convert(src, dst, label=None, features=None, delimiter=None, label_type="aut
         raise UsageError(f"{src}: not a readable file")
     if label_type not in LABEL_TYPES:
         raise UsageError(f"--label-type {label_type!r}: expects one of {', '.join(LABEL_TYPES)}")
-    if stratify and not test_fraction:
-        raise UsageError("--stratify applies to the split that --test-fraction holds out")
+    for option, given in (("--stratify", stratify), ("--seed", seed is not None)):
+        if given and not test_fraction:     # a setting that would change nothing
+            raise UsageError(f"{option} applies to the split that --test-fraction holds out")
     fmt = _format(src)
     if delimiter is not None and fmt != "csv":
         raise UsageError(f"{src}: --delimiter applies to CSV files only")
@@ -175,7 +176,7 @@ def convert(src, dst, label=None, features=None, delimiter=None, label_type="aut
                          "file has no column names")
     else:
         source = _numpy_source(src, fmt, label_type)
-    split = Split(test_fraction, stratify, seed)
+    split = Split(test_fraction, stratify, seed or 0)
     with source as table:
         if stratify and table.kind == "float":
             raise UsageError(f"{src}: --stratify needs classes; {_which_label(table)} holds float targets")

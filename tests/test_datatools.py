@@ -419,8 +419,9 @@ def test_convert_holds_out_a_seeded_and_stratified_test_split(tmp_path, monkeypa
         assert set(f["train/y"][...]) == set(range(7)) and len(f["test/y"]) == 2     # no class's last row
     src.write_text("a,label\n1,0.5\n2,1.5\n")
     _refused(src, "--stratify needs classes; column 'label' holds float targets", test_fraction=0.5, stratify=True)
-    with pytest.raises(UsageError, match="--stratify applies to the split that --test-fraction holds out"):
-        convert(src, tmp_path / "x.h5", stratify=True)
+    for option in ("stratify", "seed"):
+        with pytest.raises(UsageError, match=f"--{option} applies to the split that --test-fraction holds out"):
+            convert(src, tmp_path / "x.h5", **{option: 1})
 
 
 def test_convert_drop_and_missing_values(tmp_path):
