@@ -304,8 +304,19 @@ def build_parser():
     q.add_argument("src", type=_path,
                    help="a .csv/.tsv/.txt, .npy, .npz or .parquet file (Parquet needs mpidml[parquet])")
     q.add_argument("dst", type=_path)
-    q.add_argument("--label", metavar="COLUMN", help="label column (default label, y, target, or the last)")
+    q.add_argument("--label", metavar="COLUMN",
+                   help="label column (default: the one named label, class, target, y ... in any case, or the last)")
+    q.add_argument("--label-type", choices=("auto", "class", "float"), default="auto",
+                   help="auto (the default): the column's type decides: integers and text are classes, floats "
+                   "are targets to fit (regression)")
     q.add_argument("--features", metavar="A,B,C", help="feature columns (default: every column but the label)")
+    q.add_argument("--drop", metavar="A,B", help="columns that are no features (ids, leaks)")
+    q.add_argument("--dropna", action="store_true",
+                   help="drop rows with a missing value (default: refused, naming the first)")
+    q.add_argument("--test-fraction", type=_nonneg_float(1.0), default=0.0, metavar="F",
+                   help="rows held out as /test, drawn with --seed (default 0: none)")
+    q.add_argument("--stratify", action="store_true", help="hold out each class in proportion")
+    q.add_argument("--seed", type=_seed, help="seed of the test split (default 0)")
     q.add_argument("--delimiter", metavar="CHAR", help="CSV field separator, or tab (default: sniffed among , ; tab |)")
     q = dsub.add_parser("inspect", help="datasets, shapes, dtypes, chunking, class counts")
     q.add_argument("path", type=_path)

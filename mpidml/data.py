@@ -183,7 +183,8 @@ def describe(path, x=None, y=None, task=None, test_fraction=0.2, block_rows=None
 
 def _describe(path, x, y, task, test_fraction, block_rows, partition_seed, partition, chunk_mb):
     """Validate the file and return what every rank needs to know, as a JSON-able dict
-    (rank 0: it also warns of a regression on integer labels)."""
+    (rank 0: it also warns of a regression on integer labels, and of classes too many
+    for their rows)."""
     if chunk_mb < MIN_CHUNK_MB:
         raise UsageError(f"--chunk-mb {chunk_mb:g} is below the minimum {MIN_CHUNK_MB:g}: windows of a few rows "
                          "only multiply the messages")
@@ -213,6 +214,9 @@ def _describe(path, x, y, task, test_fraction, block_rows, partition_seed, parti
             test = {"x": xn, "y": yn, "rows": m, "source": "split"}
         if classes is not None and len(classes) < 2:
             raise UsageError(f"{path}: dataset {yn} has a single class; classification needs at least two")
+        if classes is not None and sparse_classes(n, len(classes)):
+            log.warning(f"mpidml: warning: {path}: dataset {yn} has {len(classes)} classes in {n} rows (fewer than "
+                        "5 rows each): if its labels are numbers to fit, use --model linear (regression)")
         label_kind = None
         if classes is not None:
             label_kind = "str" if classes.dtype.kind == "S" else "int"
@@ -226,6 +230,12 @@ def _describe(path, x, y, task, test_fraction, block_rows, partition_seed, parti
             "block_rows": int(block_rows or default_block_rows(n, stored["chunk_rows"])),
             "partition_seed": int(partition_seed), "partition": partition, **stored,
         }
+
+
+def sparse_classes(rows, k):
+    """More than 10 classes of fewer than 5 rows each on average: too few to learn a
+    class from, and most often numbers to fit (regression targets) stored as integers."""
+    return k > 10 and rows < 5 * k
 
 
 def class_array(info):

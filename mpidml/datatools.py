@@ -8,8 +8,10 @@ import collections
 import contextlib
 import csv
 import itertools
+import logging
 import operator
 import os
+import re
 import sys
 import zipfile
 import zlib
@@ -18,9 +20,10 @@ import h5py
 import numpy as np
 
 from .checkpoint import atomic_write, check_output
-from .data import open_h5
+from .data import label_text, open_h5, sparse_classes
 from .errors import UsageError
 
+log = logging.getLogger("mpidml")
 CHUNK = 65536
 
 
@@ -31,7 +34,8 @@ def run(args):
               args.sorted, args.chunk_rows, args.compression, args.test_samples)
     elif args.data_command == "convert":
         check_output(args.dst, "dst", (("src", args.src),))
-        convert(args.src, args.dst, args.label, args.features, args.delimiter)
+        log.info(convert(args.src, args.dst, args.label, args.features, args.delimiter, args.label_type, args.drop,
+                         args.dropna, args.test_fraction, args.stratify, args.seed))
     else:
         inspect(args.path)
 
@@ -106,11 +110,30 @@ def _write_sorted(rng, centers, w, rows, d, k, noise, kind, X, Y):
 
 
 # -- convert ---------------------------------------------------------------------------
-# Every source (CSV, NPY/NPZ, Parquet) is opened as (label name, feature names, batches):
-# each batch is (X, y, where) with y already in its stored type (int64, float64 or bytes)
-# and where(i) naming row i in the source's own terms ("line 7", "row 6"), so that one
-# writer checks and stores them all and every error points at the right place.
-LABEL_NAMES = ("label", "y", "target")
+# Every source (CSV, NPY/NPZ, Parquet) is opened as a Table: which column is the label and
+# why, the feature names, the label's kind, and batches. Each batch is (X, y, missing,
+# where): X float64 with NaN where a value is missing, y already in the label's stored
+# type, `missing` the rows whose label is missing, and where(i) naming row i in the
+# source's own terms ("line 7", "row 6"), so that one writer checks, drops or refuses
+# them all and every error points at the right place.
+#
+# The label's kind is the column's own type: integers and text are classes, floats are
+# targets to fit (regression), whatever their values: whole-number floats such as
+# scikit-learn's diabetes targets ("151.0") stay floats. In CSV text, a column of plain
+# integers is classes and any decimal point or exponent makes floats, as pandas.read_csv
+# types them. An NPY file's label column has X's dtype, which says nothing: there whole
+# numbers in a float array are classes. The summary says what was decided, and
+# --label-type class or float says otherwise.
+Table = collections.namedtuple("Table", "label how features kind batches left_out")
+Columns = collections.namedtuple("Columns", "label features drop")     # as named on the command line
+Split = collections.namedtuple("Split", "fraction stratify seed")
+LABEL_NAMES = ("label", "labels", "class", "classes", "target", "targets", "y")
+LABEL_TYPES = ("auto", "class", "float")
+# what pandas.read_csv reads as a missing value (its default na_values)
+MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+INT64 = (-2 ** 63, 2 ** 63)
 FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz",
            ".parquet": "parquet", ".pq": "parquet"}
 HDF5_EXTS = (".h5", ".hdf5", ".h5ad")
@@ -122,28 +145,73 @@ BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
 NPY_MAGIC, ZIP_MAGICS = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def convert(src, dst, label=None, features=None, delimiter=None):
-    """SRC (CSV, NPY, NPZ or Parquet) to DST in the default layout. `features` is a
-    comma-separated list of column names as on the command line; `delimiter` one
-    character or "tab" (default: sniffed)."""
+def convert(src, dst, label=None, features=None, delimiter=None, label_type="auto", drop=None, dropna=False,
+            test_fraction=0.0, stratify=False, seed=None):
+    """SRC (CSV, NPY, NPZ or Parquet) to DST in the default layout, with a seeded test
+    split of `test_fraction` of the rows when asked. `features` and `drop` are
+    comma-separated lists of column names as on the command line; `delimiter` one
+    character or "tab" (default: sniffed). Returns the one-line summary of what was
+    written (and logs a warning for labels that look like numbers rather than classes)."""
     if not os.path.exists(src):
         raise UsageError(f"{src}: no such file")
     if not os.path.isfile(src) or not os.access(src, os.R_OK):
         raise UsageError(f"{src}: not a readable file")
+    if label_type not in LABEL_TYPES:
+        raise UsageError(f"--label-type {label_type!r}: expects one of {', '.join(LABEL_TYPES)}")
+    for option, given in (("--stratify", stratify), ("--seed", seed is not None)):
+        if given and not test_fraction:     # a setting that would change nothing
+            raise UsageError(f"{option} applies to the split that --test-fraction holds out")
     fmt = _format(src)
     if delimiter is not None and fmt != "csv":
         raise UsageError(f"{src}: --delimiter applies to CSV files only")
+    columns = Columns(label, _names(features, "--features"), _names(drop, "--drop"))
+    if columns.features is not None and columns.drop is not None:
+        raise UsageError("--features and --drop: name the features to keep or the columns to drop, not both")
     if fmt == "csv":
-        source = _csv_source(src, label, _names(features), _delimiter(delimiter))
+        source = _csv_source(src, columns, label_type, _delimiter(delimiter))
     elif fmt == "parquet":
-        source = _parquet_source(src, label, _names(features))
-    elif label is not None or features is not None:
-        raise UsageError(f"{src}: --label and --features name CSV or Parquet columns; an {fmt.upper()} "
+        source = _parquet_source(src, columns, label_type)
+    elif columns != (None, None, None):
+        raise UsageError(f"{src}: --label, --features and --drop name CSV or Parquet columns; an {fmt.upper()} "
                          "file has no column names")
     else:
-        source = _numpy_source(src, fmt)
-    with source as (label_name, feature_names, batches):
-        atomic_write(dst, lambda tmp: _write(tmp, src, label_name, feature_names, batches))
+        source = _numpy_source(src, fmt, label_type)
+    split = Split(test_fraction, stratify, seed or 0)
+    with source as table:
+        if stratify and table.kind == "float":
+            raise UsageError(f"{src}: --stratify needs classes; {_which_label(table)} holds float targets")
+        stats = {}
+        atomic_write(dst, lambda tmp: stats.update(_write(tmp, src, table, dropna, split)))
+    if stats["classes"] is not None and sparse_classes(stats["rows"], stats["classes"]):
+        log.warning(f"mpidml: warning: {_which_label(table)}: {stats['classes']} classes in {stats['rows']} rows "
+                    "(fewer than 5 rows each): if they are numbers to fit, --label-type float stores them as "
+                    "float targets")
+    return _summary(dst, table, **stats)
+
+
+def _which_label(table):
+    return f"column {table.label!r}" if table.label is not None else table.how
+
+
+def _summary(dst, table, rows, test_rows, features, classes, dropped):
+    """One line: what DST holds, which column is the label and why, what was left out."""
+    test = f", {_count(test_rows, 'test row')}" if test_rows else ""
+    label = f"column {table.label!r} ({table.how})" if table.label is not None else table.how
+    if classes is None:
+        kind = "float targets (regression; --label-type class reads them as classes)"
+    else:
+        kind = _count(classes, "class", "classes") + (" (text)" if table.kind == "text" else "")
+    text = (f"{dst}: {_count(rows - test_rows, 'training row')}{test}, {_count(features, 'feature')}; "
+            f"label {label}: {kind}")
+    if dropped:
+        text += f"; dropped {_count(dropped, 'row')} with missing values"
+    if table.left_out:
+        text += f"; left out {', '.join(table.left_out)}"
+    return text
+
+
+def _count(n, thing, things=None):
+    return f"{n} {thing if n == 1 else things or thing + 's'}"
 
 
 def _format(src):
@@ -157,16 +225,16 @@ def _format(src):
     raise UsageError(f"{src}: unknown format {ext or '(no extension)'}; data convert reads {supported}")
 
 
-def _names(features):
-    """--features A,B,C as a list of names (None: every column but the label)."""
-    if features is None:
+def _names(text, option):
+    """--features A,B,C (or --drop) as a list of names (None: not given)."""
+    if text is None:
         return None
-    names = [n.strip() for n in features.split(",")]
+    names = [n.strip() for n in text.split(",")]
     if "" in names:
-        raise UsageError(f"--features {features!r}: empty column name")
+        raise UsageError(f"{option} {text!r}: empty column name")
     twice = next((n for n, count in collections.Counter(names).items() if count > 1), None)
     if twice is not None:
-        raise UsageError(f"--features {features!r}: column {twice!r} named twice")
+        raise UsageError(f"{option} {text!r}: column {twice!r} named twice")
     return names
 
 
@@ -179,59 +247,130 @@ def _delimiter(value):
     return value
 
 
-def _select(src, names, label, features):
-    """Indices of the label column and of the feature columns among `names`."""
+def _select(src, names, columns, skip=()):
+    """(label index, how it was chosen, feature indices) among `names`. The label is
+    --label, else the one column named like a label (any case), else the last; features
+    are --features, else every other column but --drop's and the indices in `skip`
+    (pandas' unnamed index: row names, no feature)."""
     positions = collections.defaultdict(list)
     for j, name in enumerate(names):
         positions[name].append(j)
-    if label is not None:
-        li = _column(src, names, positions, label, "--label")
+    dropped = {j for name in columns.drop or () for j in _positions(src, names, positions, name, "--drop")}
+    rest = [j for j in range(len(names)) if j not in dropped and j not in skip]
+    if columns.label is not None:
+        li, how = _column(src, names, positions, columns.label, "--label"), "--label"
+        if li in dropped:
+            raise UsageError(f"{src}: column {columns.label!r} is the label and cannot be dropped")
     else:
-        li = next((positions[c][0] for c in LABEL_NAMES if c in positions), len(names) - 1)
-    if features is None:
-        fi = [j for j in range(len(names)) if j != li]
+        li, how = _guess_label(src, names, rest)
+    if columns.features is None:
+        fi = [j for j in rest if j != li]
     else:
-        fi = [_column(src, names, positions, n, "--features") for n in features]
+        fi = [_column(src, names, positions, n, "--features") for n in columns.features]
         if li in fi:
             raise UsageError(f"{src}: column {names[li]!r} is the label and cannot be a feature too")
     if not fi:
         raise UsageError(f"{src}: no feature columns, only the label {names[li]!r}")
-    return li, fi
+    return li, how, fi
+
+
+def _guess_label(src, names, candidates):
+    """The one candidate named like a label (LABEL_NAMES, any case), else the last; two
+    such names are refused rather than one picked."""
+    hits = [j for j in candidates if names[j].lower() in LABEL_NAMES]
+    if len(hits) > 1:
+        shown = " and ".join(repr(names[j]) for j in hits)
+        raise UsageError(f"{src}: columns {shown} could each be the label; name it with --label")
+    if hits:
+        return hits[0], "named like a label"
+    if not candidates:
+        raise UsageError(f"{src}: every column is dropped")
+    return candidates[-1], "the last column; --label names another"
+
+
+def _positions(src, names, positions, name, option):
+    """Where the column `name` is (all its places, for a name the file repeats)."""
+    if name not in positions:
+        shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+        raise UsageError(f"{src}: {option}: no column {name!r} (columns: {shown})")
+    return positions[name]
 
 
 def _column(src, names, positions, name, option):
     """The index of the column `name`, which must appear exactly once."""
-    if name not in positions:
-        shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
-        raise UsageError(f"{src}: {option}: no column {name!r} (columns: {shown})")
-    if len(positions[name]) > 1:
-        raise UsageError(f"{src}: {option}: column {name!r} appears {len(positions[name])} times")
-    return positions[name][0]
+    found = _positions(src, names, positions, name, option)
+    if len(found) > 1:
+        raise UsageError(f"{src}: {option}: column {name!r} appears {len(found)} times")
+    return found[0]
 
 
-def _write(tmp, src, label, features, batches):
-    """Check and append every batch; the first one fixes the width and the label type."""
+def _kind(src, natural, label_type, label):
+    """The label's stored kind ("class", "float" or "text") from the column's own type
+    and --label-type."""
+    if label_type == "auto":
+        return natural
+    if natural == "text":
+        if label_type == "float":
+            raise UsageError(f"{src}: --label-type float: the label{_of(label)} holds text, not numbers")
+        return natural
+    return label_type
+
+
+def _write(tmp, src, table, dropna, split):
+    """Check and append every batch, then hold out the test split; returns the counts
+    that the summary reports."""
     with h5py.File(tmp, "w") as f:
-        X = Y = None
-        for xb, yb, where in batches:
-            xb = _finite_float32(src, xb, features, where)
-            if yb.dtype.kind == "f":
-                _finite_labels(src, yb, label, where)
+        X = Y = classes = None
+        dropped = 0
+        for xb, yb, missing, where in table.batches:
+            keep = ~_missing_rows(src, table, xb, missing, where, dropna)
+            if not keep.all():
+                dropped += int(np.count_nonzero(~keep))
+                xb, yb, where = xb[keep], yb[keep], _renumbered(where, np.flatnonzero(keep))
+            xb = _finite_float32(src, xb, table.features, where)
+            if table.kind == "float":
+                _finite_labels(src, yb, table.label, where)
+            elif len(yb):
+                classes = np.unique(yb) if classes is None else np.union1d(classes, yb)
             if X is None:
-                X, Y = _writer(f, xb.shape[1], yb.dtype)
+                X, Y = _writer(f, "train", xb.shape[1], table.kind)
             _append(X, Y, xb, yb)
-        if X is None:
-            raise UsageError(f"{src}: no data rows")
+        if X is None or not len(X):
+            raise UsageError(f"{src}: no data rows" + (" left after --dropna" if dropped else ""))
+        test_rows = _split(f, src, X, Y, split, table.kind) if split.fraction else 0
         f.attrs["source"] = os.path.basename(src)
-        if label is not None:
-            f.attrs["label_column"] = label
+        if table.label is not None:
+            f.attrs["label_column"] = table.label
+        return {"rows": len(X) + test_rows, "test_rows": test_rows, "features": X.shape[1], "dropped": dropped,
+                "classes": None if classes is None else len(classes)}
 
 
-def _writer(f, d, label_dtype):
+def _missing_rows(src, table, xb, missing, where, dropna):
+    """The rows of a batch with a missing value (NaN or an empty cell); refused, naming
+    the first, unless --dropna drops them."""
+    gone = np.isnan(xb).any(axis=1) | missing
+    if gone.any() and not dropna:
+        i = int(np.argmax(gone))
+        nan = np.isnan(xb[i])
+        if nan.any():
+            j = int(np.argmax(nan))
+            place = f"column {table.features[j]!r}" if table.features else f"column {j}"
+        else:
+            place = "label" if table.label is None else f"column {table.label!r}"
+        raise UsageError(f"{src}: {where(i)}, {place}: missing value; --dropna drops rows with missing values")
+    return gone
+
+
+def _renumbered(where, rows):
+    """where() of a batch that kept `rows` of the original."""
+    return lambda i: where(rows[i])
+
+
+def _writer(f, group, d, kind):
     rows = max(1, min(8192, (1 << 22) // (4 * d)))      # chunks of at most 4 MB
-    h5_label = h5py.string_dtype("utf-8", None) if label_dtype.kind == "S" else label_dtype
-    X = f.create_dataset("train/X", (0, d), np.float32, maxshape=(None, d), chunks=(rows, d))
-    Y = f.create_dataset("train/y", (0,), h5_label, maxshape=(None,), chunks=(8192,))
+    h5_label = {"class": np.int64, "float": np.float64, "text": h5py.string_dtype("utf-8", None)}[kind]
+    X = f.create_dataset(f"{group}/X", (0, d), np.float32, maxshape=(None, d), chunks=(rows, d))
+    Y = f.create_dataset(f"{group}/y", (0,), h5_label, maxshape=(None,), chunks=(8192,))
     return X, Y
 
 
@@ -242,8 +381,58 @@ def _append(X, Y, xb, yb):
     X[n:], Y[n:] = xb, yb
 
 
+def _split(f, src, X, Y, split, kind):
+    """Move the held-out rows to /test, keeping both sets in file order: the train rows
+    are compacted in place, window by window (a row only ever moves down; HDF5 reuses
+    most of the space freed). The labels are read whole to draw the split. Returns how
+    many rows were held out."""
+    held = _held_out(src, Y[...], split)
+    TX, TY = _writer(f, "test", X.shape[1], kind)
+    kept, step = 0, max(1, CELLS // X.shape[1])
+    for s in range(0, len(held), step):
+        xb, yb, h = X[s:s + step], Y[s:s + step], held[s:s + step]
+        k = len(h) - int(np.count_nonzero(h))
+        X[kept:kept + k], Y[kept:kept + k] = xb[~h], yb[~h]
+        kept += k
+        _append(TX, TY, xb[h], yb[h])
+    X.resize(kept, axis=0)
+    Y.resize(kept, axis=0)
+    return len(TX)
+
+
+def _held_out(src, y, split):
+    """Which rows the test split holds out: round(fraction * n) of them, drawn with the
+    seed; --stratify takes each class in proportion (largest remainders) and never a
+    class's last row. Without it a class wholly held out is refused: training would
+    meet test labels it has no class for."""
+    n = len(y)
+    m = int(round(split.fraction * n))
+    if m == 0 or m >= n:
+        raise UsageError(f"{src}: --test-fraction {split.fraction:g} leaves no training or no test rows of {n}")
+    rng = np.random.default_rng(split.seed)
+    held = np.zeros(n, bool)
+    if not split.stratify:
+        held[rng.choice(n, m, replace=False)] = True
+        if y.dtype.kind != "f":
+            whole = np.setdiff1d(np.unique(y[held]), np.unique(y[~held]))
+            if len(whole):
+                raise UsageError(f"{src}: --test-fraction {split.fraction:g} holds out every row of class "
+                                 f"{label_text(whole[0])}; --stratify keeps each class in training")
+        return held
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    quota = split.fraction * counts
+    take = np.floor(quota).astype(np.int64)
+    room = np.flatnonzero(take + 1 < counts)                 # classes that can give one more
+    extra = room[np.argsort(take[room] - quota[room], kind="stable")][:m - int(take.sum())]
+    take[extra] += 1
+    order = np.lexsort((rng.random(n), inverse))              # by class, shuffled within each
+    rank = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    held[order[rank < take[inverse[order]]]] = True
+    return held
+
+
 def _finite_float32(src, xb, features, where):
-    """X as float32; NaN, inf and values beyond float32's range would only fail training."""
+    """X as float32; inf and values beyond float32's range would only fail training."""
     with np.errstate(over="ignore"):
         x32 = np.asarray(xb, np.float32)
     bad = ~np.isfinite(x32)
@@ -261,36 +450,35 @@ def _finite_labels(src, yb, label, where):
         raise UsageError(f"{src}: {where(i)}: label {yb[i]} is not a finite number{_of(label)}")
 
 
-def _empty_labels(src, labels, label, where):
-    """Empty label cells would silently become a class of their own."""
-    i = next((i for i, v in enumerate(labels) if not v), None)
-    if i is not None:
-        raise UsageError(f"{src}: {where(i)}: empty label{_of(label)}")
-
-
 def _of(label):
     return f" (column {label!r})" if label is not None else ""
 
 
-def _numeric_kind(chunks):
-    """int64 when every value is a whole number, else float64: class ids stored as
-    floats (or text "1.0") stay classes."""
-    for c in chunks:
-        if not np.all(np.isfinite(c) & (c == np.round(c))):
-            return np.float64
-    return np.int64
-
-
-def _typed_labels(src, yb, kind, label, where):
-    """Labels of a typed source (arrays, Parquet) in their stored type."""
-    if kind == "S":
+def _typed_labels(src, yb, kind, label, where, missing=None):
+    """Labels of a typed source (arrays, Parquet) in their stored kind, and which are
+    missing (NaN, empty text, or `missing`: Parquet's nulls)."""
+    missing = np.zeros(len(yb), bool) if missing is None else missing
+    if kind == "text":
         yb = np.char.encode(yb, "utf-8") if yb.dtype.kind == "U" else yb.astype("S")
-        _empty_labels(src, yb, label, where)
-        return yb
-    if kind is np.int64 and yb.dtype.kind == "u" and len(yb) and yb.max() > np.iinfo(np.int64).max:
-        i = int(np.argmax(yb > np.iinfo(np.int64).max))
-        raise UsageError(f"{src}: {where(i)}: label {yb[i]} is beyond the int64 range{_of(label)}")
-    return yb.astype(kind)
+        return yb, missing | (np.char.strip(yb) == b"")
+    if yb.dtype.kind == "f":
+        nan = np.isnan(yb)
+        yb, missing = np.where(nan, 0, yb), missing | nan
+    if kind == "float":
+        return yb.astype(np.float64), missing
+    if yb.dtype.kind == "u" and len(yb) and yb.max() >= INT64[1]:
+        _bad_label(src, yb, yb >= INT64[1], "is beyond the int64 range", label, where)
+    if yb.dtype.kind == "f":
+        _bad_label(src, yb, ~np.isfinite(yb) | (yb != np.round(yb)), "is not a whole number: classes are "
+                   "integers (--label-type float stores float targets)", label, where)
+        _bad_label(src, yb, (yb < INT64[0]) | (yb >= INT64[1]), "is beyond the int64 range", label, where)
+    return yb.astype(np.int64), missing
+
+
+def _bad_label(src, yb, bad, what, label, where):
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UsageError(f"{src}: {where(i)}: label {yb[i]} {what}{_of(label)}")
 
 
 def _chunked(items, n):
@@ -300,7 +488,7 @@ def _chunked(items, n):
 
 # -- CSV --
 @contextlib.contextmanager
-def _csv_source(src, label, features, delimiter):
+def _csv_source(src, columns, label_type, delimiter):
     encoding = _encoding(src)
     delimiter = delimiter or _sniff(src, encoding)
     with open(src, newline="", encoding=encoding) as fh:
@@ -312,8 +500,16 @@ def _csv_source(src, label, features, delimiter):
         if len(names) == 1:
             raise UsageError(f"{src}: one column only ({names[0]!r}, delimiter {delimiter!r}); needs feature "
                              "columns and a label (--delimiter sets the separator)")
-        li, fi = _select(src, names, label, features)
-        yield names[li], [names[j] for j in fi], _csv_batches(src, records, names, li, fi, delimiter)
+        unnamed = {0} if names[0] == "" else set()     # pandas' to_csv(index=True), R's row names
+        li, how, fi = _select(src, names, columns, unnamed)
+        batches = _chunked(records, max(1, CELLS // len(names)))
+        first = next(batches, None)                # its label cells give the label's type
+        batches = itertools.chain([first], batches) if first else iter(())
+        natural = _text_kind([r[li].strip() for _, r in first if len(r) > li] if first else [])
+        kind = _kind(src, natural, label_type, names[li])
+        yield Table(names[li], how, [names[j] for j in fi], kind,
+                    _csv_batches(src, batches, names, li, fi, delimiter, kind),
+                    ["the unnamed first column (row names)"] if unnamed else [])
 
 
 def _encoding(src):
@@ -366,10 +562,9 @@ def _undecodable_line(src):
                 return n
 
 
-def _csv_batches(src, records, names, li, fi, delimiter):
-    """Batches of (X, y, where); the first batch fixes the label type for the rest."""
-    kind = None
-    for batch in _chunked(records, max(1, CELLS // len(names))):
+def _csv_batches(src, batches, names, li, fi, delimiter, kind):
+    """Batches of (X, y, missing, where) in the label's kind."""
+    for batch in batches:
         lines, rows = zip(*batch)
 
         def where(i, lines=lines):
@@ -379,25 +574,34 @@ def _csv_batches(src, records, names, li, fi, delimiter):
             raise UsageError(f"{src}: {where(i)} has {len(rows[i])} field{'s' * (len(rows[i]) != 1)}, the header "
                              f"has {len(names)} (delimiter {delimiter!r})")
         cells = [r[li].strip() for r in rows]
-        _empty_labels(src, cells, names[li], where)
-        kind = kind or _text_kind(cells)
-        yield _csv_features(src, rows, names, fi, where), _csv_labels(src, cells, kind, names[li], where), where
+        missing = np.array([c in MISSING for c in cells], bool)
+        labels = _csv_labels(src, cells, missing, kind, names[li], where)
+        yield _csv_features(src, rows, names, fi, where), labels, missing, where
 
 
 def _text_kind(cells):
-    """Numeric labels when every cell is a number, else text (bytes)."""
-    try:
-        return _numeric_kind([np.array(cells, np.float64)])
-    except ValueError:
-        return "S"
+    """The type pandas.read_csv would give the label column: integers (classes), other
+    numbers (float targets) or text; missing cells say nothing."""
+    present = [c for c in cells if c not in MISSING]
+    if all(INTEGER.match(c) for c in present):
+        return "class"
+    return "float" if all(map(_is_number, present)) else "text"
 
 
 def _csv_features(src, rows, names, fi, where):
+    """The feature cells as float64, missing cells as NaN."""
     get = operator.itemgetter(*fi)
+    cells = [get(r) for r in rows]
     try:
-        return np.array([get(r) for r in rows], np.float64).reshape(len(rows), len(fi))
+        return np.array(cells, np.float64).reshape(len(rows), len(fi))
     except ValueError:
-        i, j = next((i, j) for i, r in enumerate(rows) for j in fi if not _is_number(r[j]))
+        pass
+    cells = [["nan" if c.strip() in MISSING else c for c in (r if len(fi) > 1 else (r,))] for r in cells]
+    try:
+        return np.array(cells, np.float64).reshape(len(rows), len(fi))
+    except ValueError:
+        i, j = next((i, j) for i, r in enumerate(rows) for j in fi if not _is_number(r[j]) and r[j].strip()
+                    not in MISSING)
         raise UsageError(f"{src}: {where(i)}, column {names[j]!r}: {rows[i][j]!r} is not a number") from None
 
 
@@ -409,28 +613,41 @@ def _is_number(text):
     return True
 
 
-def _csv_labels(src, cells, kind, label, where):
-    """Label cells in the type the first batch chose; a later cell that does not fit is
-    an error, not a silent truncation."""
-    if kind == "S":
+def _csv_labels(src, cells, missing, kind, label, where):
+    """Label cells in the kind the first batch chose (missing ones as 0 or b""); a later
+    cell that does not fit is an error, not a silent truncation."""
+    if kind == "text":
         return np.array([c.encode() for c in cells], "S")
-    try:
-        values = np.array(cells, np.float64)
-    except ValueError:
-        i = next(i for i, c in enumerate(cells) if not _is_number(c))
-        raise UsageError(f"{src}: {where(i)}: label {cells[i]!r} is text, the labels before it are numbers"
-                         f"{_of(label)}") from None
-    if kind is np.int64 and not np.all(values == np.round(values)):
-        i = int(np.argmax(values != np.round(values)))
-        raise UsageError(f"{src}: {where(i)}: label {cells[i]} is not a whole number like the labels before "
-                         f"it{_of(label)}; put a non-integer value in the first rows to store float targets")
-    return values.astype(kind)
+    values = [0 if m else _csv_number(src, c, kind, label, where, i) for i, (c, m) in enumerate(zip(cells, missing))]
+    return np.array(values, np.int64 if kind == "class" else np.float64)
+
+
+def _csv_number(src, text, kind, label, where, i):
+    """One label cell as a float, or as an exact int64 class (an integer above 2**53
+    read through float64 would merge with its neighbours)."""
+    if kind == "class" and INTEGER.match(text):
+        value = int(text)
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{src}: {where(i)}: label {text!r} is text, the labels before it are numbers"
+                             f"{_of(label)}") from None
+        if kind == "float":
+            return value
+        if not (np.isfinite(value) and value == round(value)):
+            raise UsageError(f"{src}: {where(i)}: label {text} is not a whole number like the labels before it"
+                             f"{_of(label)}; --label-type float stores float targets")
+        value = int(value)
+    if not INT64[0] <= value < INT64[1]:
+        raise UsageError(f"{src}: {where(i)}: label {text} is beyond the int64 range{_of(label)}")
+    return value
 
 
 # -- NPY / NPZ --
 @contextlib.contextmanager
-def _numpy_source(src, fmt):
-    xs, ys = _load_npy(src) if fmt == "npy" else _load_npz(src)
+def _numpy_source(src, fmt, label_type):
+    (xs, ys), how = (_load_npy(src), "the last column") if fmt == "npy" else _load_npz(src)
     if xs.ndim != 2 or xs.shape[1] == 0 or xs.dtype.kind not in "biuf":
         raise UsageError(f"{src}: X must be a 2-D numeric array (rows, features), has shape {xs.shape} "
                          f"and dtype {xs.dtype}")
@@ -438,7 +655,11 @@ def _numpy_source(src, fmt):
         ys = ys[:, 0]
     if ys.ndim != 1 or len(ys) != len(xs):
         raise UsageError(f"{src}: y must hold one label per row of X: X has shape {xs.shape}, y {ys.shape}")
-    yield None, None, _array_batches(src, xs, ys, _array_kind(src, ys))
+    natural = _array_kind(src, ys)
+    if fmt == "npy" and natural == "float" and _whole(ys):     # X's dtype: says nothing of the label
+        natural, how = "class", "the last column, whole numbers in a float array (--label-type float: targets)"
+    kind = _kind(src, natural, label_type, None)
+    yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), ())
 
 
 def _load_npy(src):
@@ -450,6 +671,7 @@ def _load_npy(src):
 
 
 def _load_npz(src):
+    """(X, y) and the name of y's array."""
     def load():
         with np.load(src, allow_pickle=False) as z:
             xk = next((k for k in ("X", "x", "data", "features") if k in z.files), None)
@@ -457,7 +679,7 @@ def _load_npz(src):
             if xk is None or yk is None:
                 raise UsageError(f"{src}: needs arrays named X and y (has {', '.join(z.files) or 'none'}); "
                                  "save them with np.savez(path, X=X, y=y)")
-            return z[xk], z[yk]
+            return (z[xk], z[yk]), f"array {yk!r}"
     return _load(src, ZIP_MAGICS, "NPZ (zip)", load)
 
 
@@ -474,14 +696,20 @@ def _load(src, magics, what, load):
 
 
 def _array_kind(src, ys):
+    """The label kind of an array's dtype."""
     if ys.dtype.kind in "iu":
-        return np.int64
+        return "class"
     if ys.dtype.kind == "f":
-        return _numeric_kind(ys[s:s + CHUNK] for s in range(0, len(ys), CHUNK))
+        return "float"
     if ys.dtype.kind in "SU":
-        return "S"
+        return "text"
     hint = ": store classes as integers (y.astype(int)) or text" if ys.dtype.kind == "b" else ""
     raise UsageError(f"{src}: y has dtype {ys.dtype}; labels must be integers, floats or text{hint}")
+
+
+def _whole(ys):
+    """Whether every value is a whole number (chunk by chunk: `ys` may be memory-mapped)."""
+    return all(np.all(c == np.round(c)) for c in (ys[s:s + CHUNK] for s in range(0, len(ys), CHUNK)))
 
 
 def _array_batches(src, xs, ys, kind):
@@ -489,12 +717,13 @@ def _array_batches(src, xs, ys, kind):
     for s in range(0, len(xs), rows):
         def where(i, s=s):
             return f"row {s + i}"
-        yield np.asarray(xs[s:s + rows]), _typed_labels(src, np.asarray(ys[s:s + rows]), kind, None, where), where
+        labels, missing = _typed_labels(src, np.asarray(ys[s:s + rows]), kind, None, where)
+        yield np.asarray(xs[s:s + rows], np.float64), labels, missing, where
 
 
 # -- Parquet --
 @contextlib.contextmanager
-def _parquet_source(src, label, features):
+def _parquet_source(src, columns, label_type):
     pa, pq = _pyarrow(src)
     try:
         pf = pq.ParquetFile(src)
@@ -502,18 +731,31 @@ def _parquet_source(src, label, features):
         raise UsageError(f"{src}: not a readable Parquet file ({e})") from None
     with pf:
         schema = pf.schema_arrow
-        index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
-        names = [n for n in schema.names if n not in index]    # pandas' stored index is no feature
-        li, fi = _select(src, names, label, features)
-        label, features = names[li], [names[j] for j in fi]
+        unnamed = _unnamed_index(schema)
+        li, how, fi = _select(src, schema.names, columns, {schema.names.index(n) for n in unnamed})
+        label, features = schema.names[li], [schema.names[j] for j in fi]
+        counts = collections.Counter(schema.names)
+        twice = next((n for n in (label, *features) if counts[n] > 1), None)
+        if twice is not None:       # pyarrow reads columns by name
+            raise UsageError(f"{src}: column {twice!r} appears {counts[twice]} times; --drop {twice} or name the "
+                             "columns to read with --features")
         for name in features:
             t = _value_type(pa, schema.field(name).type)
             if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                     or pa.types.is_decimal(t)):
                 raise UsageError(f"{src}: feature column {name!r} has type {schema.field(name).type}; features "
                                  "must be integer, floating, boolean or decimal")
-        kind = _parquet_kind(src, pa, pf, schema.field(label))
-        yield label, features, _parquet_batches(src, pa, pf, label, features, kind)
+        kind = _kind(src, _parquet_kind(src, pa, schema.field(label)), label_type, label)
+        left_out = [f"pandas' unnamed index {n}" for n in unnamed if n not in features]
+        yield Table(label, how, features, kind, _parquet_batches(src, pa, pf, label, features, kind), left_out)
+
+
+def _unnamed_index(schema):
+    """pandas' index columns that had no name (row numbers or ids of a filtered frame:
+    no feature). A named index (df.set_index('label')) is an ordinary column."""
+    meta = schema.pandas_metadata or {}
+    named = {c.get("field_name"): c.get("name") for c in meta.get("columns", [])}
+    return [c for c in meta.get("index_columns", []) if isinstance(c, str) and named.get(c) is None]
 
 
 def _pyarrow(src):
@@ -530,18 +772,17 @@ def _value_type(pa, t):
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
-def _parquet_kind(src, pa, pf, field):
-    """The label's stored type: int64, float64 (whole numbers become int64, as in CSV) or text."""
+def _parquet_kind(src, pa, field):
+    """The label kind of the column's type: integers and strings are classes, floats targets."""
     t = _value_type(pa, field.type)
     if pa.types.is_integer(t):
-        return np.int64
+        return "class"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "S"
-    if not pa.types.is_floating(t):
-        raise UsageError(f"{src}: label column {field.name!r} has type {field.type}; labels must be integer, "
-                         "floating or string (categorical too)")
-    batches = _parquet_read(src, pa, pf, [field.name], CELLS)
-    return _numeric_kind(_parquet_array(pa, b.column(0)).to_numpy(zero_copy_only=False) for b in batches)
+        return "text"
+    if pa.types.is_floating(t):
+        return "float"
+    raise UsageError(f"{src}: label column {field.name!r} has type {field.type}; labels must be integer, "
+                     "floating or string (categorical too)")
 
 
 def _parquet_read(src, pa, pf, columns, rows):
@@ -564,13 +805,12 @@ def _parquet_batches(src, pa, pf, label, features, kind):
         def where(i, s=start):
             return f"row {s + i}"
         cols = [_parquet_array(pa, c) for c in b.columns]
-        for name, c in zip([*features, label], cols):
-            if c.null_count:
-                i = int(np.argmax(c.is_null().to_numpy(zero_copy_only=False)))
-                raise UsageError(f"{src}: {where(i)}, column {name!r}: missing value")
-        xb = np.column_stack([c.cast(pa.float64(), safe=False).to_numpy() for c in cols[:-1]])
-        y = cols[-1].cast(pa.binary()) if kind == "S" else cols[-1]
-        yield xb, _typed_labels(src, y.to_numpy(zero_copy_only=False), kind, label, where), where
+        xb = np.column_stack([c.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False) for c in cols[:-1]])
+        y = cols[-1].cast(pa.binary()) if kind == "text" else cols[-1]
+        missing = y.is_null().to_numpy(zero_copy_only=False)
+        y = y.fill_null(b"" if kind == "text" else 0).to_numpy(zero_copy_only=False)
+        labels, missing = _typed_labels(src, y, kind, label, where, missing)
+        yield xb, labels, missing, where
         start += b.num_rows
 
 

@@ -5,7 +5,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import mpiexec, train
+from conftest import lines, mpiexec, train, write_h5
 
 from mpidml import datatools
 from mpidml.datatools import convert, inspect, synth
@@ -149,10 +149,11 @@ def test_convert_csv_delimiter_option_and_column_selection(tmp_path):
 @pytest.mark.parametrize("body, match", [
     ('1,2,0\n\n"3",4,1\n1,x,0\n', r"line 5, column 'b': 'x' is not a number"),      # a blank line counted
     ('1,2,"multi\nline"\n1,2\n', "line 4 has 2 fields, the header has 3"),           # a record of two lines
-    ("1,2,0\n3,4,\n", "line 3: empty label"),
-    ("1,2,0\n3,nan,1\n", "line 3, column 'b': nan is not a finite float32"),
+    ("1,2,0\n3,4,\n", "line 3, column 'label': missing value; --dropna drops rows with missing values"),
+    ("1,2,0\n3,nan,1\n", "line 3, column 'b': missing value"),
+    ("1,2,0\n3,inf,1\n", "line 3, column 'b': inf is not a finite float32"),
     ("1,2,0\n3,1e39,1\n", "line 3, column 'b': 1e\\+39 is not a finite float32"),
-    ("1,2,0\n3,4,0.5\n5,6,nan\n", "line 4: label nan is not a finite number"),
+    ("1,2,0\n3,4,0.5\n5,6,inf\n", "line 4: label inf is not a finite number"),
     ("1,2,0\n3,4,1\n5,6,\xe9\n", "line 4: not UTF-8 text"),
 ])
 def test_convert_csv_errors_name_the_line(tmp_path, body, match):
@@ -189,10 +190,13 @@ def test_convert_npz_npy_errors(tmp_path):
         "bool.npz": (dict(X=X, y=np.array([True, False] * 2)), "y has dtype bool.*y.astype\\(int\\)"),
         "wide.npz": (dict(X=X, y=np.ones((4, 2))), r"one label per row of X: X has shape \(4, 2\), y \(4, 2\)"),
         "unnamed.npz": ((X, np.ones(4)), r"needs arrays named X and y \(has arr_0, arr_1\)"),
-        "empty.npz": (dict(X=X, y=np.array([b"a", b"", b"b", b"c"])), "row 1: empty label"),
+        "empty.npz": (dict(X=X, y=np.array([b"a", b"", b"b", b"c"])), "row 1, label: missing value"),
+        "nan.npy": (None, "row 2, column 1: missing value"),
     }
     for name, (arrays, match) in cases.items():
-        if isinstance(arrays, dict):
+        if arrays is None:
+            np.save(tmp_path / name, np.c_[X, np.arange(4)] + np.where(np.arange(12) == 7, np.nan, 0).reshape(4, 3))
+        elif isinstance(arrays, dict):
             np.savez(tmp_path / name, **arrays)
         else:
             np.savez(tmp_path / name, *arrays)
@@ -202,7 +206,7 @@ def test_convert_npz_npy_errors(tmp_path):
     np.savez(tmp_path / "z.npz", X=X, y=np.arange(4))
     (tmp_path / "z.npy").write_bytes((tmp_path / "z.npz").read_bytes())
     _refused(tmp_path / "z.npy", "not an NPY file")
-    _refused(tmp_path / "z.npz", "--label and --features name CSV or Parquet columns", label="y")
+    _refused(tmp_path / "z.npz", "--label, --features and --drop name CSV or Parquet columns", label="y")
     np.savez(tmp_path / "col.npz", X=X, y=np.arange(4.0)[:, None])      # a column vector is one label per row
     convert(tmp_path / "col.npz", tmp_path / "col.h5")
     assert _rows(tmp_path / "col.h5")[1].tolist() == [0, 1, 2, 3]
@@ -258,4 +262,179 @@ def test_parquet_converted_on_the_command_line_trains(tmp_path):
     assert doc["data"]["classes"] == 3 and doc["test"]["accuracy"] > 0.9
     (tmp_path / "e.csv").write_text("a;b;label\n1;2;x\n3;4;\n")
     proc = mpiexec(1, ["data", "convert", tmp_path / "e.csv", tmp_path / "e.h5"], check=2)
-    assert proc.stderr.strip() == f"mpidml: error: {tmp_path / 'e.csv'}: line 3: empty label (column 'label')"
+    assert proc.stderr.strip() == (f"mpidml: error: {tmp_path / 'e.csv'}: line 3, column 'label': missing value; "
+                                   "--dropna drops rows with missing values")
+
+
+# -- issue 20: no silent guess of the label's type or column; a summary; splits, drops, missing values
+def test_whole_number_float_targets_stay_float_targets(tmp_path):
+    """scikit-learn's diabetes targets are floats with whole values ("151.0" in pandas'
+    CSV, float64 in Parquet): stored as int64 they trained a 214-class softmax to
+    accuracy 0.0 without a word. The column's own type decides; --label-type overrides."""
+    pytest.importorskip("pyarrow")
+    datasets = pytest.importorskip("sklearn.datasets")
+    frame = datasets.load_diabetes(as_frame=True).frame
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for name in ("d.csv", "d.parquet"):
+        summary = convert(tmp_path / name, tmp_path / "d.h5")
+        assert summary == (f"{tmp_path / 'd.h5'}: 442 training rows, 10 features; label column 'target' (named like "
+                           "a label): float targets (regression; --label-type class reads them as classes)")
+        X, y = _rows(tmp_path / "d.h5")
+        assert X.shape == (442, 10) and y.dtype == np.float64 and y[0] == 151.0
+    convert(tmp_path / "d.csv", tmp_path / "c.h5", label_type="class")
+    assert _rows(tmp_path / "c.h5")[1].dtype == np.int64
+    doc = train(1, tmp_path, "--data", tmp_path / "d.h5", "--epochs", "3")
+    assert doc["model"] == "linear" and "r2" in doc["test"]
+
+
+@pytest.mark.parametrize("cells, label_type, dtype, values", [
+    (["1", "-2", "3"], "auto", np.int64, [1, -2, 3]),               # plain integers: classes
+    (["1.0", "2", "3e0"], "auto", np.float64, [1, 2, 3]),           # a decimal point or exponent: floats
+    (["1", "-2", "3"], "float", np.float64, [1, -2, 3]),
+    (["1.0", "2", "3e0"], "class", np.int64, [1, 2, 3]),
+    (["b", "1", "b"], "class", object, [b"b", b"1", b"b"]),         # text stays text
+    ([str(2 ** 53), str(2 ** 53 + 1), str(-2 ** 63)], "auto", np.int64, [2 ** 53, 2 ** 53 + 1, -2 ** 63]),
+])
+def test_convert_csv_label_types(tmp_path, cells, label_type, dtype, values):
+    src = tmp_path / "d.csv"
+    src.write_text("a,label\n" + "".join(f"{i},{c}\n" for i, c in enumerate(cells)))
+    convert(src, tmp_path / "d.h5", label_type=label_type)
+    y = _rows(tmp_path / "d.h5")[1]
+    assert y.dtype == dtype and y.tolist() == values      # integers above 2**53 not merged through float64
+
+
+def test_convert_label_type_refusals(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text(f"a,label\n1,{2 ** 63}\n")
+    _refused(src, f"line 2: label {2 ** 63} is beyond the int64 range")
+    src.write_text("a,label\n1,cat\n")
+    _refused(src, "--label-type float: the label \\(column 'label'\\) holds text", label_type="float")
+    src.write_text("a,label\n1,0.5\n")
+    _refused(src, "line 2: label 0.5 is not a whole number", label_type="class")
+    np.savez(tmp_path / "f.npz", X=np.ones((3, 2)), y=np.array([0.0, 1.0, 2.5]))
+    _refused(tmp_path / "f.npz", "row 2: label 2.5 is not a whole number: classes are integers", label_type="class")
+    convert(tmp_path / "f.npz", tmp_path / "f.h5")
+    assert _rows(tmp_path / "f.h5")[1].dtype == np.float64
+    np.save(tmp_path / "c.npy", np.c_[np.ones((3, 2)), [0, 1, 0]])      # np.c_ made the labels floats
+    assert "label the last column, whole numbers in a float array (--label-type float: targets): 2 classes" in \
+        convert(tmp_path / "c.npy", tmp_path / "c.h5")
+    assert _rows(tmp_path / "c.h5")[1].dtype == np.int64
+
+
+def test_training_warns_of_many_classes_with_few_rows(tmp_path):
+    """Integer targets (ages, prices) trained as classes: 60-odd classes of 3 rows each."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(20, 90, 200)
+    write_h5(tmp_path / "d.h5", X=rng.standard_normal((200, 2)), y=y)
+    proc = mpiexec(1, ["--data", tmp_path / "d.h5", "--epochs", "1"], check=0)
+    assert lines(proc, "mpidml: warning:") == [
+        f"mpidml: warning: {tmp_path / 'd.h5'}: dataset /y has {len(set(y))} classes in 200 rows (fewer than 5 "
+        "rows each): if its labels are numbers to fit, use --model linear (regression)"]
+
+
+def test_convert_prints_a_summary_and_warns_of_many_classes_with_few_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(20, 90, 200)
+    (tmp_path / "d.csv").write_text("a,b,age\n" + "".join(f"{v + rng.random()},{rng.random()},{v}\n" for v in y))
+    proc = mpiexec(1, ["data", "convert", tmp_path / "d.csv", tmp_path / "d.h5"], check=0)
+    assert proc.stdout.splitlines() == [
+        f"mpidml: warning: column 'age': {len(set(y))} classes in 200 rows (fewer than 5 rows each): if they are "
+        "numbers to fit, --label-type float stores them as float targets",
+        f"{tmp_path / 'd.h5'}: 200 training rows, 2 features; label column 'age' (the last column; --label names "
+        f"another): {len(set(y))} classes"]
+
+
+@pytest.mark.parametrize("header, label", [("Label,f1,f2", "Label"), ("f1,CLASS,f2", "CLASS"),
+                                           ("f1,f2,Target", "Target"), ("f1,f2,f3", "f3")])
+def test_convert_finds_the_label_column_by_name_in_any_case(tmp_path, header, label):
+    src = tmp_path / "d.csv"
+    rows = [[1, 2, 3], [4, 5, 6]]
+    src.write_text(header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    summary = convert(src, tmp_path / "d.h5")
+    j = header.split(",").index(label)
+    how = "the last column; --label names another" if label == "f3" else "named like a label"
+    assert f"label column {label!r} ({how}): 2 classes" in summary
+    X, y = _rows(tmp_path / "d.h5")
+    assert y.tolist() == [r[j] for r in rows] and X.tolist() == [[v for k, v in enumerate(r) if k != j] for r in rows]
+
+
+def test_convert_refuses_two_label_names_and_leaves_row_names_out(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("x,y,class\n1,2,a\n3,4,b\n")
+    _refused(src, "columns 'y' and 'class' could each be the label; name it with --label")
+    assert "label column 'class' (--label)" in convert(src, tmp_path / "d.h5", label="class")
+    src.write_text(",a,label\n0,1.5,0\n1,2.5,1\n")         # pandas' to_csv with its index
+    summary = convert(src, tmp_path / "d.h5")
+    assert summary.endswith("; left out the unnamed first column (row names)")
+    assert _rows(tmp_path / "d.h5")[0].tolist() == [[1.5], [2.5]]
+
+
+def test_convert_parquet_keeps_index_columns_and_refuses_duplicate_names(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0], "label": [0, 1, 0, 1]})
+    frame.set_index("label").to_parquet(tmp_path / "named.parquet")      # the label became pandas' index
+    assert "label column 'label' (named like a label): 2 classes" in convert(tmp_path / "named.parquet",
+                                                                                tmp_path / "n.h5")
+    X, y = _rows(tmp_path / "n.h5")
+    assert y.tolist() == [0, 1, 0, 1] and X.tolist() == [[1, 5], [2, 6], [3, 7], [4, 8]]
+    frame[frame.a > 1].to_parquet(tmp_path / "filtered.parquet")        # an unnamed index of row numbers
+    summary = convert(tmp_path / "filtered.parquet", tmp_path / "f.h5")
+    assert summary.endswith("; left out pandas' unnamed index __index_level_0__")
+    assert _rows(tmp_path / "f.h5")[0].tolist() == [[2, 6], [3, 7], [4, 8]]
+    table = pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array([0, 1])], ["a", "a", "y"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    _refused(tmp_path / "twice.parquet", "column 'a' appears 2 times; --drop a or name the columns to read")
+    _refused(tmp_path / "twice.parquet", "no feature columns, only the label 'y'", drop="a")
+
+
+def test_convert_holds_out_a_seeded_and_stratified_test_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(datatools, "CELLS", 256)        # batches and split windows of 128 rows
+    y = np.repeat([0, 1, 2], [700, 250, 50])
+    src = tmp_path / "d.csv"
+    src.write_text("row,label\n" + "".join(f"{i},{c}\n" for i, c in enumerate(y)))
+
+    def split(name, **options):
+        summary = convert(src, tmp_path / name, test_fraction=0.2, **options)
+        with h5py.File(tmp_path / name) as f:
+            train_rows, test_rows = f["train/X"][:, 0], f["test/X"][:, 0]
+            assert f["train/y"][...].tolist() == y[train_rows.astype(int)].tolist()
+            assert f["test/y"][...].tolist() == y[test_rows.astype(int)].tolist()
+        assert np.all(np.diff(train_rows) > 0) and np.all(np.diff(test_rows) > 0)      # file order kept
+        assert sorted(np.r_[train_rows, test_rows].tolist()) == list(range(1000))
+        assert summary.startswith(f"{tmp_path / name}: 800 training rows, 200 test rows, 1 feature; ")
+        return test_rows.astype(int)
+
+    a, b, c = split("a.h5", seed=1), split("b.h5", seed=1), split("c.h5", seed=2)
+    assert a.tolist() == b.tolist() != c.tolist()
+    assert np.bincount(y[split("s.h5", stratify=True)]).tolist() == [140, 50, 10]
+    doc = train(1, tmp_path, "--data", tmp_path / "s.h5", "--epochs", "1")
+    assert doc["data"]["test_samples"] == 200 and doc["data"]["train_samples"] == 800
+    _refused(src, "--test-fraction 0.0001 leaves no training or no test rows of 1000", test_fraction=1e-4)
+    src.write_text("a,label\n" + "".join(f"{i},{i % 7}\n" for i in range(9)))
+    _refused(src, "--test-fraction 0.5 holds out every row of class [0-6]; --stratify keeps", test_fraction=0.5)
+    with h5py.File(convert(src, tmp_path / "t.h5", test_fraction=0.5, stratify=True).split(":")[0]) as f:
+        assert set(f["train/y"][...]) == set(range(7)) and len(f["test/y"]) == 2     # no class's last row
+    src.write_text("a,label\n1,0.5\n2,1.5\n")
+    _refused(src, "--stratify needs classes; column 'label' holds float targets", test_fraction=0.5, stratify=True)
+    for option in ("stratify", "seed"):
+        with pytest.raises(UsageError, match=f"--{option} applies to the split that --test-fraction holds out"):
+            convert(src, tmp_path / "x.h5", **{option: 1})
+
+
+def test_convert_drop_and_missing_values(tmp_path):
+    src = tmp_path / "d.csv"
+    src.write_text("id,a,b,label\n1,1.5,2,x\n2,NA,3,y\n3,4,,x\n4,5,6,\n5,7,8,y\n")
+    _refused(src, "line 3, column 'a': missing value; --dropna drops rows with missing values", drop="id")
+    summary = convert(src, tmp_path / "d.h5", drop="id", dropna=True)
+    assert summary.endswith(": 2 classes (text); dropped 3 rows with missing values")
+    X, y = _rows(tmp_path / "d.h5")
+    assert X.tolist() == [[1.5, 2], [7, 8]] and y.tolist() == [b"x", b"y"]
+    _refused(src, r"--drop: no column 'ID' \(columns: id, a, b, label\)", drop="ID")
+    _refused(src, "column 'label' is the label and cannot be dropped", drop="id,label", label="label")
+    with pytest.raises(UsageError, match="--features and --drop: name the features to keep or the columns to drop"):
+        convert(src, tmp_path / "x.h5", features="a", drop="id")
+    src.write_text("a,label\nNA,1\n")
+    _refused(src, "no data rows left after --dropna", dropna=True)
