@@ -130,7 +130,7 @@ def check_output(path, option, inputs=()):
 
 
 _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
 
 
 def _output_problem(path, inputs):
@@ -221,11 +221,26 @@ def _array_problem(model, net):
     return None
 
 
+def new_series():
+    """A new checkpoint series' id (see CheckpointSeries)."""
+    import uuid
+    return uuid.uuid4().hex
+
+
 class CheckpointSeries:
-    """`--keep-checkpoints K`: each epoch checkpoint (and the final model) also stays as `<stem>.epoch0007<ext>`
-    beside the --save file, the last K of them. A copy is a hard link to the file just
-    written (the next checkpoint replaces the --save name, not the linked file), or a copy
-    where the file system has no hard links."""
+    """`--keep-checkpoints K`: each epoch checkpoint (and the final model) also stays as
+    `<stem>.epoch0007<ext>` beside the --save file, the last K of them. A copy is a hard link
+    to the file just written (the next checkpoint replaces the --save name, not the linked
+    file), or a copy where the file system has no hard links.
+
+    Rotation counts and removes only this run's series: the numbered files whose attribute
+    `series` is the --save file's. A run starts a new series, a resumed run continues its
+    file's (Job.series_of). Without it, the highest numbers in the directory would win: an
+    earlier, longer run's files (or anything named like them) outranked this run's, which
+    were deleted. Numbers above the current epoch are not counted either: they are the
+    series' earlier future, from before a resume from an older checkpoint. A name this run
+    writes replaces an mpidml model file there (an earlier run's checkpoint of that epoch, as
+    --save replaces an earlier model), never anything else."""
 
     def __init__(self, path, keep):
         self.path, self.keep = os.path.abspath(path), keep
@@ -234,30 +249,83 @@ class CheckpointSeries:
     def name(self, epoch):
         return f"{self.stem}.epoch{epoch:04d}{self.ext}"
 
-    def existing(self):
-        """The numbered checkpoints on disk (also from the run this one resumes), oldest first."""
-        import glob
-        import re
-        pattern = re.compile(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext) + "$")
-        found = ((int(m.group(1)), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext))
-                 if (m := pattern.match(p)))
-        return [p for _, p in sorted(found)]
+    def check(self, taken):
+        """Before training (job.check_outputs): epoch 1's name stands for every number's (the
+        same directory, as long a name); none of the run's other files, `taken` ((option,
+        path) pairs), may be named as a numbered checkpoint or be one under another name."""
+        check_output(self.name(1), "--keep-checkpoints", taken)
+        numbered = [p for _, p in self._numbered()]
+        for option, path in taken:
+            if path and (self._number(os.path.abspath(path)) is not None
+                         or any(_same_file(path, p) for p in numbered)):
+                raise UsageError(f"{option} {path}: is named as a numbered checkpoint, which --keep-checkpoints "
+                                 f"{self.keep} beside --save {self.path} may replace or remove")
 
     def add(self, epoch):
-        """Keep the --save file as epoch `epoch`'s checkpoint; remove those beyond the last K."""
+        """Keep the --save file as epoch `epoch`'s checkpoint; remove this series' files
+        beyond the last K."""
         target = self.name(epoch)
+        problem = _replace_problem(target)
+        if problem:
+            raise UsageError(f"--keep-checkpoints {target}: {problem}; nothing replaced")
         try:
-            if os.path.lexists(target):
-                os.unlink(target)
+            _unlink(target)
             os.link(os.path.realpath(self.path), target)    # the file itself, not a symlinked --save
         except OSError:
             with open(self.path, "rb") as f:
                 atomic_write_bytes(target, f.read())
-        for old in self.existing()[:-self.keep]:
+        series = _series(self.path)
+        ours = [p for number, p in self._numbered() if number <= epoch and series and _series(p) == series]
+        for old in ours[:-self.keep]:
             try:
                 os.unlink(old)
             except OSError:
                 pass
+
+    def _number(self, path):
+        """The epoch number in a numbered checkpoint's name, or None for any other name."""
+        import re
+        m = re.fullmatch(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext), path)
+        return int(m.group(1)) if m else None
+
+    def _numbered(self):
+        """(number, path) of every name on disk that looks like a numbered checkpoint, in order."""
+        import glob
+        found = ((self._number(p), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext)))
+        return sorted((n, p) for n, p in found if n is not None)
+
+
+def _series(path):
+    """The checkpoint series of the model file at `path`: its attribute `series`, "" for a
+    model file without one, None for anything else (opened only if a regular file: a FIFO
+    would block)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                return None
+            series = json.loads(f.attrs.get("series", '""'))
+    except (OSError, ValueError, TypeError):          # not HDF5, unreadable, locked by a writer
+        return None
+    return series if isinstance(series, str) else None
+
+
+def _replace_problem(path):
+    """Why a numbered checkpoint may not be written at `path`, or None: only nothing, or an
+    mpidml model file, is there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot write ({e.strerror})"
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        return f"is {kind}, not a regular file"
+    if _series(path) is None:
+        return "is not an mpidml model file"
+    return None
 
 
 class ModelFile:

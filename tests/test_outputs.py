@@ -31,6 +31,7 @@ def work(tmp_path_factory):
     X, y = rng.standard_normal((200, 4)).astype(np.float32), np.arange(200) % 2
     write_h5(w / "d.h5", X=X, y=y)
     (w / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    (w / "run.toml").write_text("epochs = 1\n")
     mpiexec(1, ["--quiet", "--epochs", "1", "--data", w / "d.h5", "--save", w / "m.h5",
                 "--metrics-json", w / "m.json"], check=0)
     os.mkfifo(w / "fifo")
@@ -138,6 +139,18 @@ def test_every_model_file_of_a_sweep_is_checked(work, tmp_path):
     (["evaluate", "--model", "{w}/m.h5", "--data", "{w}/d.h5", "--metrics-json", "{w}/d.h5"], "same file as --data"),
     (["data", "convert", "{w}/d.csv", "{w}/d.csv"], "dst {w}/d.csv: is the same file as src {w}/d.csv"),
     (["plot", "{w}/m.json", "-o", "{w}/m.json"], "same file as metrics"),
+    (["--quiet", "--config", "{w}/run.toml", "--metrics-json", "{w}/run.toml"],
+     "--metrics-json {w}/run.toml: is the same file as --config {w}/run.toml"),
+    (["--config", "{w}/run.toml", "--save", "{w}/run.toml"], "--save {w}/run.toml: is the same file as --config"),
+    (["--config", "{w}/run.toml", "--trace", "{w}/run.toml"], "same file as --config"),
+    (["--config", "{w}/run.toml", "--sweep", "lr=0.1 0.2", "--save-dir", "{w}", "--save", "{w}/run.toml"],
+     "same file as --config"),
+    (["--data", "{w}/d.h5", "--sweep", "lr=0.1 0.2", "--resume", "{w}/dir", "--metrics-json", "{w}/dir/model-001.h5"],
+     "--metrics-json {w}/dir/model-001.h5: is the same file as --resume {w}/dir/model-001.h5"),
+    (["--data", "{w}/d.h5", "--sweep", "lr=0.1 0.2", "--resume", "{w}/dir", "--save", "{w}/dir/model-000.h5"],
+     "--save {w}/dir/model-000.h5: is the same file as --resume"),
+    (["--data", "{w}/d.h5", "--save", "{w}/m.h5", "--keep-checkpoints", "2", "--metrics-json", "{w}/m.epoch0003.h5"],
+     "--metrics-json {w}/m.epoch0003.h5: is named as a numbered checkpoint"),
 ])
 def test_no_output_overwrites_an_input_or_another_output(work, args, said):
     line = refused(1, [a.format(w=work) for a in args], work)
@@ -244,3 +257,47 @@ def test_sigterm_during_a_write_removes_the_temporary(tmp_path):
     proc.send_signal(signal.SIGTERM)            # mpiexec forwards it to the rank
     proc.communicate(timeout=30)
     assert proc.returncode != 0 and os.listdir(tmp_path) == []
+
+
+def kept(folder, stem="m"):
+    """{name: (epoch, series)} of the numbered checkpoints in `folder` (series None: no model file)."""
+    found = {}
+    for p in sorted(folder.glob(f"{stem}.epoch*.h5")):
+        try:
+            with h5py.File(p) as f:
+                found[p.name] = (int(f.attrs["epoch"]), f.attrs.get("series"))
+        except OSError:
+            found[p.name] = (None, None)
+    return found
+
+
+def test_rotation_counts_and_removes_only_this_runs_series(work, tmp_path):
+    """A 3-epoch run after a 5-epoch one keeps its own last 2, not the earlier run's 4 and 5
+    (nor a foreign file named like a checkpoint); resumed, it goes on with its own series."""
+    run = ["--quiet", "--data", work / "d.h5", "--save", tmp_path / "m.h5"]
+    mpiexec(1, [*run, "--epochs", "5", "--keep-checkpoints", "5"], check=0)
+    earlier = kept(tmp_path)
+    (tmp_path / "m.epoch0009.h5").write_text("not a model")
+    mpiexec(1, [*run, "--epochs", "3", "--keep-checkpoints", "2"], check=0)
+    now = kept(tmp_path)
+    assert [n for n in now if now[n] != earlier.get(n)] == ["m.epoch0002.h5", "m.epoch0003.h5", "m.epoch0009.h5"]
+    assert {n: now[n] for n in ("m.epoch0004.h5", "m.epoch0005.h5")} == {n: earlier[n] for n in
+                                                                            ("m.epoch0004.h5", "m.epoch0005.h5")}
+    assert (tmp_path / "m.epoch0009.h5").read_text() == "not a model"
+    series = now["m.epoch0003.h5"][1]
+    mpiexec(1, [*run, "--epochs", "4", "--keep-checkpoints", "2", "--resume", tmp_path / "m.h5"], check=0)
+    after = kept(tmp_path)
+    assert "m.epoch0002.h5" not in after and after["m.epoch0003.h5"] == (3, series)
+    assert after["m.epoch0004.h5"] == (4, series) and after["m.epoch0005.h5"] == earlier["m.epoch0005.h5"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_later_numbered_name_that_is_no_model_file_is_one_line(work, tmp_path, n):
+    (tmp_path / "m.epoch0002.h5").mkdir()
+    (tmp_path / "m.epoch0002.h5" / "keep").write_text("mine")
+    proc = mpiexec(n, ["--quiet", "--data", work / "d.h5", "--epochs", "3", "--save", tmp_path / "m.h5",
+                       "--keep-checkpoints", "2"], timeout=60, check=2)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("mpidml: error:")]
+    assert lines == [f"mpidml: error: --keep-checkpoints {tmp_path / 'm.epoch0002.h5'}: is a directory, "
+                     "not a regular file; nothing replaced"], proc.stderr
+    assert "Traceback" not in proc.stderr and (tmp_path / "m.epoch0002.h5" / "keep").read_text() == "mine"
