@@ -20,7 +20,7 @@ import threading
 import h5py
 import numpy as np
 
-from .errors import MpidmlError, UsageError
+from .errors import UsageError
 
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
@@ -41,10 +41,60 @@ def atomic_write(path, write):
         except BaseException as e:
             _unlink(tmp)
             if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
-                raise MpidmlError(f"{path}: cannot write ({e.strerror or e})") from e
+                raise UsageError(f"{path}: cannot write ({_reason(e)})") from e
             raise
         finally:
             _temporaries.discard(tmp)
+
+
+def _reason(e):
+    """An OSError in words: its errno's (HDF5's own text spans lines of driver internals)."""
+    return os.strerror(e.errno) if e.errno else str(e).split("\n")[0][:200]
+
+
+@contextlib.contextmanager
+def create_h5(tmp):
+    """A new HDF5 file at `tmp` (atomic_write's temporary), open for writing, that HDF5 writes
+    through: no chunk cache and no sieve buffer, so raw data reaches the file in the call
+    that wrote it and a write error (a full disk) is raised there. Cached, it would be
+    written when its dataset closes, and HDF5 cannot fail there: the half-closed dataset
+    stays registered, and the file's close (or HDF5's own, at exit) crashes on it (a
+    segfault, MPI's banner, its shared memory segment left behind). Metadata is still
+    written when the file closes (see _close). HDF5's I/O errors come out as OSError."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)      # as h5py.File's own: closing closes all
+    fapl.set_cache(0, 0, 0, 0.75)
+    fapl.set_sieve_buf_size(0)
+    f = h5py.File(h5py.h5f.create(os.fsencode(tmp), h5py.h5f.ACC_TRUNC, fapl=fapl))
+    try:
+        try:
+            yield f
+        finally:
+            _close(f, tmp)
+    except RuntimeError as e:       # h5py raises some of HDF5's I/O errors as RuntimeError
+        error = _io_error(e)
+        if error is None:
+            raise
+        raise error from e
+
+
+def _close(f, tmp):
+    """Close the file. Where HDF5 cannot write its metadata, it keeps the file open (and its
+    space taken): the file is emptied, which frees the space, and closed again."""
+    try:
+        f.close()
+    except (OSError, RuntimeError):
+        os.truncate(tmp, 0)
+        with contextlib.suppress(OSError, RuntimeError):
+            f.close()
+        raise
+
+
+def _io_error(e):
+    """The OSError an HDF5 error reports (the file driver's `errno = 28`), or None."""
+    import re
+    found = re.search(r"errno = (\d+)", str(e))
+    return OSError(int(found.group(1)), str(e)) if found else None
 
 
 def _temporary(path, directory):
@@ -349,7 +399,7 @@ class ModelFile:
 
     def save(self, path):
         def write(tmp):
-            with h5py.File(tmp, "w") as f:
+            with create_h5(tmp) as f:
                 f.attrs["format"], f.attrs["format_version"] = FORMAT, VERSION
                 for key, value in self.attrs.items():
                     f.attrs[key] = json.dumps(value)

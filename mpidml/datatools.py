@@ -17,7 +17,7 @@ import zlib
 import h5py
 import numpy as np
 
-from .checkpoint import atomic_write, check_output
+from .checkpoint import atomic_write, check_output, create_h5
 from .data import open_h5
 from .errors import UsageError
 
@@ -72,7 +72,7 @@ def synth(out, n, d, k, seed=0, noise=1.0, kind="blobs", sort=False, chunk_rows=
     comp = None if compression == "none" else compression
 
     def write(tmp):
-        with h5py.File(tmp, "w") as f:
+        with create_h5(tmp) as f:
             for group, rows in (("train", n), ("test", test_samples)):
                 if rows <= 0:
                     continue
@@ -211,7 +211,7 @@ def _column(src, names, positions, name, option):
 
 def _write(tmp, src, label, features, batches):
     """Check and append every batch; the first one fixes the width and the label type."""
-    with h5py.File(tmp, "w") as f:
+    with create_h5(tmp) as f:
         X = Y = None
         for xb, yb, where in batches:
             xb = _finite_float32(src, xb, features, where)

@@ -166,12 +166,10 @@ def predict_command(args, group):
 
 
 def _write_predictions(args, m, info, recv):
-    import h5py
-
-    from .checkpoint import atomic_write
+    from .checkpoint import atomic_write, create_h5
 
     def write(tmp):
-        with h5py.File(tmp, "w") as f:
+        with create_h5(tmp) as f:
             if m.task == "regression":
                 f["values"] = recv[:, 0]
             else:

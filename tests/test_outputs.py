@@ -2,6 +2,7 @@
 through symlinks, with a temporary that fits any legal name and does not outlive the write.
 Devices are nodes of our own in tmp_path, never the system's /dev/null."""
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -301,3 +302,52 @@ def test_a_later_numbered_name_that_is_no_model_file_is_one_line(work, tmp_path,
     assert lines == [f"mpidml: error: --keep-checkpoints {tmp_path / 'm.epoch0002.h5'}: is a directory, "
                      "not a regular file; nothing replaced"], proc.stderr
     assert "Traceback" not in proc.stderr and (tmp_path / "m.epoch0002.h5" / "keep").read_text() == "mine"
+
+
+def _can_mount_private_tmpfs(folder):
+    """Whether this machine lets us mount a tmpfs in a private mount namespace (root, unshare)."""
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {folder}"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def on_a_full_disk(tmp_path, args, free_kb):
+    """Run `mpidml ARGS` (ARGS naming {disk}) on 2 ranks in a private mount namespace where
+    {disk} is a 2 MB tmpfs with `free_kb` KB left and /dev/shm a fresh tmpfs (MPICH's
+    segments: only this job's). Returns the process and what was left in both."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _can_mount_private_tmpfs(disk):
+        pytest.skip("needs a private mount namespace with tmpfs (unshare -m, root)")
+    cmd = " ".join(map(shlex.quote, [MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml",
+                                     *(str(a).format(disk=disk) for a in args)]))
+    script = (f"mount -t tmpfs -o size=2m tmpfs {disk} && mount -t tmpfs tmpfs /dev/shm && "
+              f"head -c {2048 - free_kb}k /dev/zero > {disk}/filler && cd {ROOT} && {cmd}; rc=$?; "
+              f"ls -A {disk} > {tmp_path}/left-disk; ls -A /dev/shm > {tmp_path}/left-shm; exit $rc")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=90,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return proc, (tmp_path / "left-disk").read_text().split(), (tmp_path / "left-shm").read_text().split()
+
+
+@pytest.mark.parametrize("args, free_kb, out", [
+    (["data", "synth", "--samples", "100000", "--features", "20", "--out", "{disk}/x.h5"], 500, "x.h5"),
+    (["data", "synth", "--samples", "20000", "--compression", "gzip", "--out", "{disk}/x.h5"], 300, "x.h5"),
+    (["data", "convert", "{csv}", "{disk}/x.h5"], 100, "x.h5"),
+    (["--quiet", "--epochs", "1", "--model", "mlp", "--hidden", "256", "--sweep", "lr=0.1 0.2",
+      "--save-dir", "{disk}/out"], 150, "out/model-000.h5"),
+    (["--quiet", "--epochs", "1", "--save", "{disk}/m.h5"], 10, "m.h5"),
+    (["predict", "--model", "{work}/m.h5", "--data", "{work}/d.h5", "--out", "{disk}/p.h5"], 0, "p.h5"),
+])
+def test_a_full_disk_is_one_line_and_leaves_nothing(work, tmp_path, args, free_kb, out):
+    """No HDF5 internals, no segfault at exit (MPICH's banner), no temporary, no segment."""
+    csv = tmp_path / "big.csv"
+    np.savetxt(csv, np.random.default_rng(0).standard_normal((20000, 8)), fmt="%.6f", delimiter=",",
+               header="a,b,c,d,e,f,g,label", comments="")
+    args = [str(a).replace("{csv}", str(csv)).replace("{work}", str(work)) for a in args]
+    proc, left, segments = on_a_full_disk(tmp_path, args, free_kb)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"mpidml: error: {tmp_path / 'disk' / out}: cannot write "
+                                        "(No space left on device)"], proc.stderr
+    assert "BAD TERMINATION" not in proc.stdout and left in (["filler"], ["filler", "out"]) and segments == []
