@@ -10,8 +10,11 @@ fsync'ed and renamed, so a crash never leaves a half-written file under the fina
 check_output refuses, before any work, an output that would destroy something.
 """
 import contextlib
+import functools
+import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import tempfile
@@ -24,6 +27,9 @@ from .errors import UsageError
 
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
+# a temporary's name: .mpidml-, its writer (machine, pid, start time), mkstemp's 8 characters
+_PREFIX = ".mpidml-"
+_NAME = re.compile(r"\.mpidml-([0-9a-f]{8})([0-9a-f]{8})([0-9a-f]{12})-[a-z0-9_]{8}\.tmp")
 
 
 def atomic_write(path, write):
@@ -92,16 +98,17 @@ def _close(f, tmp):
 
 def _io_error(e):
     """The OSError an HDF5 error reports (the file driver's `errno = 28`), or None."""
-    import re
     found = re.search(r"errno = (\d+)", str(e))
     return OSError(int(found.group(1)), str(e)) if found else None
 
 
 def _temporary(path, directory):
-    """A new empty file in `directory` with the umask's permissions. Its name has a fixed
-    length, so every final name the file system allows also works as a temporary."""
+    """A new empty file in `directory` with the umask's permissions, named after its writer
+    (see _writer) once the stale temporaries there are gone. Its name has a fixed length, so
+    every final name the file system allows also works as a temporary."""
+    _remove_stale(directory)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".mpidml-", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{_writer()}-", suffix=".tmp", dir=directory)
     except OSError as e:
         raise UsageError(f"{path}: cannot write ({e.strerror})") from e
     _temporaries.add(tmp)
@@ -112,10 +119,71 @@ def _temporary(path, directory):
     return tmp
 
 
+@functools.lru_cache(maxsize=None)
+def _machine():
+    """8 hex digits naming this kernel's boot and pid namespace: where a pid means this
+    process table's process; xs where there is no /proc to ask (no temporary then matches _NAME)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "x" * 8
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:8]
+
+
+def _started(pid):
+    """When process `pid` started (clock ticks after boot): None when there is no such
+    process, 0 when it cannot be told (no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _writer():
+    """This process, as its temporaries' names record it: machine, pid and start time."""
+    return f"{_machine()}{os.getpid():08x}{_started(os.getpid()) or 0:012x}"
+
+
+def _remove_stale(directory):
+    """Remove the temporaries in `directory` whose writer is provably dead: named by a
+    process of this machine (see _machine) that is gone, or whose pid is another process's
+    now (another start time). A writer killed by SIGKILL (or by the launcher, when mpiexec
+    died of a signal) runs no handler and leaves its temporary; this is where it goes. Only
+    regular files named as ours: no other name, and never a temporary of a live writer or of
+    another machine (its pids are not ours to check)."""
+    machine = _machine()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        found = _NAME.fullmatch(name)
+        if not found or found.group(1) != machine:
+            continue
+        pid, start = int(found.group(2), 16), int(found.group(3), 16)
+        if start and _started(pid) not in (start, 0):
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.unlink(path)
+
+
+# the signals that end a process by default, and that a handler can catch
+_FATAL_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE", "SIGVTALRM", "SIGPROF",
+    "SIGXCPU", "SIGXFSZ") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
-def _removed_on_signal(signals=(signal.SIGTERM, signal.SIGHUP)):
+def _removed_on_signal(signals=_FATAL_SIGNALS):
     """While writing, a signal that would end the process as it stands (no handler of
-    anyone else's) first removes the temporaries: a killed job leaves no hidden file."""
+    anyone else's) first removes the temporaries: a killed job leaves no hidden file.
+    (SIGINT has Python's handler, and KeyboardInterrupt removes them in atomic_write.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -334,7 +402,6 @@ class CheckpointSeries:
 
     def _number(self, path):
         """The epoch number in a numbered checkpoint's name, or None for any other name."""
-        import re
         m = re.fullmatch(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext), path)
         return int(m.group(1)) if m else None
 

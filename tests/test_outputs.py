@@ -304,6 +304,68 @@ def test_a_later_numbered_name_that_is_no_model_file_is_one_line(work, tmp_path,
     assert "Traceback" not in proc.stderr and (tmp_path / "m.epoch0002.h5" / "keep").read_text() == "mine"
 
 
+WRITE_UNTIL_SIGNALLED = """
+import os, resource, signal, sys, time
+from mpidml.checkpoint import atomic_write_bytes, atomic_write
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def write(tmp):
+    with open(tmp, "wb") as f:
+        f.write(b"half")
+    print("writing", flush=True)
+    if {signum}:
+        os.kill(os.getpid(), {signum})
+    time.sleep(30)
+atomic_write(sys.argv[1], write)
+"""
+
+
+def writer(path, signum=0):
+    """A process in the middle of writing `path` (it has made its temporary); with `signum`
+    it sends itself that signal there."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_UNTIL_SIGNALLED.format(signum=int(signum)), str(path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n", proc.stderr.read()
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGUSR1,
+                                    signal.SIGXCPU])
+def test_a_signal_that_ends_the_writer_removes_its_temporary(tmp_path, signum):
+    proc = writer(tmp_path / "out", signum)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signum and os.listdir(tmp_path) == []
+
+
+def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_path):
+    """SIGKILL runs no handler: its temporary stays until the next write into the directory
+    removes it. Kept: a live writer's, another machine's, a reused pid's own process (its
+    start time tells), a directory, names of any other scheme."""
+    from mpidml import checkpoint
+    alive = writer(tmp_path / "other")
+    try:
+        (live,) = os.listdir(tmp_path)
+        killed = writer(tmp_path / "out")
+        killed.kill()
+        killed.communicate(timeout=30)
+        (stale,) = set(os.listdir(tmp_path)) - {live}
+        machine, me, dead = checkpoint._machine(), os.getpid(), killed.pid
+        started = checkpoint._started(me)
+        reused = f".mpidml-{machine}{me:08x}{started + 1:012x}-reused00.tmp"
+        kept = [f".mpidml-{'0' * 8 if machine != '0' * 8 else '1' * 8}{dead:08x}{1:012x}-elsewher.tmp",
+                f".mpidml-{machine}{me:08x}{started:012x}-itsalive.tmp", ".mpidml-abcd1234.tmp", "mpidml-x.tmp",
+                f".mpidml-{machine}{dead:08x}{1:012x}-adirecto.tmp"]
+        for name in kept[:-1] + [reused]:
+            (tmp_path / name).write_bytes(b"")
+        (tmp_path / kept[-1]).mkdir()
+        before = set(os.listdir(tmp_path))
+        atomic_write_bytes(tmp_path / "new", b"{}")
+        assert before - set(os.listdir(tmp_path)) == {stale, reused}
+        assert set(os.listdir(tmp_path)) == set(kept) | {live, "new"}
+    finally:
+        alive.kill()
+        alive.communicate(timeout=30)
+
+
 def _can_mount_private_tmpfs(folder):
     """Whether this machine lets us mount a tmpfs in a private mount namespace (root, unshare)."""
     try:
