@@ -4,15 +4,19 @@ Layout: datasets `params` (the flat buffer), `optimizer_state` (the optimizer's 
 [w | m | v] buffer), `classes`, `mean`/`std` (feature standardization) and
 `y_mean`/`y_std` (regression targets); attributes `format`, `format_version`, `kind`,
 `task`, `head`, `sizes`, `activation`, `dtype`, `epoch`, `step`, `seed`, `ranks`,
-`label_kind` and `config` (JSON). Attributes are parsed strictly (JSON and numbers),
-never evaluated. A file is written to a temporary name in the same directory, flushed,
-fsync'ed and renamed, so a crash never leaves a half-written file under the final name;
-check_output refuses, before any work, an output that would destroy something.
+`label_kind`, `config`, `history`, `data`, `stopped_at`, `early_stopped` and `series`
+(JSON). Attributes are parsed strictly (JSON and numbers), never evaluated, and every
+field that evaluate, predict or --resume reads is checked on load (_ATTRIBUTES, _CONFIG,
+_array_problem): a hand-edited file is `corrupt model file (...)`, not an internal error.
+A file is written to a temporary name in the same directory, flushed, fsync'ed and
+renamed, so a crash never leaves a half-written file under the final name; check_output
+refuses, before any work, an output that would destroy something.
 """
 import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -24,6 +28,7 @@ import h5py
 import numpy as np
 
 from .errors import UsageError
+from .optim import SLOTS
 
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
@@ -288,31 +293,122 @@ def _same_file(a, b):
         return False
 
 
+def _count(v, least=0):
+    """A JSON whole number (not a bool) of at least `least`."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _choice(*values):
+    return lambda v: isinstance(v, str) and v in values
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(map(check, v))
+
+
+def _object(fields):
+    """A JSON object with exactly these {key: check} entries."""
+    return lambda v: isinstance(v, dict) and set(v) == set(fields) and all(c(v[k]) for k, c in fields.items())
+
+
+def _text(v):
+    return isinstance(v, str)
+
+
+# a model file's attributes that evaluate, predict and --resume read: what each must be. Those
+# not listed (seed, ranks, rng, features, best_epoch) are a record for people, read by nothing.
+_ATTRIBUTES = {
+    "kind": (_choice("linear", "logistic", "softmax", "mlp"), "one of linear, logistic, softmax, mlp"),
+    "task": (_choice("classification", "regression"), "classification or regression"),
+    "head": (_choice("softmax", "sigmoid", "identity"), "one of softmax, sigmoid, identity"),
+    "sizes": (lambda v: _list_of(lambda s: _count(s, 1))(v) and len(v) >= 2, "a list of 2 or more layer widths"),
+    "activation": (_choice("relu", "tanh"), "relu or tanh"),
+    "dtype": (_choice("float32", "float64"), "float32 or float64"),
+    "epoch": (_count, "a count"),
+    "step": (_count, "a count"),
+    "label_kind": (_optional(_choice("int", "str")), "int, str or null"),
+    "config": (lambda v: isinstance(v, dict), "a JSON object"),
+    "history": (_list_of(lambda e: isinstance(e, dict)), "a list of JSON objects"),
+    "data": (_optional(_object({"path": _text, "x": _text, "y": _text, "rows": _count, "features": _count,
+                                "classes": _optional(_list_of(lambda c: _count(c, -2 ** 63) or _text(c))),
+                                "fingerprint": _text})),
+             "null or the data's identity (path, x, y, rows, features, classes, fingerprint)"),
+    "stopped_at": (_optional(lambda v: isinstance(v, dict)), "null or a JSON object (see _stop_problem)"),
+    "early_stopped": (_optional(lambda v: _count(v, 1)), "null or the epoch early stopping ended"),
+    "series": (_optional(_text), "a checkpoint series (text)"),
+}
+# the entries of its config that --resume reads (provenance.MODEL_OPTIONS not stored as
+# attributes, and the run's --epochs)
+_CONFIG = {
+    "optimizer": (_choice(*SLOTS), "one of " + ", ".join(SLOTS)),
+    "standardize": (lambda v: isinstance(v, bool), "true or false"),
+    "test_fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "partition_seed": (lambda v: _count(v) and v < 2 ** 63, "a seed (0 to 2**63-1)"),
+    "epochs": (_count, "a count"),
+}
+_REQUIRED = ("kind", "task", "head", "sizes", "activation", "dtype", "epoch")
+
+
 def _attribute_problem(attrs):
     """What in a model file's attributes no model could have written, or None."""
-    if attrs["task"] not in ("classification", "regression"):
-        return f"task {attrs['task']!r} is neither classification nor regression"
-    for key in ("epoch", "step"):
-        v = attrs.get(key, 0)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            return f"attribute {key} is {v!r}, not a count"
-    if not isinstance(attrs.get("config", {}), dict):
-        return "attribute config is not a JSON object"
-    if not isinstance(attrs.get("history", []), list):
-        return "attribute history is not a JSON list"
+    missing = next((key for key in _REQUIRED if key not in attrs), None)
+    if missing:
+        return f"attribute {missing} is missing"
+    for table, where in ((_ATTRIBUTES, attrs), (_CONFIG, attrs.get("config", {}))):
+        for key, (check, what) in table.items():
+            if key in where and not check(where[key]):
+                name = f"attribute {key}" if table is _ATTRIBUTES else f"config {key}"
+                return f"{name} is {_shown(where[key])}, not {what}"
+    early = attrs.get("early_stopped")
+    if early is not None and early > attrs["epoch"]:
+        return f"attribute early_stopped is epoch {early}, after the file's epoch {attrs['epoch']}"
+    return _stop_problem(attrs["stopped_at"], attrs["epoch"]) if attrs.get("stopped_at") else None
+
+
+def _stop_problem(at, epoch):
+    """What is wrong with `stopped_at` (see trainer.Model._stop) of a file at `epoch`, or None."""
+    for key in ("epoch", "step", "steps", "batch_size", "ranks"):
+        if not _count(at.get(key), 1 if key in ("batch_size", "ranks") else 0):
+            return f"attribute stopped_at has {key} {_shown(at.get(key))}, not a count"
+    if at["epoch"] != epoch:
+        return f"attribute stopped_at has epoch {at['epoch']}, the file's epoch is {epoch}"
+    if at["step"] > at["steps"]:
+        return f"attribute stopped_at has step {at['step']} of {at['steps']}"
+    if not isinstance(at.get("partition"), list) or not isinstance(at.get("signal"), str):
+        return "attribute stopped_at has no partition list or signal name"
+    loss = at.get("loss")
+    pair = _list_of(_number)
+    if at["step"] and not (isinstance(loss, list) and len(loss) == at["ranks"]
+                           and all(pair(p) and len(p) == 2 for p in loss)):
+        return f"attribute stopped_at has no loss pair for each of its {at['ranks']} ranks"
     return None
+
+
+def _shown(v):
+    text = json.dumps(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _classes(stored, label_kind):
     """The stored classes as the model's labels: text for label_kind "str", else integers."""
     if stored is None:
         return None
+    if stored.ndim != 1 or (len(stored) > 1 and not np.all(stored[1:] > stored[:-1])):
+        raise ValueError("classes are not a sorted list without repeats")
     if label_kind == "str":
         if stored.dtype.kind not in "SO":
-            raise ValueError("text classes expected")
+            raise ValueError(f"classes do not match label_kind {label_kind!r}")
         return [c.decode() for c in stored]
     if stored.dtype.kind not in "iub":
-        raise ValueError("integer classes expected")
+        raise ValueError(f"classes do not match label_kind {label_kind!r}")
     return [int(c) for c in stored]
 
 
@@ -320,13 +416,16 @@ def _array_problem(model, net):
     """What in a model file's arrays contradicts its network, or None."""
     if model.params.dtype.kind != "f" or model.params.shape != (net.size,):
         return f"params is {model.params.dtype} of shape {model.params.shape}, expected ({net.size},) floats"
+    problem = _kind_problem(model, net) or _state_problem(model, net)
+    if problem:
+        return problem
     outputs = net.sizes[-1]
     if model.task == "classification":
         k = len(model.classes or [])
         if k != (2 if net.head == "sigmoid" else outputs) or k < 2:
             return f"{k} classes for a {net.head} head of {outputs} outputs"
-    elif net.head != "identity":
-        return f"a regression model with a {net.head} head"
+    elif net.head != "identity" or model.classes is not None:
+        return f"a regression model with a {net.head} head" + (" and classes" if model.classes is not None else "")
     for name, size in (("mean", net.sizes[0]), ("std", net.sizes[0]), ("y_mean", 1), ("y_std", 1)):
         v = getattr(model, name)
         if v is None:
@@ -336,6 +435,38 @@ def _array_problem(model, net):
             return f"{name} is not {size} finite numbers"
         if name.endswith("std") and not np.all(v > 0):
             return f"{name} has a value <= 0"
+    for a, b in (("mean", "std"), ("y_mean", "y_std")):
+        if (getattr(model, a) is None) != (getattr(model, b) is None):
+            return f"{a} and {b} go together, the file has one of them"
+    if model.y_mean is not None and model.task != "regression":
+        return "a classifier with target statistics y_mean, y_std"
+    return None
+
+
+def _kind_problem(model, net):
+    """Whether the layers and head are the ones `kind` builds (the kind --resume trains)."""
+    from .models import build
+    outputs = net.sizes[-1]
+    built = build(model.kind, net.sizes[0], outputs, net.sizes[1:-1], net.activation, net.dtype, model.task)
+    if built.sizes != net.sizes or built.head != net.head:
+        return f"kind {model.kind} has other layers than {net.sizes} ({net.head})"
+    return None
+
+
+def _state_problem(model, net):
+    """The optimizer state must be the file's weights and its optimizer's moments: [w | m | v]."""
+    state = model.optimizer_state
+    if state is None:
+        return None
+    optimizer = model.attrs["config"].get("optimizer")
+    slots = [SLOTS[optimizer]] if optimizer else sorted(set(SLOTS.values()))
+    if state.dtype.kind != "f" or state.ndim != 1 or state.size not in [k * net.size for k in slots]:
+        return (f"optimizer_state is {state.dtype} of shape {state.shape}, expected {' or '.join(map(str, slots))} "
+                f"x {net.size} floats" + (f" ({optimizer})" if optimizer else ""))
+    if not np.all(np.isfinite(state)):
+        return "optimizer_state contains NaN or inf"
+    if not np.array_equal(state[:net.size], model.params):
+        return "optimizer_state does not begin with the weights params holds"
     return None
 
 
@@ -499,25 +630,21 @@ class ModelFile:
                         fields[name] = f[name][()]
             except Exception as e:
                 raise UsageError(f"{path}: corrupt model file ({str(e)[:160]})") from e
-        for key in ("kind", "task", "head", "sizes", "activation", "dtype", "epoch"):
-            if key not in attrs:
-                raise UsageError(f"{path}: corrupt model file (attribute {key} is missing)")
         if "params" not in fields:
             raise UsageError(f"{path}: corrupt model file (dataset params is missing)")
+        attrs.setdefault("config", {})
         problem = _attribute_problem(attrs)
         if problem:
             raise UsageError(f"{path}: corrupt model file ({problem})")
         try:
             fields["classes"] = _classes(fields.get("classes"), attrs.get("label_kind"))
-        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
-            raise UsageError(f"{path}: corrupt model file (classes do not match label_kind "
-                             f"{attrs.get('label_kind')!r})") from None
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: corrupt model file ({e})") from None
         model = cls(**fields, **attrs)
-        from .models import Net
-        try:
-            net = Net(model.sizes, model.head, model.activation, model.dtype)
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"{path}: corrupt model file ({e})") from e
+        if max(model.sizes) > model.params.size:        # each layer has at least as many parameters
+            raise UsageError(f"{path}: corrupt model file (attribute sizes {_shown(model.sizes)} does not fit "
+                             f"the {model.params.size} parameters in params)")
+        net = model.net()
         problem = _array_problem(model, net)
         if problem:
             raise UsageError(f"{path}: corrupt model file ({problem})")

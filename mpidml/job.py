@@ -329,7 +329,7 @@ class Job:
         there: the same ranks, batch size and partitions give the same minibatches. Otherwise
         the epoch starts over from the saved (global) weights."""
         at = m.attrs.get("stopped_at")
-        if not at:
+        if not at or not at["step"]:        # stopped at the epoch's start: it starts as any epoch does
             return None
         now = {"ranks": self.group.size, "batch_size": model.cfg.batch_size, "partition": self.partitioning()}
         if all(at.get(k) == v for k, v in now.items()):
