@@ -4,14 +4,21 @@ Layout: datasets `params` (the flat buffer), `optimizer_state` (the optimizer's 
 [w | m | v] buffer), `classes`, `mean`/`std` (feature standardization) and
 `y_mean`/`y_std` (regression targets); attributes `format`, `format_version`, `kind`,
 `task`, `head`, `sizes`, `activation`, `dtype`, `epoch`, `step`, `seed`, `ranks`,
-`label_kind` and `config` (JSON). Attributes are parsed strictly (JSON and numbers),
-never evaluated. A file is written to a temporary name in the same directory, flushed,
-fsync'ed and renamed, so a crash never leaves a half-written file under the final name;
-check_output refuses, before any work, an output that would destroy something.
+`label_kind`, `config`, `history`, `data`, `stopped_at`, `early_stopped` and `series`
+(JSON). Attributes are parsed strictly (JSON and numbers), never evaluated, and every
+field that evaluate, predict or --resume reads is checked on load (_ATTRIBUTES, _CONFIG,
+_array_problem): a hand-edited file is `corrupt model file (...)`, not an internal error.
+A file is written to a temporary name in the same directory, flushed, fsync'ed and
+renamed, so a crash never leaves a half-written file under the final name; check_output
+refuses, before any work, an output that would destroy something.
 """
 import contextlib
+import functools
+import hashlib
 import json
+import math
 import os
+import re
 import signal
 import stat
 import tempfile
@@ -20,10 +27,14 @@ import threading
 import h5py
 import numpy as np
 
-from .errors import MpidmlError, UsageError
+from .errors import UsageError
+from .optim import SLOTS
 
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
+# a temporary's name: .mpidml-, its writer (machine, pid, start time), mkstemp's 8 characters
+_PREFIX = ".mpidml-"
+_NAME = re.compile(r"\.mpidml-([0-9a-f]{8})([0-9a-f]{8})([0-9a-f]{12})-[a-z0-9_]{8}\.tmp")
 
 
 def atomic_write(path, write):
@@ -41,17 +52,68 @@ def atomic_write(path, write):
         except BaseException as e:
             _unlink(tmp)
             if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
-                raise MpidmlError(f"{path}: cannot write ({e.strerror or e})") from e
+                raise UsageError(f"{path}: cannot write ({_reason(e)})") from e
             raise
         finally:
             _temporaries.discard(tmp)
 
 
-def _temporary(path, directory):
-    """A new empty file in `directory` with the umask's permissions. Its name has a fixed
-    length, so every final name the file system allows also works as a temporary."""
+def _reason(e):
+    """An OSError in words: its errno's (HDF5's own text spans lines of driver internals)."""
+    return os.strerror(e.errno) if e.errno else str(e).split("\n")[0][:200]
+
+
+@contextlib.contextmanager
+def create_h5(tmp):
+    """A new HDF5 file at `tmp` (atomic_write's temporary), open for writing, that HDF5 writes
+    through: no chunk cache and no sieve buffer, so raw data reaches the file in the call
+    that wrote it and a write error (a full disk) is raised there. Cached, it would be
+    written when its dataset closes, and HDF5 cannot fail there: the half-closed dataset
+    stays registered, and the file's close (or HDF5's own, at exit) crashes on it (a
+    segfault, MPI's banner, its shared memory segment left behind). Metadata is still
+    written when the file closes (see _close). HDF5's I/O errors come out as OSError."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)      # as h5py.File's own: closing closes all
+    fapl.set_cache(0, 0, 0, 0.75)
+    fapl.set_sieve_buf_size(0)
+    f = h5py.File(h5py.h5f.create(os.fsencode(tmp), h5py.h5f.ACC_TRUNC, fapl=fapl))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".mpidml-", suffix=".tmp", dir=directory)
+        try:
+            yield f
+        finally:
+            _close(f, tmp)
+    except RuntimeError as e:       # h5py raises some of HDF5's I/O errors as RuntimeError
+        error = _io_error(e)
+        if error is None:
+            raise
+        raise error from e
+
+
+def _close(f, tmp):
+    """Close the file. Where HDF5 cannot write its metadata, it keeps the file open (and its
+    space taken): the file is emptied, which frees the space, and closed again."""
+    try:
+        f.close()
+    except (OSError, RuntimeError):
+        os.truncate(tmp, 0)
+        with contextlib.suppress(OSError, RuntimeError):
+            f.close()
+        raise
+
+
+def _io_error(e):
+    """The OSError an HDF5 error reports (the file driver's `errno = 28`), or None."""
+    found = re.search(r"errno = (\d+)", str(e))
+    return OSError(int(found.group(1)), str(e)) if found else None
+
+
+def _temporary(path, directory):
+    """A new empty file in `directory` with the umask's permissions, named after its writer
+    (see _writer) once the stale temporaries there are gone. Its name has a fixed length, so
+    every final name the file system allows also works as a temporary."""
+    _remove_stale(directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{_writer()}-", suffix=".tmp", dir=directory)
     except OSError as e:
         raise UsageError(f"{path}: cannot write ({e.strerror})") from e
     _temporaries.add(tmp)
@@ -62,10 +124,71 @@ def _temporary(path, directory):
     return tmp
 
 
+@functools.lru_cache(maxsize=None)
+def _machine():
+    """8 hex digits naming this kernel's boot and pid namespace: where a pid means this
+    process table's process; xs where there is no /proc to ask (no temporary then matches _NAME)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "x" * 8
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:8]
+
+
+def _started(pid):
+    """When process `pid` started (clock ticks after boot): None when there is no such
+    process, 0 when it cannot be told (no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _writer():
+    """This process, as its temporaries' names record it: machine, pid and start time."""
+    return f"{_machine()}{os.getpid():08x}{_started(os.getpid()) or 0:012x}"
+
+
+def _remove_stale(directory):
+    """Remove the temporaries in `directory` whose writer is provably dead: named by a
+    process of this machine (see _machine) that is gone, or whose pid is another process's
+    now (another start time). A writer killed by SIGKILL (or by the launcher, when mpiexec
+    died of a signal) runs no handler and leaves its temporary; this is where it goes. Only
+    regular files named as ours: no other name, and never a temporary of a live writer or of
+    another machine (its pids are not ours to check)."""
+    machine = _machine()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        found = _NAME.fullmatch(name)
+        if not found or found.group(1) != machine:
+            continue
+        pid, start = int(found.group(2), 16), int(found.group(3), 16)
+        if start and _started(pid) not in (start, 0):
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.unlink(path)
+
+
+# the signals that end a process by default, and that a handler can catch
+_FATAL_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE", "SIGVTALRM", "SIGPROF",
+    "SIGXCPU", "SIGXFSZ") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
-def _removed_on_signal(signals=(signal.SIGTERM, signal.SIGHUP)):
+def _removed_on_signal(signals=_FATAL_SIGNALS):
     """While writing, a signal that would end the process as it stands (no handler of
-    anyone else's) first removes the temporaries: a killed job leaves no hidden file."""
+    anyone else's) first removes the temporaries: a killed job leaves no hidden file.
+    (SIGINT has Python's handler, and KeyboardInterrupt removes them in atomic_write.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -130,7 +253,7 @@ def check_output(path, option, inputs=()):
 
 
 _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
 
 
 def _output_problem(path, inputs):
@@ -170,31 +293,122 @@ def _same_file(a, b):
         return False
 
 
+def _count(v, least=0):
+    """A JSON whole number (not a bool) of at least `least`."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _choice(*values):
+    return lambda v: isinstance(v, str) and v in values
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(map(check, v))
+
+
+def _object(fields):
+    """A JSON object with exactly these {key: check} entries."""
+    return lambda v: isinstance(v, dict) and set(v) == set(fields) and all(c(v[k]) for k, c in fields.items())
+
+
+def _text(v):
+    return isinstance(v, str)
+
+
+# a model file's attributes that evaluate, predict and --resume read: what each must be. Those
+# not listed (seed, ranks, rng, features, best_epoch) are a record for people, read by nothing.
+_ATTRIBUTES = {
+    "kind": (_choice("linear", "logistic", "softmax", "mlp"), "one of linear, logistic, softmax, mlp"),
+    "task": (_choice("classification", "regression"), "classification or regression"),
+    "head": (_choice("softmax", "sigmoid", "identity"), "one of softmax, sigmoid, identity"),
+    "sizes": (lambda v: _list_of(lambda s: _count(s, 1))(v) and len(v) >= 2, "a list of 2 or more layer widths"),
+    "activation": (_choice("relu", "tanh"), "relu or tanh"),
+    "dtype": (_choice("float32", "float64"), "float32 or float64"),
+    "epoch": (_count, "a count"),
+    "step": (_count, "a count"),
+    "label_kind": (_optional(_choice("int", "str")), "int, str or null"),
+    "config": (lambda v: isinstance(v, dict), "a JSON object"),
+    "history": (_list_of(lambda e: isinstance(e, dict)), "a list of JSON objects"),
+    "data": (_optional(_object({"path": _text, "x": _text, "y": _text, "rows": _count, "features": _count,
+                                "classes": _optional(_list_of(lambda c: _count(c, -2 ** 63) or _text(c))),
+                                "fingerprint": _text})),
+             "null or the data's identity (path, x, y, rows, features, classes, fingerprint)"),
+    "stopped_at": (_optional(lambda v: isinstance(v, dict)), "null or a JSON object (see _stop_problem)"),
+    "early_stopped": (_optional(lambda v: _count(v, 1)), "null or the epoch early stopping ended"),
+    "series": (_optional(_text), "a checkpoint series (text)"),
+}
+# the entries of its config that --resume reads (provenance.MODEL_OPTIONS not stored as
+# attributes, and the run's --epochs)
+_CONFIG = {
+    "optimizer": (_choice(*SLOTS), "one of " + ", ".join(SLOTS)),
+    "standardize": (lambda v: isinstance(v, bool), "true or false"),
+    "test_fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "partition_seed": (lambda v: _count(v) and v < 2 ** 63, "a seed (0 to 2**63-1)"),
+    "epochs": (_count, "a count"),
+}
+_REQUIRED = ("kind", "task", "head", "sizes", "activation", "dtype", "epoch")
+
+
 def _attribute_problem(attrs):
     """What in a model file's attributes no model could have written, or None."""
-    if attrs["task"] not in ("classification", "regression"):
-        return f"task {attrs['task']!r} is neither classification nor regression"
-    for key in ("epoch", "step"):
-        v = attrs.get(key, 0)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            return f"attribute {key} is {v!r}, not a count"
-    if not isinstance(attrs.get("config", {}), dict):
-        return "attribute config is not a JSON object"
-    if not isinstance(attrs.get("history", []), list):
-        return "attribute history is not a JSON list"
+    missing = next((key for key in _REQUIRED if key not in attrs), None)
+    if missing:
+        return f"attribute {missing} is missing"
+    for table, where in ((_ATTRIBUTES, attrs), (_CONFIG, attrs.get("config", {}))):
+        for key, (check, what) in table.items():
+            if key in where and not check(where[key]):
+                name = f"attribute {key}" if table is _ATTRIBUTES else f"config {key}"
+                return f"{name} is {_shown(where[key])}, not {what}"
+    early = attrs.get("early_stopped")
+    if early is not None and early > attrs["epoch"]:
+        return f"attribute early_stopped is epoch {early}, after the file's epoch {attrs['epoch']}"
+    return _stop_problem(attrs["stopped_at"], attrs["epoch"]) if attrs.get("stopped_at") else None
+
+
+def _stop_problem(at, epoch):
+    """What is wrong with `stopped_at` (see trainer.Model._stop) of a file at `epoch`, or None."""
+    for key in ("epoch", "step", "steps", "batch_size", "ranks"):
+        if not _count(at.get(key), 1 if key in ("batch_size", "ranks") else 0):
+            return f"attribute stopped_at has {key} {_shown(at.get(key))}, not a count"
+    if at["epoch"] != epoch:
+        return f"attribute stopped_at has epoch {at['epoch']}, the file's epoch is {epoch}"
+    if at["step"] > at["steps"]:
+        return f"attribute stopped_at has step {at['step']} of {at['steps']}"
+    if not isinstance(at.get("partition"), list) or not isinstance(at.get("signal"), str):
+        return "attribute stopped_at has no partition list or signal name"
+    loss = at.get("loss")
+    pair = _list_of(_number)
+    if at["step"] and not (isinstance(loss, list) and len(loss) == at["ranks"]
+                           and all(pair(p) and len(p) == 2 for p in loss)):
+        return f"attribute stopped_at has no loss pair for each of its {at['ranks']} ranks"
     return None
+
+
+def _shown(v):
+    text = json.dumps(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _classes(stored, label_kind):
     """The stored classes as the model's labels: text for label_kind "str", else integers."""
     if stored is None:
         return None
+    if stored.ndim != 1 or (len(stored) > 1 and not np.all(stored[1:] > stored[:-1])):
+        raise ValueError("classes are not a sorted list without repeats")
     if label_kind == "str":
         if stored.dtype.kind not in "SO":
-            raise ValueError("text classes expected")
+            raise ValueError(f"classes do not match label_kind {label_kind!r}")
         return [c.decode() for c in stored]
     if stored.dtype.kind not in "iub":
-        raise ValueError("integer classes expected")
+        raise ValueError(f"classes do not match label_kind {label_kind!r}")
     return [int(c) for c in stored]
 
 
@@ -202,13 +416,16 @@ def _array_problem(model, net):
     """What in a model file's arrays contradicts its network, or None."""
     if model.params.dtype.kind != "f" or model.params.shape != (net.size,):
         return f"params is {model.params.dtype} of shape {model.params.shape}, expected ({net.size},) floats"
+    problem = _kind_problem(model, net) or _state_problem(model, net)
+    if problem:
+        return problem
     outputs = net.sizes[-1]
     if model.task == "classification":
         k = len(model.classes or [])
         if k != (2 if net.head == "sigmoid" else outputs) or k < 2:
             return f"{k} classes for a {net.head} head of {outputs} outputs"
-    elif net.head != "identity":
-        return f"a regression model with a {net.head} head"
+    elif net.head != "identity" or model.classes is not None:
+        return f"a regression model with a {net.head} head" + (" and classes" if model.classes is not None else "")
     for name, size in (("mean", net.sizes[0]), ("std", net.sizes[0]), ("y_mean", 1), ("y_std", 1)):
         v = getattr(model, name)
         if v is None:
@@ -218,14 +435,61 @@ def _array_problem(model, net):
             return f"{name} is not {size} finite numbers"
         if name.endswith("std") and not np.all(v > 0):
             return f"{name} has a value <= 0"
+    for a, b in (("mean", "std"), ("y_mean", "y_std")):
+        if (getattr(model, a) is None) != (getattr(model, b) is None):
+            return f"{a} and {b} go together, the file has one of them"
+    if model.y_mean is not None and model.task != "regression":
+        return "a classifier with target statistics y_mean, y_std"
     return None
 
 
+def _kind_problem(model, net):
+    """Whether the layers and head are the ones `kind` builds (the kind --resume trains)."""
+    from .models import build
+    outputs = net.sizes[-1]
+    built = build(model.kind, net.sizes[0], outputs, net.sizes[1:-1], net.activation, net.dtype, model.task)
+    if built.sizes != net.sizes or built.head != net.head:
+        return f"kind {model.kind} has other layers than {net.sizes} ({net.head})"
+    return None
+
+
+def _state_problem(model, net):
+    """The optimizer state must be the file's weights and its optimizer's moments: [w | m | v]."""
+    state = model.optimizer_state
+    if state is None:
+        return None
+    optimizer = model.attrs["config"].get("optimizer")
+    slots = [SLOTS[optimizer]] if optimizer else sorted(set(SLOTS.values()))
+    if state.dtype.kind != "f" or state.ndim != 1 or state.size not in [k * net.size for k in slots]:
+        return (f"optimizer_state is {state.dtype} of shape {state.shape}, expected {' or '.join(map(str, slots))} "
+                f"x {net.size} floats" + (f" ({optimizer})" if optimizer else ""))
+    if not np.all(np.isfinite(state)):
+        return "optimizer_state contains NaN or inf"
+    if not np.array_equal(state[:net.size], model.params):
+        return "optimizer_state does not begin with the weights params holds"
+    return None
+
+
+def new_series():
+    """A new checkpoint series' id (see CheckpointSeries)."""
+    import uuid
+    return uuid.uuid4().hex
+
+
 class CheckpointSeries:
-    """`--keep-checkpoints K`: each epoch checkpoint (and the final model) also stays as `<stem>.epoch0007<ext>`
-    beside the --save file, the last K of them. A copy is a hard link to the file just
-    written (the next checkpoint replaces the --save name, not the linked file), or a copy
-    where the file system has no hard links."""
+    """`--keep-checkpoints K`: each epoch checkpoint (and the final model) also stays as
+    `<stem>.epoch0007<ext>` beside the --save file, the last K of them. A copy is a hard link
+    to the file just written (the next checkpoint replaces the --save name, not the linked
+    file), or a copy where the file system has no hard links.
+
+    Rotation counts and removes only this run's series: the numbered files whose attribute
+    `series` is the --save file's. A run starts a new series, a resumed run continues its
+    file's (Job.series_of). Without it, the highest numbers in the directory would win: an
+    earlier, longer run's files (or anything named like them) outranked this run's, which
+    were deleted. Numbers above the current epoch are not counted either: they are the
+    series' earlier future, from before a resume from an older checkpoint. A name this run
+    writes replaces an mpidml model file there (an earlier run's checkpoint of that epoch, as
+    --save replaces an earlier model), never anything else."""
 
     def __init__(self, path, keep):
         self.path, self.keep = os.path.abspath(path), keep
@@ -234,30 +498,82 @@ class CheckpointSeries:
     def name(self, epoch):
         return f"{self.stem}.epoch{epoch:04d}{self.ext}"
 
-    def existing(self):
-        """The numbered checkpoints on disk (also from the run this one resumes), oldest first."""
-        import glob
-        import re
-        pattern = re.compile(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext) + "$")
-        found = ((int(m.group(1)), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext))
-                 if (m := pattern.match(p)))
-        return [p for _, p in sorted(found)]
+    def check(self, taken):
+        """Before training (job.check_outputs): epoch 1's name stands for every number's (the
+        same directory, as long a name); none of the run's other files, `taken` ((option,
+        path) pairs), may be named as a numbered checkpoint or be one under another name."""
+        check_output(self.name(1), "--keep-checkpoints", taken)
+        numbered = [p for _, p in self._numbered()]
+        for option, path in taken:
+            if path and (self._number(os.path.abspath(path)) is not None
+                         or any(_same_file(path, p) for p in numbered)):
+                raise UsageError(f"{option} {path}: is named as a numbered checkpoint, which --keep-checkpoints "
+                                 f"{self.keep} beside --save {self.path} may replace or remove")
 
     def add(self, epoch):
-        """Keep the --save file as epoch `epoch`'s checkpoint; remove those beyond the last K."""
+        """Keep the --save file as epoch `epoch`'s checkpoint; remove this series' files
+        beyond the last K."""
         target = self.name(epoch)
+        problem = _replace_problem(target)
+        if problem:
+            raise UsageError(f"--keep-checkpoints {target}: {problem}; nothing replaced")
         try:
-            if os.path.lexists(target):
-                os.unlink(target)
+            _unlink(target)
             os.link(os.path.realpath(self.path), target)    # the file itself, not a symlinked --save
         except OSError:
             with open(self.path, "rb") as f:
                 atomic_write_bytes(target, f.read())
-        for old in self.existing()[:-self.keep]:
+        series = _series(self.path)
+        ours = [p for number, p in self._numbered() if number <= epoch and series and _series(p) == series]
+        for old in ours[:-self.keep]:
             try:
                 os.unlink(old)
             except OSError:
                 pass
+
+    def _number(self, path):
+        """The epoch number in a numbered checkpoint's name, or None for any other name."""
+        m = re.fullmatch(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext), path)
+        return int(m.group(1)) if m else None
+
+    def _numbered(self):
+        """(number, path) of every name on disk that looks like a numbered checkpoint, in order."""
+        import glob
+        found = ((self._number(p), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext)))
+        return sorted((n, p) for n, p in found if n is not None)
+
+
+def _series(path):
+    """The checkpoint series of the model file at `path`: its attribute `series`, "" for a
+    model file without one, None for anything else (opened only if a regular file: a FIFO
+    would block)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                return None
+            series = json.loads(f.attrs.get("series", '""'))
+    except (OSError, ValueError, TypeError):          # not HDF5, unreadable, locked by a writer
+        return None
+    return series if isinstance(series, str) else None
+
+
+def _replace_problem(path):
+    """Why a numbered checkpoint may not be written at `path`, or None: only nothing, or an
+    mpidml model file, is there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot write ({e.strerror})"
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        return f"is {kind}, not a regular file"
+    if _series(path) is None:
+        return "is not an mpidml model file"
+    return None
 
 
 class ModelFile:
@@ -281,7 +597,7 @@ class ModelFile:
 
     def save(self, path):
         def write(tmp):
-            with h5py.File(tmp, "w") as f:
+            with create_h5(tmp) as f:
                 f.attrs["format"], f.attrs["format_version"] = FORMAT, VERSION
                 for key, value in self.attrs.items():
                     f.attrs[key] = json.dumps(value)
@@ -314,25 +630,21 @@ class ModelFile:
                         fields[name] = f[name][()]
             except Exception as e:
                 raise UsageError(f"{path}: corrupt model file ({str(e)[:160]})") from e
-        for key in ("kind", "task", "head", "sizes", "activation", "dtype", "epoch"):
-            if key not in attrs:
-                raise UsageError(f"{path}: corrupt model file (attribute {key} is missing)")
         if "params" not in fields:
             raise UsageError(f"{path}: corrupt model file (dataset params is missing)")
+        attrs.setdefault("config", {})
         problem = _attribute_problem(attrs)
         if problem:
             raise UsageError(f"{path}: corrupt model file ({problem})")
         try:
             fields["classes"] = _classes(fields.get("classes"), attrs.get("label_kind"))
-        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
-            raise UsageError(f"{path}: corrupt model file (classes do not match label_kind "
-                             f"{attrs.get('label_kind')!r})") from None
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: corrupt model file ({e})") from None
         model = cls(**fields, **attrs)
-        from .models import Net
-        try:
-            net = Net(model.sizes, model.head, model.activation, model.dtype)
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"{path}: corrupt model file ({e})") from e
+        if max(model.sizes) > model.params.size:        # each layer has at least as many parameters
+            raise UsageError(f"{path}: corrupt model file (attribute sizes {_shown(model.sizes)} does not fit "
+                             f"the {model.params.size} parameters in params)")
+        net = model.net()
         problem = _array_problem(model, net)
         if problem:
             raise UsageError(f"{path}: corrupt model file ({problem})")

@@ -435,6 +435,7 @@ def make_config(args, environ=os.environ, options=None, origin=""):
             setattr(cfg, k, v)
             given.add(k)
     cfg.given = frozenset(given)
+    cfg.config_file = getattr(args, "config", None) or ""
     sweep.check(axes)
     cfg.sweep = axes
     _check_sweep(cfg)

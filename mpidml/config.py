@@ -63,6 +63,7 @@ class TrainConfig:
     early_stopping: int = 0        # stop a model after P epochs without a better validation loss
     save_dir: str = ""             # in a sweep: every model's file, model-NNN.h5
     given: frozenset = dataclasses.field(default=frozenset(), metadata={"internal": True})
+    config_file: str = dataclasses.field(default="", metadata={"internal": True})   # --config: an input too
 
     def as_dict(self):
         d = {k: getattr(self, k) for k in self.fields()}

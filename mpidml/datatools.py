@@ -19,7 +19,7 @@ import zlib
 import h5py
 import numpy as np
 
-from .checkpoint import atomic_write, check_output
+from .checkpoint import atomic_write, check_output, create_h5
 from .data import label_text, open_h5, sparse_classes
 from .errors import UsageError
 
@@ -76,7 +76,7 @@ def synth(out, n, d, k, seed=0, noise=1.0, kind="blobs", sort=False, chunk_rows=
     comp = None if compression == "none" else compression
 
     def write(tmp):
-        with h5py.File(tmp, "w") as f:
+        with create_h5(tmp) as f:
             for group, rows in (("train", n), ("test", test_samples)):
                 if rows <= 0:
                     continue
@@ -319,7 +319,7 @@ def _kind(src, natural, label_type, label):
 def _write(tmp, src, table, dropna, split):
     """Check and append every batch, then hold out the test split; returns the counts
     that the summary reports."""
-    with h5py.File(tmp, "w") as f:
+    with create_h5(tmp) as f:
         X = Y = classes = None
         dropped = 0
         for xb, yb, missing, where in table.batches:

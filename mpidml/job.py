@@ -20,7 +20,7 @@ import numpy as np
 from . import data as datamod
 from . import progress
 from .aggregate import default_merge_after
-from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output
+from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
@@ -66,24 +66,38 @@ def n_outputs(kind, info):
 
 
 def check_outputs(cfg):
-    """Before any work: no output may overwrite an input or another output, except --save
-    the --resume file (a resumed run rewrites its own checkpoint); the numbered checkpoints'
-    longer names must fit too. --save-dir is created (as mkdir -p) once everything else
-    passed, then each model's file in it is checked."""
-    taken = [("--data", cfg.data)]
+    """Before any work: no output may overwrite an input (--data, --config, every file
+    --resume names) or another output. The one exception: a model may rewrite the file it
+    resumes from (a resumed run continues its own checkpoint): --save the --resume file of a
+    single run, --save-dir/model-NNN.h5 model NNN's. The numbered checkpoints' longer names
+    must fit too. --save-dir is created (as mkdir -p) once everything else passed, then each
+    model's file in it is checked."""
+    inputs = [("--data", cfg.data), ("--config", cfg.config_file)]
+    resumed = [("--resume", path) for path in resume_files(cfg)]
     if cfg.save:
-        check_output(cfg.save, "--save", taken)
+        check_output(cfg.save, "--save", inputs + (resumed if cfg.sweep else []))
     if cfg.keep_checkpoints:
-        check_output(CheckpointSeries(cfg.save, cfg.keep_checkpoints).name(1), "--keep-checkpoints", taken)
-    taken += [("--resume", cfg.resume), ("--save", cfg.save)]
+        outputs = [("--metrics-json", cfg.metrics_json), ("--trace", cfg.trace)]
+        CheckpointSeries(cfg.save, cfg.keep_checkpoints).check(inputs + outputs)
+    taken = inputs + resumed + [("--save", cfg.save)]
     for path, option in ((cfg.metrics_json, "--metrics-json"), (cfg.trace, "--trace")):
         if path:
             check_output(path, option, taken)
             taken.append((option, path))
     if cfg.save_dir:
         make_directory(cfg.save_dir, "--save-dir")
-        for index in range(len(expand(cfg.sweep))):
-            check_output(sweep_file(cfg.save_dir, index), "--save-dir", taken)
+        for index, own in enumerate(resumed or [None] * len(expand(cfg.sweep))):
+            check_output(sweep_file(cfg.save_dir, index), "--save-dir", [t for t in taken if t != own])
+
+
+def resume_files(cfg):
+    """The model files --resume names: the file, or in a sweep one per model of the grid in
+    the directory (as --save-dir wrote them)."""
+    if not cfg.resume:
+        return []
+    if not cfg.sweep:
+        return [cfg.resume]
+    return [sweep_file(cfg.resume, i) for i in range(len(expand(cfg.sweep)))]
 
 
 def sweep_file(directory, index):
@@ -111,6 +125,7 @@ class Job:
         self.clock = time.perf_counter
         self.bar = False
         self.models = []
+        self.series = {}            # model index: its checkpoint series, see series_of
 
     # -- setup ------------------------------------------------------------------------
     def setup(self):
@@ -279,12 +294,10 @@ class Job:
     def resume_paths(self):
         """The files --resume names: the model file, or in a sweep one per model of the grid
         in the directory (as --save-dir wrote them)."""
-        if not self.cfg.sweep:
-            return [self.cfg.resume]
-        if not os.path.isdir(self.cfg.resume):
+        if self.cfg.sweep and not os.path.isdir(self.cfg.resume):
             raise UsageError(f"--resume {self.cfg.resume}: a sweep resumes from the directory its --save-dir "
                              "wrote, not a file")
-        return [sweep_file(self.cfg.resume, i) for i in range(len(expand(self.cfg.sweep)))]
+        return resume_files(self.cfg)
 
     def _check_resume(self, m, model):
         path = self.resumes[model.index][0]
@@ -316,7 +329,7 @@ class Job:
         there: the same ranks, batch size and partitions give the same minibatches. Otherwise
         the epoch starts over from the saved (global) weights."""
         at = m.attrs.get("stopped_at")
-        if not at:
+        if not at or not at["step"]:        # stopped at the epoch's start: it starts as any epoch does
             return None
         now = {"ranks": self.group.size, "batch_size": model.cfg.batch_size, "partition": self.partitioning()}
         if all(at.get(k) == v for k, v in now.items()):
@@ -469,6 +482,14 @@ class Job:
             doc["best"] = best.index
         return doc
 
+    def series_of(self, model):
+        """The model's checkpoint series (checkpoint.CheckpointSeries): the one of the file it
+        resumed from, else one new to this run."""
+        if model.index not in self.series:
+            resumed = self.resumes[model.index][1].attrs.get("series") if self.resumes else None
+            self.series[model.index] = resumed or new_series()
+        return self.series[model.index]
+
     def model_file(self, model, epoch, stopped_at=None):
         """A model as a file; `stopped_at`: where within `epoch` + 1 the run stopped."""
         s, cfg = self.scaling, model.cfg
@@ -483,7 +504,8 @@ class Job:
                               "seed": cfg.seed, "next_epoch": epoch},
                          features=self.info["features"], config=cfg.as_dict(), history=model.history,
                          data=self.info.get("identity"), stopped_at=stopped_at,
-                         best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early)
+                         best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early,
+                         series=self.series_of(model))
 
 
 def make_directory(path, option):

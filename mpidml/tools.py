@@ -207,8 +207,8 @@ def _write_predictions(args, m, info, recv):
 
 
 def _write_hdf5(tmp, args, info, recv, classes):
-    import h5py
-    with h5py.File(tmp, "w") as f:
+    from .checkpoint import create_h5
+    with create_h5(tmp) as f:
         if classes is None:
             f["values"] = recv[:, 0]
         else:

@@ -157,6 +157,105 @@ def test_evaluate_and_predict_take_named_datasets(tmp_path, model):
         assert f["labels"].shape == (200,) and f.attrs["dataset"] == "/features"
 
 
+# -- hand-edited model files ----------------------------------------------------------------
+def edited(model, folder, attrs=(), datasets=()):
+    """A copy of `model` with attributes set to JSON text and datasets replaced (None: removed)."""
+    path = folder / "edited.h5"
+    path.write_bytes(model.read_bytes())
+    with h5py.File(path, "a") as f:
+        for key, value in dict(attrs).items():
+            f.attrs[key] = value
+        for key, value in dict(datasets).items():
+            old = f[key][()] if key in f else None
+            if key in f:
+                del f[key]
+            if value is not None:
+                f[key] = value(old) if callable(value) else value
+    return path
+
+
+def config_with(model, **entries):
+    with h5py.File(model) as f:
+        return json.dumps(dict(json.loads(f.attrs["config"]), **entries))
+
+
+STOP = {"epoch": 2, "step": 1, "steps": 4, "signal": "SIGTERM", "ranks": 1, "batch_size": 64,
+        "partition": ["blocks", 1, 0], "loss": [[0.5, 64]]}
+EDITS = {      # what a hand (or a bad disk) may do to a model file, and what load says of it
+    "stopped_at a word": ({"stopped_at": '"now"'}, {}, 'attribute stopped_at is "now", not null or a JSON object'),
+    "stopped_at without a step": ({"stopped_at": json.dumps(dict(STOP, step=None))}, {},
+                                  "attribute stopped_at has step null, not a count"),
+    "stopped_at in another epoch": ({"stopped_at": json.dumps(dict(STOP, epoch=7))}, {},
+                                    "attribute stopped_at has epoch 7, the file's epoch is 2"),
+    "stopped_at loss of 2 ranks at 1": ({"stopped_at": json.dumps(dict(STOP, loss=[[0.5, 64], [0.5, 64]]))}, {},
+                                        "attribute stopped_at has no loss pair for each of its 1 ranks"),
+    "stopped_at step beyond the epoch": ({"stopped_at": json.dumps(dict(STOP, step=9))}, {},
+                                         "attribute stopped_at has step 9 of 4"),
+    "unknown optimizer": ({"config": lambda m: config_with(m, optimizer="rmsprop")}, {},
+                          'config optimizer is "rmsprop", not one of sgd, momentum, adam'),
+    "epochs a word": ({"config": lambda m: config_with(m, epochs="ten")}, {}, 'config epochs is "ten", not a count'),
+    "test_fraction 2": ({"config": lambda m: config_with(m, test_fraction=2)}, {}, "config test_fraction is 2"),
+    "standardize a word": ({"config": lambda m: config_with(m, standardize="yes")}, {}, "config standardize is"),
+    "partition_seed -1": ({"config": lambda m: config_with(m, partition_seed=-1)}, {}, "config partition_seed is -1"),
+    "kind bogus": ({"kind": '"svm"'}, {}, 'attribute kind is "svm", not one of linear, logistic, softmax, mlp'),
+    "kind of other layers": ({"kind": '"softmax"'}, {}, "kind softmax has other layers than [4, 1] (sigmoid)"),
+    "dtype int8": ({"dtype": '"int8"'}, {}, 'attribute dtype is "int8", not float32 or float64'),
+    "sizes of floats": ({"sizes": "[4.5, 1]"}, {}, "attribute sizes is [4.5, 1], not a list of 2 or more"),
+    "sizes too wide": ({"sizes": "[4, 100000000000, 1]"}, {}, "does not fit the 5 parameters in params"),
+    "history of numbers": ({"history": "[1, 2]"}, {}, "attribute history is [1, 2], not a list of JSON objects"),
+    "data identity of another shape": ({"data": '{"path": 1}'}, {}, 'attribute data is {"path": 1}, not null or'),
+    "early_stopped 0": ({"early_stopped": "0"}, {}, "attribute early_stopped is 0, not null or the epoch"),
+    "early_stopped after the end": ({"early_stopped": "9"}, {}, "early_stopped is epoch 9, after the file's epoch 2"),
+    "label_kind float": ({"label_kind": '"float"'}, {}, 'attribute label_kind is "float", not int, str or null'),
+    "series a number": ({"series": "5"}, {}, "attribute series is 5, not a checkpoint series"),
+    "step -1": ({"step": "-1"}, {}, "attribute step is -1, not a count"),
+    "optimizer_state short": ({}, {"optimizer_state": lambda old: old[:-1]},
+                              "optimizer_state is float32 of shape (9,), expected 2 x 5 floats (momentum)"),
+    "optimizer_state text": ({}, {"optimizer_state": lambda old: old.astype("S8")}, "optimizer_state is |S8"),
+    "optimizer_state of 2-D": ({}, {"optimizer_state": lambda old: old.reshape(2, -1)}, "of shape (2, 5)"),
+    "optimizer_state NaN": ({}, {"optimizer_state": lambda old: old * np.nan}, "optimizer_state contains NaN"),
+    "optimizer_state other weights": ({}, {"optimizer_state": lambda old: old + 1},
+                                      "optimizer_state does not begin with the weights params holds"),
+    "classes repeated": ({}, {"classes": np.array([1, 1])}, "classes are not a sorted list without repeats"),
+    "classes unsorted": ({}, {"classes": np.array([1, 0])}, "classes are not a sorted list without repeats"),
+    "std without mean": ({}, {"mean": None}, "mean and std go together"),
+    "target scaling on a classifier": ({}, {"y_mean": np.zeros(1), "y_std": np.ones(1)},
+                                       "a classifier with target statistics"),
+}
+
+
+@pytest.mark.parametrize("case", EDITS)
+def test_every_field_of_a_model_file_is_checked_when_it_is_loaded(tmp_path, model, case):
+    from mpidml.checkpoint import ModelFile
+    attrs, datasets, needle = EDITS[case]
+    path = edited(model, tmp_path, {k: v(model) if callable(v) else v for k, v in attrs.items()}, datasets)
+    with pytest.raises(UsageError) as e:
+        ModelFile.load(path)
+    assert str(e.value).startswith(f"{path}: corrupt model file (") and needle in str(e.value)
+
+
+@pytest.mark.parametrize("case, command, n", [("unknown optimizer", "resume", 3),
+                                              ("stopped_at loss of 2 ranks at 1", "resume", 1),
+                                              ("optimizer_state text", "resume", 1),
+                                              ("optimizer_state short", "evaluate", 3),
+                                              ("kind bogus", "predict", 1)])
+def test_a_corrupt_model_file_is_one_line_wherever_it_is_read(tmp_path, model, case, command, n):
+    attrs, datasets, needle = EDITS[case]
+    path = edited(model, tmp_path, {k: v(model) if callable(v) else v for k, v in attrs.items()}, datasets)
+    data = ["--data", model.parent / "d.h5"]
+    args = {"resume": ["--quiet", *data, "--epochs", "3", "--resume", path],
+            "evaluate": ["evaluate", "--model", path, *data],
+            "predict": ["predict", "--model", path, *data, "--out", tmp_path / "p.h5"]}[command]
+    refused(n, args, f"{path}: corrupt model file ({needle}")
+
+
+def test_a_run_stopped_at_an_epochs_start_resumes(tmp_path, model):
+    """A stop voted at the end of an epoch is recorded at step 0 with no partial loss."""
+    path = edited(model, tmp_path, {"stopped_at": json.dumps(dict(STOP, step=0, loss=None))})
+    doc = train(1, tmp_path, "--data", model.parent / "d.h5", "--epochs", "3", "--resume", path)
+    assert [e["epoch"] for e in doc["history"]] == [1, 2, 3]
+
+
 # -- silent wrong results that now train right ------------------------------------------
 def test_float32_around_1e20_standardizes_like_unscaled_data(tmp_path):
     plain = train(1, tmp_path, "--data", write(tmp_path / "a.h5", X=X0, y=Y0), "--epochs", "3", name="a.json")

@@ -2,6 +2,7 @@
 through symlinks, with a temporary that fits any legal name and does not outlive the write.
 Devices are nodes of our own in tmp_path, never the system's /dev/null."""
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -31,6 +32,7 @@ def work(tmp_path_factory):
     X, y = rng.standard_normal((200, 4)).astype(np.float32), np.arange(200) % 2
     write_h5(w / "d.h5", X=X, y=y)
     (w / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    (w / "run.toml").write_text("epochs = 1\n")
     mpiexec(1, ["--quiet", "--epochs", "1", "--data", w / "d.h5", "--save", w / "m.h5",
                 "--metrics-json", w / "m.json"], check=0)
     os.mkfifo(w / "fifo")
@@ -138,6 +140,18 @@ def test_every_model_file_of_a_sweep_is_checked(work, tmp_path):
     (["evaluate", "--model", "{w}/m.h5", "--data", "{w}/d.h5", "--metrics-json", "{w}/d.h5"], "same file as --data"),
     (["data", "convert", "{w}/d.csv", "{w}/d.csv"], "dst {w}/d.csv: is the same file as src {w}/d.csv"),
     (["plot", "{w}/m.json", "-o", "{w}/m.json"], "same file as metrics"),
+    (["--quiet", "--config", "{w}/run.toml", "--metrics-json", "{w}/run.toml"],
+     "--metrics-json {w}/run.toml: is the same file as --config {w}/run.toml"),
+    (["--config", "{w}/run.toml", "--save", "{w}/run.toml"], "--save {w}/run.toml: is the same file as --config"),
+    (["--config", "{w}/run.toml", "--trace", "{w}/run.toml"], "same file as --config"),
+    (["--config", "{w}/run.toml", "--sweep", "lr=0.1 0.2", "--save-dir", "{w}", "--save", "{w}/run.toml"],
+     "same file as --config"),
+    (["--data", "{w}/d.h5", "--sweep", "lr=0.1 0.2", "--resume", "{w}/dir", "--metrics-json", "{w}/dir/model-001.h5"],
+     "--metrics-json {w}/dir/model-001.h5: is the same file as --resume {w}/dir/model-001.h5"),
+    (["--data", "{w}/d.h5", "--sweep", "lr=0.1 0.2", "--resume", "{w}/dir", "--save", "{w}/dir/model-000.h5"],
+     "--save {w}/dir/model-000.h5: is the same file as --resume"),
+    (["--data", "{w}/d.h5", "--save", "{w}/m.h5", "--keep-checkpoints", "2", "--metrics-json", "{w}/m.epoch0003.h5"],
+     "--metrics-json {w}/m.epoch0003.h5: is named as a numbered checkpoint"),
 ])
 def test_no_output_overwrites_an_input_or_another_output(work, args, said):
     line = refused(1, [a.format(w=work) for a in args], work)
@@ -244,3 +258,158 @@ def test_sigterm_during_a_write_removes_the_temporary(tmp_path):
     proc.send_signal(signal.SIGTERM)            # mpiexec forwards it to the rank
     proc.communicate(timeout=30)
     assert proc.returncode != 0 and os.listdir(tmp_path) == []
+
+
+def kept(folder, stem="m"):
+    """{name: (epoch, series)} of the numbered checkpoints in `folder` (series None: no model file)."""
+    found = {}
+    for p in sorted(folder.glob(f"{stem}.epoch*.h5")):
+        try:
+            with h5py.File(p) as f:
+                found[p.name] = (int(f.attrs["epoch"]), f.attrs.get("series"))
+        except OSError:
+            found[p.name] = (None, None)
+    return found
+
+
+def test_rotation_counts_and_removes_only_this_runs_series(work, tmp_path):
+    """A 3-epoch run after a 5-epoch one keeps its own last 2, not the earlier run's 4 and 5
+    (nor a foreign file named like a checkpoint); resumed, it goes on with its own series."""
+    run = ["--quiet", "--data", work / "d.h5", "--save", tmp_path / "m.h5"]
+    mpiexec(1, [*run, "--epochs", "5", "--keep-checkpoints", "5"], check=0)
+    earlier = kept(tmp_path)
+    (tmp_path / "m.epoch0009.h5").write_text("not a model")
+    mpiexec(1, [*run, "--epochs", "3", "--keep-checkpoints", "2"], check=0)
+    now = kept(tmp_path)
+    assert [n for n in now if now[n] != earlier.get(n)] == ["m.epoch0002.h5", "m.epoch0003.h5", "m.epoch0009.h5"]
+    assert {n: now[n] for n in ("m.epoch0004.h5", "m.epoch0005.h5")} == {n: earlier[n] for n in
+                                                                            ("m.epoch0004.h5", "m.epoch0005.h5")}
+    assert (tmp_path / "m.epoch0009.h5").read_text() == "not a model"
+    series = now["m.epoch0003.h5"][1]
+    mpiexec(1, [*run, "--epochs", "4", "--keep-checkpoints", "2", "--resume", tmp_path / "m.h5"], check=0)
+    after = kept(tmp_path)
+    assert "m.epoch0002.h5" not in after and after["m.epoch0003.h5"] == (3, series)
+    assert after["m.epoch0004.h5"] == (4, series) and after["m.epoch0005.h5"] == earlier["m.epoch0005.h5"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_later_numbered_name_that_is_no_model_file_is_one_line(work, tmp_path, n):
+    (tmp_path / "m.epoch0002.h5").mkdir()
+    (tmp_path / "m.epoch0002.h5" / "keep").write_text("mine")
+    proc = mpiexec(n, ["--quiet", "--data", work / "d.h5", "--epochs", "3", "--save", tmp_path / "m.h5",
+                       "--keep-checkpoints", "2"], timeout=60, check=2)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("mpidml: error:")]
+    assert lines == [f"mpidml: error: --keep-checkpoints {tmp_path / 'm.epoch0002.h5'}: is a directory, "
+                     "not a regular file; nothing replaced"], proc.stderr
+    assert "Traceback" not in proc.stderr and (tmp_path / "m.epoch0002.h5" / "keep").read_text() == "mine"
+
+
+WRITE_UNTIL_SIGNALLED = """
+import os, resource, signal, sys, time
+from mpidml.checkpoint import atomic_write_bytes, atomic_write
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def write(tmp):
+    with open(tmp, "wb") as f:
+        f.write(b"half")
+    print("writing", flush=True)
+    if {signum}:
+        os.kill(os.getpid(), {signum})
+    time.sleep(30)
+atomic_write(sys.argv[1], write)
+"""
+
+
+def writer(path, signum=0):
+    """A process in the middle of writing `path` (it has made its temporary); with `signum`
+    it sends itself that signal there."""
+    proc = subprocess.Popen([sys.executable, "-c", WRITE_UNTIL_SIGNALLED.format(signum=int(signum)), str(path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n", proc.stderr.read()
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM, signal.SIGUSR1,
+                                    signal.SIGXCPU])
+def test_a_signal_that_ends_the_writer_removes_its_temporary(tmp_path, signum):
+    proc = writer(tmp_path / "out", signum)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signum and os.listdir(tmp_path) == []
+
+
+def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_path):
+    """SIGKILL runs no handler: its temporary stays until the next write into the directory
+    removes it. Kept: a live writer's, another machine's, a reused pid's own process (its
+    start time tells), a directory, names of any other scheme."""
+    from mpidml import checkpoint
+    alive = writer(tmp_path / "other")
+    try:
+        (live,) = os.listdir(tmp_path)
+        killed = writer(tmp_path / "out")
+        killed.kill()
+        killed.communicate(timeout=30)
+        (stale,) = set(os.listdir(tmp_path)) - {live}
+        machine, me, dead = checkpoint._machine(), os.getpid(), killed.pid
+        started = checkpoint._started(me)
+        reused = f".mpidml-{machine}{me:08x}{started + 1:012x}-reused00.tmp"
+        kept = [f".mpidml-{'0' * 8 if machine != '0' * 8 else '1' * 8}{dead:08x}{1:012x}-elsewher.tmp",
+                f".mpidml-{machine}{me:08x}{started:012x}-itsalive.tmp", ".mpidml-abcd1234.tmp", "mpidml-x.tmp",
+                f".mpidml-{machine}{dead:08x}{1:012x}-adirecto.tmp"]
+        for name in kept[:-1] + [reused]:
+            (tmp_path / name).write_bytes(b"")
+        (tmp_path / kept[-1]).mkdir()
+        before = set(os.listdir(tmp_path))
+        atomic_write_bytes(tmp_path / "new", b"{}")
+        assert before - set(os.listdir(tmp_path)) == {stale, reused}
+        assert set(os.listdir(tmp_path)) == set(kept) | {live, "new"}
+    finally:
+        alive.kill()
+        alive.communicate(timeout=30)
+
+
+def _can_mount_private_tmpfs(folder):
+    """Whether this machine lets us mount a tmpfs in a private mount namespace (root, unshare)."""
+    try:
+        return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {folder}"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def on_a_full_disk(tmp_path, args, free_kb):
+    """Run `mpidml ARGS` (ARGS naming {disk}) on 2 ranks in a private mount namespace where
+    {disk} is a 2 MB tmpfs with `free_kb` KB left and /dev/shm a fresh tmpfs (MPICH's
+    segments: only this job's). Returns the process and what was left in both."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _can_mount_private_tmpfs(disk):
+        pytest.skip("needs a private mount namespace with tmpfs (unshare -m, root)")
+    cmd = " ".join(map(shlex.quote, [MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml",
+                                     *(str(a).format(disk=disk) for a in args)]))
+    script = (f"mount -t tmpfs -o size=2m tmpfs {disk} && mount -t tmpfs tmpfs /dev/shm && "
+              f"head -c {2048 - free_kb}k /dev/zero > {disk}/filler && cd {ROOT} && {cmd}; rc=$?; "
+              f"ls -A {disk} > {tmp_path}/left-disk; ls -A /dev/shm > {tmp_path}/left-shm; exit $rc")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=90,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return proc, (tmp_path / "left-disk").read_text().split(), (tmp_path / "left-shm").read_text().split()
+
+
+@pytest.mark.parametrize("args, free_kb, out", [
+    (["data", "synth", "--samples", "100000", "--features", "20", "--out", "{disk}/x.h5"], 500, "x.h5"),
+    (["data", "synth", "--samples", "20000", "--compression", "gzip", "--out", "{disk}/x.h5"], 300, "x.h5"),
+    (["data", "convert", "{csv}", "{disk}/x.h5"], 100, "x.h5"),
+    (["--quiet", "--epochs", "1", "--model", "mlp", "--hidden", "256", "--sweep", "lr=0.1 0.2",
+      "--save-dir", "{disk}/out"], 150, "out/model-000.h5"),
+    (["--quiet", "--epochs", "1", "--save", "{disk}/m.h5"], 10, "m.h5"),
+    (["predict", "--model", "{work}/m.h5", "--data", "{work}/d.h5", "--out", "{disk}/p.h5"], 0, "p.h5"),
+])
+def test_a_full_disk_is_one_line_and_leaves_nothing(work, tmp_path, args, free_kb, out):
+    """No HDF5 internals, no segfault at exit (MPICH's banner), no temporary, no segment."""
+    csv = tmp_path / "big.csv"
+    np.savetxt(csv, np.random.default_rng(0).standard_normal((20000, 8)), fmt="%.6f", delimiter=",",
+               header="a,b,c,d,e,f,g,label", comments="")
+    args = [str(a).replace("{csv}", str(csv)).replace("{work}", str(work)) for a in args]
+    proc, left, segments = on_a_full_disk(tmp_path, args, free_kb)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"mpidml: error: {tmp_path / 'disk' / out}: cannot write "
+                                        "(No space left on device)"], proc.stderr
+    assert "BAD TERMINATION" not in proc.stdout and left in (["filler"], ["filler", "out"]) and segments == []
