@@ -50,6 +50,9 @@ class Parser(argparse.ArgumentParser):
 
 
 LARGEST = 2 ** 62          # counts and sizes beyond it overflow numpy's int64 arithmetic
+# every float option feeds arithmetic (epochs x steps, megabytes x 2**20, rates x gradients)
+# that a value near float's range overflows; none means anything sensible beyond this
+LARGEST_FLOAT = 1e9
 
 
 def _whole(text, least):
@@ -91,10 +94,14 @@ def _seed(text):
 
 
 def _number(text):
+    """A float within LARGEST_FLOAT of 0 (NaN and infinities are left to the callers' checks)."""
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if math.isfinite(v) and abs(v) > LARGEST_FLOAT:
+        raise argparse.ArgumentTypeError(f"must be at most {LARGEST_FLOAT:g}, got {text}")
+    return v
 
 
 def _positive_float(text):

@@ -226,3 +226,25 @@ def test_plot_refuses_an_unknown_image_type(tmp_path):
         plot(path, tmp_path / "out.xyz")
     plot(path, tmp_path / "out.png")
     assert (tmp_path / "out.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args", [["--warmup-epochs", "1e308"], ["--chunk-mb", "1e300"], ["--gamma", "1e300"],
+                                  ["--stall-timeout", "1e20"]])
+def test_float_options_beyond_their_range_are_refused(args, tmp_path):
+    """Every float option feeds arithmetic (epochs x steps, megabytes x 2**20) that a value
+    near float's range overflows: refused as the option, from a TOML file and the
+    environment alike."""
+    with pytest.raises(UsageError, match=args[0]):
+        parse(args)
+    key = args[0][2:].replace("-", "_")
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"{key} = {args[1]}\n")
+    with pytest.raises(UsageError, match=f"{key}: must be"):
+        make_config(parse(["--config", str(toml)]), environ={})
+    with pytest.raises(UsageError, match=f"MPIDML_{key.upper()}: must be"):
+        make_config(parse([]), environ={f"MPIDML_{key.upper()}": args[1]})
+
+
+def test_an_overflowing_warmup_is_one_line_exit_2():
+    proc = mpiexec(1, ["--epochs", "1", "--warmup-epochs", "1e308"], check=2)
+    assert _one_error_line(proc) == "mpidml: error: argument --warmup-epochs: must be at most 1e+09, got 1e308"
