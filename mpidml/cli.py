@@ -330,9 +330,37 @@ def parse(argv):
         sys.stdout.write("\nWith no command, mpidml trains; its options (mpidml train --help):\n\n")
         parser._subparsers._group_actions[0].choices["train"].print_help()
         raise SystemExit(0)
+    _launcher_options(argv)
     if not argv or argv[0].startswith("-") and argv[0] != "--version":
         argv = ["train", *argv]
-    return parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser._subparsers._group_actions[0].choices.get(argv[0], parser)
+        if getattr(args, "data_command", None):
+            command = command._subparsers._group_actions[0].choices[args.data_command]
+        options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+        hint = _did_you_mean(unknown[0].split("=")[0], options) if unknown[0].startswith("--") else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}{hint}", agreed=True)
+    return args
+
+
+LAUNCHER_OPTIONS = ("-n", "-np", "--np", "-N", "-ppn", "--ppn", "-hosts", "--hosts", "-host", "--host")
+
+
+def _launcher_options(argv):
+    """`mpidml -n 2 ...` (mpiexec forgotten): say where -n goes rather than that it is unknown."""
+    for i, arg in enumerate(argv):
+        if arg in LAUNCHER_OPTIONS:
+            rest = " ".join(argv[:i] + argv[i + 2:])
+            raise UsageError(f"{arg} is an mpiexec option: mpiexec {' '.join(argv[i:i + 2])} python -m mpidml "
+                             f"{rest}".rstrip(), agreed=True)
+
+
+def _did_you_mean(word, names):
+    """ "; did you mean --hidden?" for a mistyped `word` among `names`, else "". """
+    import difflib
+    close = difflib.get_close_matches(word, sorted(names), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _key(name):
@@ -408,7 +436,7 @@ def make_config(args, environ=os.environ, options=None, origin=""):
         for key, value in table.items():
             k = _key(key)
             if k not in fields or k not in actions:
-                raise UsageError(f"{where}unknown option {key!r}")
+                raise UsageError(f"{where}unknown option {key!r}{_did_you_mean(k, fields)}")
             setattr(cfg, k, convert(k, value, f"{where}{key}"))
             given.add(k)
         return axes

@@ -248,3 +248,20 @@ def test_float_options_beyond_their_range_are_refused(args, tmp_path):
 def test_an_overflowing_warmup_is_one_line_exit_2():
     proc = mpiexec(1, ["--epochs", "1", "--warmup-epochs", "1e308"], check=2)
     assert _one_error_line(proc) == "mpidml: error: argument --warmup-epochs: must be at most 1e+09, got 1e308"
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["-n", "2", "--epochs", "3"], "-n is an mpiexec option: mpiexec -n 2 python -m mpidml --epochs 3"),
+    (["train", "-np", "4"], "-np is an mpiexec option: mpiexec -np 4 python -m mpidml train"),
+    (["--hiden", "64"], "unrecognized arguments: --hiden 64; did you mean --hidden?"),
+    (["data", "synth", "--sampels", "9", "--out", "x.h5"], "did you mean --samples?"),
+])
+def test_a_forgotten_mpiexec_and_a_mistyped_option_get_a_hint(argv, hint):
+    with pytest.raises(UsageError) as raised:
+        parse(argv)
+    assert hint in str(raised.value)
+
+
+def test_the_hints_are_one_line_exit_2():
+    proc = mpiexec(1, ["-n", "2", "--epochs", "1"], check=2)
+    assert _one_error_line(proc) == "mpidml: error: -n is an mpiexec option: mpiexec -n 2 python -m mpidml --epochs 1"
