@@ -265,3 +265,35 @@ def test_a_forgotten_mpiexec_and_a_mistyped_option_get_a_hint(argv, hint):
 def test_the_hints_are_one_line_exit_2():
     proc = mpiexec(1, ["-n", "2", "--epochs", "1"], check=2)
     assert _one_error_line(proc) == "mpidml: error: -n is an mpiexec option: mpiexec -n 2 python -m mpidml --epochs 1"
+
+
+@pytest.mark.parametrize("argv,environ,toml,needle", [
+    (["--lr", "0.5", "--sweep", "lr=0.1 0.2"], {}, None, "--lr 0.5 contradicts --sweep lr=0.1 0.2"),
+    ([], {"MPIDML_SWEEP": "lr=0.1 0.2", "MPIDML_LR": "0.5"}, None, "MPIDML_LR=0.5 contradicts MPIDML_SWEEP lr="),
+    (["--lr", "0.5"], {}, "[sweep]\nlr = [0.1, 0.2]\n", "--lr 0.5 contradicts --config"),
+])
+def test_a_single_value_beside_a_sweep_of_the_same_option_is_refused(tmp_path, argv, environ, toml, needle):
+    """The sweep's values would replace the single one without a word."""
+    if toml:
+        (tmp_path / "run.toml").write_text(toml)
+        argv = [*argv, "--config", str(tmp_path / "run.toml")]
+    with pytest.raises(UsageError, match=needle):
+        make_config(parse(argv), environ=environ)
+
+
+def test_a_lower_precedence_value_is_overridden_by_a_sweep_and_mpidml_sweep_works(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("lr = 0.5\n")
+    cfg = make_config(parse(["--config", str(toml), "--sweep", "lr=0.1 0.2"]), environ={})
+    assert cfg.sweep == (("lr", (0.1, 0.2)),)
+    cfg = make_config(parse([]), environ={"MPIDML_SWEEP": "lr=0.1 0.2; l2=0 1e-3"})
+    assert cfg.sweep == (("lr", (0.1, 0.2)), ("l2", (0.0, 1e-3)))
+    cfg = make_config(parse(["--sweep", "seed=1 2"]), environ={"MPIDML_SWEEP": "lr=0.1 0.2"})
+    assert cfg.sweep == (("seed", (1, 2)),)           # the command line's grid replaces the environment's
+    with pytest.raises(UsageError, match="MPIDML_SWEEP 'colour=1 2': cannot sweep"):
+        make_config(parse([]), environ={"MPIDML_SWEEP": "colour=1 2"})
+
+
+def test_a_bad_mpidml_threads_is_one_line_exit_2():
+    proc = mpiexec(1, ["info"], env={"MPIDML_THREADS": "abc"}, check=2)
+    assert _one_error_line(proc) == "mpidml: error: MPIDML_THREADS: expects a whole number, got 'abc'"
