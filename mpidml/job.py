@@ -140,6 +140,10 @@ class Job:
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
         split_validation(self.part, cfg.validation_fraction, cfg.partition_seed, g.rank)
+        if g.rank == 0 and not cfg.validation_fraction and len(expand(cfg.sweep)) > 1:
+            log.warning("mpidml: warning: a sweep with --validation-fraction 0 has no validation rows: its best "
+                        "model is chosen on the final training loss, which rewards overfitting; hold out rows "
+                        "with --validation-fraction F to choose on validation")
         self.n_total = int(sum(self.part.sizes))
         self.n_outputs = n_outputs(self.kind, info)
         if g.rank == 0:
@@ -428,11 +432,16 @@ class Job:
 
     def best_model(self):
         """The model with the best validation score (the test set never chooses); without
-        validation rows, the first."""
+        validation rows (setup warned), the lowest final training loss; before any epoch, the first."""
         scored = [m for m in self.models if m.validation is not None]
-        if not scored:
-            return self.models[0]
-        return max(scored, key=lambda m: (m.score(m.validation), -m.index))
+        if scored:
+            return max(scored, key=lambda m: (m.score(m.validation), -m.index))
+        trained = [m for m in self.models if m.history]
+        return min(trained, key=lambda m: (m.history[-1]["train_loss"], m.index)) if trained else self.models[0]
+
+    def best_on(self):
+        """What chose the best model: its validation score, or (without validation rows) its training loss."""
+        return "validation" if any(m.validation is not None for m in self.models) else "train_loss"
 
     def model_path(self, model):
         """Where a model's file goes: --save for a single run; in a sweep --save-dir/model-NNN.h5."""
@@ -466,7 +475,7 @@ class Job:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
                              "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early}
                             for m in self.models]
-            doc["best"] = best.index
+            doc["best"], doc["best_on"] = best.index, self.best_on()
         return doc
 
     def model_file(self, model, epoch, stopped_at=None):
@@ -507,6 +516,11 @@ def split_validation(part, fraction, seed, rank):
     held = [int(round(fraction * n)) for n in part.sizes]
     if min(n - h for n, h in zip(part.sizes, held)) < 1:
         raise UsageError(f"--validation-fraction {fraction:g} leaves a rank no training rows", agreed=True)
+    if min(held) < 1:           # early stopping and selection would score an empty set as 0
+        r = int(np.argmin(part.sizes))        # the smallest partition holds out the fewest
+        raise UsageError(f"--validation-fraction {fraction:g} holds out no row of the {part.sizes[r]} training "
+                         f"rows of rank {r}; give at least {1 / part.sizes[r]:.2g}, or 0 for no validation",
+                         agreed=True)
     n = len(part.y)
     rows = np.sort(np.random.default_rng([seed, rank, 1]).choice(n, held[rank], replace=False))
     keep = np.ones(n, bool)
