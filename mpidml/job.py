@@ -24,7 +24,7 @@ from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_ou
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
-from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, check_data
+from .provenance import MODEL_OPTIONS, SPLIT_OPTIONS, DataIdentity, adopt_model_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
@@ -163,10 +163,13 @@ class Job:
         if cfg.resume:
             self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
             resume = self.resumes[0][1]
-            if cfg.sweep:           # a sweep's options are its grid's
+            # in place before the data is described: the split must be the saved run's
+            if cfg.sweep:           # a sweep's model options are its grid's; its models share the split
+                adopted = adopt_model_options(cfg, self.resumes[0][0], resume.model_options(), SPLIT_OPTIONS)
                 self._check_grid()
             else:
                 adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
+            self._warn_validation_moves(resume)
         task = self.task
         if resume is not None:
             task = resume.task
@@ -274,11 +277,20 @@ class Job:
         and model options."""
         for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
             saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
-            for key in (*overrides, *MODEL_OPTIONS):
+            for key in (*overrides, *(k for k in MODEL_OPTIONS if k not in SPLIT_OPTIONS)):
                 value = list(getattr(ours, key)) if key == "hidden" else getattr(ours, key)
                 if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
                     raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
                                      f"point has {value}: resume with the same --sweep")
+
+    def _warn_validation_moves(self, resume):
+        """Rank 0: validation rows are drawn from each rank's partition, so at another rank
+        count they are other rows, some of them trained on before."""
+        saved = resume.attrs.get("ranks")
+        if self.cfg.validation_fraction and saved and saved != self.group.size and self.source is None:
+            log.warning(f"mpidml: warning: {self.cfg.resume} was trained at {saved} ranks, this run has "
+                        f"{self.group.size}: its validation rows are drawn anew from each rank's rows, so some "
+                        "were training rows; validation scores and early stopping lean optimistic")
 
     def resume_paths(self):
         """The files --resume names: the model file, or in a sweep one per model of the grid
@@ -490,7 +502,9 @@ class Job:
                          seed=cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
                          rng={"generator": "numpy PCG64", "epoch_order_seed": "[seed, rank, epoch]",
                               "seed": cfg.seed, "next_epoch": epoch},
-                         features=self.info["features"], config=cfg.as_dict(), history=model.history,
+                         features=self.info["features"], history=model.history,
+                         # the block size used: the default follows the file's chunking
+                         config=dict(cfg.as_dict(), block_rows=self.info["block_rows"] or cfg.block_rows),
                          data=self.info.get("identity"), stopped_at=stopped_at,
                          best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early)
 
