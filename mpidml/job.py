@@ -32,6 +32,7 @@ from .topology import gather_layout
 from .trainer import Model
 
 log = logging.getLogger("mpidml")
+COMMUNICATORS = 64      # a sweep's models training at once, each on a communicator of its own
 
 
 def choose_model(kind, info):
@@ -216,14 +217,16 @@ class Job:
                     y /= self.dtype.type(s.y_std)
 
     def _build_models(self, saved_epochs):
-        """One Model per point of the grid (one without a sweep), each with its options."""
+        """One Model per point of the grid (one without a sweep), each with its options; the
+        first COMMUNICATORS train at once, each later one after the model it takes the
+        communicator of (trainer.Model: MPI runs out of communicators near 2000)."""
         cfg, models = self.cfg, []
         for i, overrides in enumerate(expand(cfg.sweep)):
             mcfg = dataclasses.replace(cfg, **overrides)
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
             mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
-            models.append(Model(self, mcfg, i, overrides))
+            models.append(Model(self, mcfg, i, overrides, models[i - COMMUNICATORS] if i >= COMMUNICATORS else None))
         cfg.epochs = max(m.cfg.epochs for m in models)
         return models
 
@@ -434,7 +437,8 @@ class Job:
         self.finished, self.printed = False, min(m.start_epoch for m in self.models)
         t0 = self.clock()
         for model in self.models:
-            model.spawn(self.sched, signals)
+            if model.after is None:         # the others when the model before them finishes
+                model.spawn(self.sched, signals)
         if self.group.rank == 0 and not cfg.quiet and (cfg.progress_bar or sys.stdout.isatty()):
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")

@@ -169,3 +169,16 @@ def test_a_sweep_without_validation_chooses_on_training_loss_and_says_so(tmp_pat
     assert doc["best"] == int(np.argmin(losses)) == 1 and doc["best_on"] == "train_loss"
     warning, = lines(proc, "mpidml: warning:")
     assert "no validation rows" in warning and "training loss" in warning
+
+
+def test_a_sweep_of_more_models_than_mpi_has_communicators(tmp_path):
+    """MPICH has about 2000 communicators; a model per communicator ended a sweep of 2100
+    with "Too many communicators" (exit 1). Later models now take over finished ones'."""
+    data = tmp_path / "tiny.h5"
+    mpiexec(1, ["data", "synth", "--samples", "40", "--features", "2", "--out", data], check=0)
+    out = tmp_path / "m.json"
+    seeds = " ".join(map(str, range(2100)))
+    mpiexec(1, ["--quiet", "--data", data, "--epochs", "1", "--sweep", f"seed={seeds}", "--metrics-json", out],
+            check=0, timeout=150)
+    doc = json.loads(out.read_text())
+    assert len(doc["sweep"]) == 2100 and all(len(m["history"]) == 1 for m in doc["sweep"])
