@@ -118,6 +118,7 @@ class Job:
         """Generator: describe, distribute, standardize, hold out, build and initialize."""
         cfg, g = self.cfg, self.group
         self.resumes = []           # rank 0: (path, ModelFile) per model, when resuming
+        yield from self._agree_options()
         described = (yield from self.source.describe(g)) if self.source else None
         self.info = info = yield from g.on_root(lambda: self._describe(described), "describe")
         for key, value in info.get("adopted", {}).items():      # the resumed file's model options
@@ -154,6 +155,17 @@ class Job:
         self.models = self._build_models(info["model"].get("epochs"))
         for model in self.models:
             yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
+
+    def _agree_options(self):
+        """Generator: every rank must train with the same options, or ranks would train other
+        models, or wait in collectives the others never start. The command line refuses a
+        command that differs across ranks (cli.agree_command_line); the Python API's ranks
+        each pass their own parameters, so the effective options are compared here: all but
+        rank 0's printing, and the file an estimator's partial_fit resumes (one per rank)."""
+        skip = {"quiet", "progress_bar"} | ({"resume"} if self.source else set())
+        mine = {k: v for k, v in self.cfg.as_dict().items() if k not in skip}
+        every = yield from self.group.gather_json(mine, label="options")
+        yield from self.group.on_root(lambda: _same_options(every), "options")
 
     def _describe(self, described=None):
         """Rank 0: check the outputs, load what --resume names, describe the data (or take
@@ -511,6 +523,16 @@ class Job:
                          config=dict(cfg.as_dict(), block_rows=self.info["block_rows"] or cfg.block_rows),
                          data=self.info.get("identity"), stopped_at=stopped_at,
                          best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early)
+
+
+def _same_options(every):
+    """Rank 0: UsageError naming the first option in which a rank differs from rank 0."""
+    ours = every[0]
+    for rank, theirs in enumerate(every):
+        for key in ours:
+            if theirs[key] != ours[key]:
+                raise UsageError(f"ranks were given different options: {key} is {ours[key]!r} on rank 0, "
+                                 f"{theirs[key]!r} on rank {rank}")
 
 
 def make_directory(path, option):
