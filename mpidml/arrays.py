@@ -37,6 +37,11 @@ def labels(y):
                              "use mpidml.Regressor for continuous targets)")
     if y.dtype.kind not in "biuf":
         raise ValueError(f"Unknown label type: y of dtype {y.dtype}")
+    if y.dtype.kind in "uf":       # as for a file's labels (data.scan_labels): they would wrap to negative classes
+        beyond = y > np.iinfo(np.int64).max if y.dtype.kind == "u" else np.abs(y) >= 2.0 ** 63
+        if beyond.any():
+            i = int(np.argmax(beyond))
+            raise ValueError(f"y has label {y[i]!r} at row {i}, beyond the 64-bit integer range of classes")
     return y.astype(np.int64)
 
 

@@ -50,6 +50,9 @@ class Parser(argparse.ArgumentParser):
 
 
 LARGEST = 2 ** 62          # counts and sizes beyond it overflow numpy's int64 arithmetic
+# every float option feeds arithmetic (epochs x steps, megabytes x 2**20, rates x gradients)
+# that a value near float's range overflows; none means anything sensible beyond this
+LARGEST_FLOAT = 1e9
 
 
 def _whole(text, least):
@@ -91,10 +94,14 @@ def _seed(text):
 
 
 def _number(text):
+    """A float within LARGEST_FLOAT of 0 (NaN and infinities are left to the callers' checks)."""
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if math.isfinite(v) and abs(v) > LARGEST_FLOAT:
+        raise argparse.ArgumentTypeError(f"must be at most {LARGEST_FLOAT:g}, got {text}")
+    return v
 
 
 def _positive_float(text):
@@ -335,9 +342,37 @@ def parse(argv):
         sys.stdout.write("\nWith no command, mpidml trains; its options (mpidml train --help):\n\n")
         parser._subparsers._group_actions[0].choices["train"].print_help()
         raise SystemExit(0)
+    _launcher_options(argv)
     if not argv or argv[0].startswith("-") and argv[0] != "--version":
         argv = ["train", *argv]
-    return parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser._subparsers._group_actions[0].choices.get(argv[0], parser)
+        if getattr(args, "data_command", None):
+            command = command._subparsers._group_actions[0].choices[args.data_command]
+        options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+        hint = _did_you_mean(unknown[0].split("=")[0], options) if unknown[0].startswith("--") else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}{hint}", agreed=True)
+    return args
+
+
+LAUNCHER_OPTIONS = ("-n", "-np", "--np", "-N", "-ppn", "--ppn", "-hosts", "--hosts", "-host", "--host")
+
+
+def _launcher_options(argv):
+    """`mpidml -n 2 ...` (mpiexec forgotten): say where -n goes rather than that it is unknown."""
+    for i, arg in enumerate(argv):
+        if arg in LAUNCHER_OPTIONS:
+            rest = " ".join(argv[:i] + argv[i + 2:])
+            raise UsageError(f"{arg} is an mpiexec option: mpiexec {' '.join(argv[i:i + 2])} python -m mpidml "
+                             f"{rest}".rstrip(), agreed=True)
+
+
+def _did_you_mean(word, names):
+    """ "; did you mean --hidden?" for a mistyped `word` among `names`, else "". """
+    import difflib
+    close = difflib.get_close_matches(word, sorted(names), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _key(name):
@@ -399,9 +434,9 @@ def make_config(args, environ=os.environ, options=None, origin=""):
             raise UsageError(f"{origin}: {key} must be one of {', '.join(action.choices)}, got {value!r}")
         return value
 
-    given = set()
+    given = {}          # option -> (precedence, where its value came from, in words)
 
-    def apply(table, where):
+    def apply(table, where, level):
         """A table of values (a --config file's, `options`) into cfg; returns its sweep grid."""
         table = {k: v for k, v in table.items() if v is not None}
         grid = table.pop("sweep", None)
@@ -413,30 +448,36 @@ def make_config(args, environ=os.environ, options=None, origin=""):
         for key, value in table.items():
             k = _key(key)
             if k not in fields or k not in actions:
-                raise UsageError(f"{where}unknown option {key!r}")
+                raise UsageError(f"{where}unknown option {key!r}{_did_you_mean(k, fields)}")
             setattr(cfg, k, convert(k, value, f"{where}{key}"))
-            given.add(k)
-        return axes
+            given[k] = (level, f"{where}{key} = {value!r}")
+        return axes and (axes, level, f"{where}[sweep]")
 
-    axes = ()
+    grid = None         # (axes, precedence, where) of the sweep that wins
     if getattr(args, "config", None):
-        axes = apply(load_toml(args.config), f"--config {args.config}: ") or axes
+        grid = apply(load_toml(args.config), f"--config {args.config}: ", 0) or grid
     for k in fields:
         env = "MPIDML_" + k.upper()
-        if env in environ and k in actions and k != "sweep":
+        if env in environ and k == "sweep":
+            texts = [t for t in environ[env].split(";") if t.strip()]       # axes: "lr=0.1 0.01; l2=0 1e-4"
+            grid = (sweep.parse(texts, convert, env), 1, env)
+        elif env in environ and k in actions:
             setattr(cfg, k, convert(k, environ[env], env))
-            given.add(k)
+            given[k] = (1, f"{env}={environ[env]}")
     if options:
-        axes = apply(options, origin) or axes
+        grid = apply(options, origin, 2) or grid
     for k, v in vars(args).items():
         if k == "sweep":
-            axes = sweep.parse(v, convert)           # the command line's grid replaces the file's
+            grid = (sweep.parse(v, convert), 3, "--sweep")      # the command line's grid replaces the file's
         elif k in fields:
             setattr(cfg, k, v)
-            given.add(k)
+            given[k] = (3, f"--{k.replace('_', '-')} {_option_text(v)}")
+    axes = grid[0] if grid else ()
+    sweep.check(axes)
+    if grid:
+        _check_swept_alone(grid, given)
     cfg.given = frozenset(given)
     cfg.config_file = getattr(args, "config", None) or ""
-    sweep.check(axes)
     cfg.sweep = axes
     _check_sweep(cfg)
     if not cfg.data:
@@ -462,6 +503,23 @@ def make_config(args, environ=os.environ, options=None, origin=""):
     if cfg.sync == "gradients" and cfg.overlap:
         raise UsageError("--overlap applies to --sync average (gradient Allreduce runs every step)")
     return cfg
+
+
+def _option_text(value):
+    """An option's value as the command line writes it."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _check_swept_alone(grid, given):
+    """A swept option set alone too, at the sweep's precedence or above (`--lr 0.5` beside
+    `--sweep "lr=0.1 0.2"`), would be silently replaced by the sweep's values: refused.
+    One set below it (a --config file's lr under a command-line sweep) is simply overridden."""
+    axes, level, where = grid
+    for key, values in axes:
+        if key in given and given[key][0] >= level:
+            raise UsageError(f"{given[key][1]} contradicts {where} {key.replace('_', '-')}="
+                             f"{' '.join(map(_option_text, values))}: a swept option takes the sweep's values; "
+                             "give one of them")
 
 
 class _Handler(logging.StreamHandler):
@@ -549,6 +607,7 @@ def main(argv=None):
                 sys.stdout = sys.__stdout__
         if args.command is None:
             args = parse(["train"])
+        check_environment()
         return run_command(args, comm) or 0
     except Stopped as e:                     # every rank stopped together, checkpointed
         if rank == 0:
@@ -576,6 +635,17 @@ def main(argv=None):
         _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)
         return 1
+
+
+def check_environment(environ=os.environ):
+    """MPIDML_THREADS checked as --threads is: pin_blas_threads, which reads it before numpy
+    loads, can only skip a bad value (the train options' variables are checked in make_config)."""
+    text = environ.get("MPIDML_THREADS")
+    if text is not None:
+        try:
+            _positive_int(text)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"MPIDML_THREADS: {e}", agreed=True) from None
 
 
 def agree_command_line(comm, argv, environ=os.environ):

@@ -54,19 +54,20 @@ class Group:
         self._ping = np.zeros(1, np.int64)
         self._pong = np.zeros(1, np.int64)
         self._pongs = []
-        self.owns_notes = True
+        self.owns_notes = self.owns_comm = True
 
-    def fork(self):
+    def fork(self, share=None):
         """A group of the same ranks on a communicator of its own, for one model of a sweep:
         its collectives then match across ranks whatever order the scheduler interleaves the
         models in. Liveness pings stay on this group's channel, so that a rank waiting in
-        any model's collective answers them."""
+        any model's collective answers them. `share`: a fork whose communicator this one
+        takes over (MPI has about 2000): its user must have finished its collectives first."""
         other = Group.__new__(Group)
         other.__dict__.update(self.__dict__)
-        other.comm = self.comm.Dup()
+        other.comm = share.comm if share is not None else self.comm.Dup()
         other.comm_s_by_label = defaultdict(float)
         other._pongs = []
-        other.owns_notes = False
+        other.owns_notes, other.owns_comm = False, share is None
         return other
 
     @property
@@ -83,7 +84,8 @@ class Group:
         """Close, then release the communicators: a process that trains many times (the
         Python API's estimators) would otherwise run out of them (MPICH has about 2000)."""
         self.close()
-        self.comm.Free()
+        if self.owns_comm:
+            self.comm.Free()
         if self.owns_notes:
             self.notes.Free()
 

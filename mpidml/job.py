@@ -24,7 +24,7 @@ from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_ou
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
-from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, check_data
+from .provenance import MODEL_OPTIONS, SPLIT_OPTIONS, DataIdentity, adopt_model_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
@@ -32,6 +32,7 @@ from .topology import gather_layout
 from .trainer import Model
 
 log = logging.getLogger("mpidml")
+COMMUNICATORS = 64      # a sweep's models training at once, each on a communicator of its own
 
 
 def choose_model(kind, info):
@@ -132,6 +133,7 @@ class Job:
         """Generator: describe, distribute, standardize, hold out, build and initialize."""
         cfg, g = self.cfg, self.group
         self.resumes = []           # rank 0: (path, ModelFile) per model, when resuming
+        yield from self._agree_options()
         described = (yield from self.source.describe(g)) if self.source else None
         self.info = info = yield from g.on_root(lambda: self._describe(described), "describe")
         for key, value in info.get("adopted", {}).items():      # the resumed file's model options
@@ -155,6 +157,10 @@ class Job:
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
         split_validation(self.part, cfg.validation_fraction, cfg.partition_seed, g.rank)
+        if g.rank == 0 and not cfg.validation_fraction and len(expand(cfg.sweep)) > 1:
+            log.warning("mpidml: warning: a sweep with --validation-fraction 0 has no validation rows: its best "
+                        "model is chosen on the final training loss, which rewards overfitting; hold out rows "
+                        "with --validation-fraction F to choose on validation")
         self.n_total = int(sum(self.part.sizes))
         self.n_outputs = n_outputs(self.kind, info)
         if g.rank == 0:
@@ -165,6 +171,17 @@ class Job:
         for model in self.models:
             yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
 
+    def _agree_options(self):
+        """Generator: every rank must train with the same options, or ranks would train other
+        models, or wait in collectives the others never start. The command line refuses a
+        command that differs across ranks (cli.agree_command_line); the Python API's ranks
+        each pass their own parameters, so the effective options are compared here: all but
+        rank 0's printing, and the file an estimator's partial_fit resumes (one per rank)."""
+        skip = {"quiet", "progress_bar"} | ({"resume"} if self.source else set())
+        mine = {k: v for k, v in self.cfg.as_dict().items() if k not in skip}
+        every = yield from self.group.gather_json(mine, label="options")
+        yield from self.group.on_root(lambda: _same_options(every), "options")
+
     def _describe(self, described=None):
         """Rank 0: check the outputs, load what --resume names, describe the data (or take
         the source's info, `described`); the returned dict is what every rank learns (JSON)."""
@@ -174,10 +191,13 @@ class Job:
         if cfg.resume:
             self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
             resume = self.resumes[0][1]
-            if cfg.sweep:           # a sweep's options are its grid's
+            # in place before the data is described: the split must be the saved run's
+            if cfg.sweep:           # a sweep's model options are its grid's; its models share the split
+                adopted = adopt_model_options(cfg, self.resumes[0][0], resume.model_options(), SPLIT_OPTIONS)
                 self._check_grid()
             else:
                 adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
+            self._warn_validation_moves(resume)
         task = self.task
         if resume is not None:
             task = resume.task
@@ -224,14 +244,16 @@ class Job:
                     y /= self.dtype.type(s.y_std)
 
     def _build_models(self, saved_epochs):
-        """One Model per point of the grid (one without a sweep), each with its options."""
+        """One Model per point of the grid (one without a sweep), each with its options; the
+        first COMMUNICATORS train at once, each later one after the model it takes the
+        communicator of (trainer.Model: MPI runs out of communicators near 2000)."""
         cfg, models = self.cfg, []
         for i, overrides in enumerate(expand(cfg.sweep)):
             mcfg = dataclasses.replace(cfg, **overrides)
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
             mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
-            models.append(Model(self, mcfg, i, overrides))
+            models.append(Model(self, mcfg, i, overrides, models[i - COMMUNICATORS] if i >= COMMUNICATORS else None))
         cfg.epochs = max(m.cfg.epochs for m in models)
         return models
 
@@ -285,11 +307,20 @@ class Job:
         and model options."""
         for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
             saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
-            for key in (*overrides, *MODEL_OPTIONS):
+            for key in (*overrides, *(k for k in MODEL_OPTIONS if k not in SPLIT_OPTIONS)):
                 value = list(getattr(ours, key)) if key == "hidden" else getattr(ours, key)
                 if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
                     raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
                                      f"point has {value}: resume with the same --sweep")
+
+    def _warn_validation_moves(self, resume):
+        """Rank 0: validation rows are drawn from each rank's partition, so at another rank
+        count they are other rows, some of them trained on before."""
+        saved = resume.attrs.get("ranks")
+        if self.cfg.validation_fraction and saved and saved != self.group.size and self.source is None:
+            log.warning(f"mpidml: warning: {self.cfg.resume} was trained at {saved} ranks, this run has "
+                        f"{self.group.size}: its validation rows are drawn anew from each rank's rows, so some "
+                        "were training rows; validation scores and early stopping lean optimistic")
 
     def resume_paths(self):
         """The files --resume names: the model file, or in a sweep one per model of the grid
@@ -431,7 +462,8 @@ class Job:
         self.finished, self.printed = False, min(m.start_epoch for m in self.models)
         t0 = self.clock()
         for model in self.models:
-            model.spawn(self.sched, signals)
+            if model.after is None:         # the others when the model before them finishes
+                model.spawn(self.sched, signals)
         if self.group.rank == 0 and not cfg.quiet and (cfg.progress_bar or sys.stdout.isatty()):
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
@@ -441,11 +473,16 @@ class Job:
 
     def best_model(self):
         """The model with the best validation score (the test set never chooses); without
-        validation rows, the first."""
+        validation rows (setup warned), the lowest final training loss; before any epoch, the first."""
         scored = [m for m in self.models if m.validation is not None]
-        if not scored:
-            return self.models[0]
-        return max(scored, key=lambda m: (m.score(m.validation), -m.index))
+        if scored:
+            return max(scored, key=lambda m: (m.score(m.validation), -m.index))
+        trained = [m for m in self.models if m.history]
+        return min(trained, key=lambda m: (m.history[-1]["train_loss"], m.index)) if trained else self.models[0]
+
+    def best_on(self):
+        """What chose the best model: its validation score, or (without validation rows) its training loss."""
+        return "validation" if any(m.validation is not None for m in self.models) else "train_loss"
 
     def model_path(self, model):
         """Where a model's file goes: --save for a single run; in a sweep --save-dir/model-NNN.h5."""
@@ -479,7 +516,7 @@ class Job:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
                              "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early}
                             for m in self.models]
-            doc["best"] = best.index
+            doc["best"], doc["best_on"] = best.index, self.best_on()
         return doc
 
     def series_of(self, model):
@@ -502,10 +539,22 @@ class Job:
                          seed=cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
                          rng={"generator": "numpy PCG64", "epoch_order_seed": "[seed, rank, epoch]",
                               "seed": cfg.seed, "next_epoch": epoch},
-                         features=self.info["features"], config=cfg.as_dict(), history=model.history,
+                         features=self.info["features"], history=model.history,
+                         # the block size used: the default follows the file's chunking
+                         config=dict(cfg.as_dict(), block_rows=self.info["block_rows"] or cfg.block_rows),
                          data=self.info.get("identity"), stopped_at=stopped_at,
                          best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early,
                          series=self.series_of(model))
+
+
+def _same_options(every):
+    """Rank 0: UsageError naming the first option in which a rank differs from rank 0."""
+    ours = every[0]
+    for rank, theirs in enumerate(every):
+        for key in ours:
+            if theirs[key] != ours[key]:
+                raise UsageError(f"ranks were given different options: {key} is {ours[key]!r} on rank 0, "
+                                 f"{theirs[key]!r} on rank {rank}")
 
 
 def make_directory(path, option):
@@ -529,6 +578,11 @@ def split_validation(part, fraction, seed, rank):
     held = [int(round(fraction * n)) for n in part.sizes]
     if min(n - h for n, h in zip(part.sizes, held)) < 1:
         raise UsageError(f"--validation-fraction {fraction:g} leaves a rank no training rows", agreed=True)
+    if min(held) < 1:           # early stopping and selection would score an empty set as 0
+        r = int(np.argmin(part.sizes))        # the smallest partition holds out the fewest
+        raise UsageError(f"--validation-fraction {fraction:g} holds out no row of the {part.sizes[r]} training "
+                         f"rows of rank {r}; give at least {1 / part.sizes[r]:.2g}, or 0 for no validation",
+                         agreed=True)
     n = len(part.y)
     rows = np.sort(np.random.default_rng([seed, rank, 1]).choice(n, held[rank], replace=False))
     keep = np.ones(n, bool)

@@ -18,10 +18,14 @@ from .h5 import open_h5
 
 SAMPLED_ROWS = 64
 
+# options that define which rows are test, validation and training rows: a resumed run that
+# split otherwise would test on rows it trained on. block_rows is recorded as used (the
+# default follows the file's HDF5 chunking, so a re-chunked copy would split otherwise);
+# validation rows are drawn per rank with partition_seed.
+SPLIT_OPTIONS = ("test_fraction", "partition", "block_rows", "partition_seed", "validation_fraction")
 # options that define the model or the rows it trains on: a resumed run takes them from the
 # file; given on the command line (or config, environment) they must agree with it
-MODEL_OPTIONS = ("model", "hidden", "activation", "dtype", "optimizer", "standardize", "test_fraction",
-                 "partition_seed")
+MODEL_OPTIONS = ("model", "hidden", "activation", "dtype", "optimizer", "standardize", *SPLIT_OPTIONS)
 # everything else may change on resume: epochs, lr and its schedule, batch size, sync policy,
 # ranks, outputs, waits and timeouts
 
@@ -93,13 +97,13 @@ def check_data(model_path, saved, now):
                          f"differs: {'; '.join(diffs)}")
 
 
-def adopt_model_options(cfg, model_path, saved_config):
-    """The resumed file's model options, into `cfg`: those not given are taken from the file,
+def adopt_model_options(cfg, model_path, saved_config, keys=MODEL_OPTIONS):
+    """The resumed file's options `keys`, into `cfg`: those not given are taken from the file,
     those given must agree with it. Returns {option: value} taken, for the other ranks."""
     taken = {}
-    for key in MODEL_OPTIONS:
-        if key not in saved_config:
-            continue
+    for key in keys:
+        if saved_config.get(key) in (None, 0) and key in ("block_rows", "validation_fraction"):
+            continue            # a file from before they were recorded: nothing to compare with
         saved, now = saved_config[key], getattr(cfg, key)
         if key == "hidden":
             saved, now = list(saved), list(now)
@@ -107,10 +111,11 @@ def adopt_model_options(cfg, model_path, saved_config):
             if now != saved and not (key == "model" and now == "auto"):
                 flag = "--" + key.replace("_", "-")
                 raise UsageError(f"--resume {model_path} was trained with {flag} {_option(saved)}, this run asks "
-                                 f"for {flag} {_option(now)}; model options must match the file (epochs, lr, "
-                                 "schedule, batch size, sync and ranks may change)")
+                                 f"for {flag} {_option(now)}; model and data-split options must match the file "
+                                 "(epochs, lr, schedule, batch size, sync and ranks may change)")
         elif now != saved:
             taken[key] = saved
+            setattr(cfg, key, tuple(saved) if key == "hidden" else saved)
     return taken
 
 

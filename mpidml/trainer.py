@@ -5,6 +5,9 @@ A run trains one model; a sweep trains several on the same partitions, each its 
 tasks in the rank's scheduler (job.Job). Every model has a communicator of its own
 (Group.fork), so that its collectives match across ranks whatever order the scheduler
 interleaves the models in: while one model's average is in flight, another computes.
+MPI has about 2000 communicators, so a larger sweep reuses them: a model given `after`
+takes over that model's communicator and is spawned once that one has finished (so every
+rank starts the same collectives on each communicator in the same order).
 
 Each model runs two tasks:
   trainer       minibatch steps on the local partition; yields after every step
@@ -28,9 +31,12 @@ from .stop import StopVote
 class Model:
     """One model of the job: `cfg` is the job's configuration with this model's overrides."""
 
-    def __init__(self, job, cfg, index=0, overrides=None):
+    def __init__(self, job, cfg, index=0, overrides=None, after=None):
         self.job, self.cfg, self.index, self.overrides = job, cfg, index, dict(overrides or {})
-        self.group = job.group.fork()
+        self.after, self.successor = after, None    # the models before and after on this communicator
+        if after is not None:
+            after.successor = self
+        self.group = job.group.fork(after.group if after is not None else None)
         self.dtype = job.dtype
         self.clock = time.perf_counter
         info = job.info
@@ -81,7 +87,8 @@ class Model:
                 self.order_taken.clear()
 
     def trainer(self):
-        """Task: the local minibatch loop and the synchronisation policy."""
+        """Task: the local minibatch loop and the synchronisation policy; then the model
+        after this one on its communicator starts."""
         self.t_start = self.clock()
         try:
             yield from self._train()
@@ -90,6 +97,8 @@ class Model:
         finally:
             self.t_end = self.clock()
             self._finish()
+        if self.successor is not None:
+            self.successor.spawn(self.sched, self.vote.signals)
 
     def _train(self):
         if self.stopped_early or self.start_epoch >= self.cfg.epochs:
@@ -181,7 +190,7 @@ class Model:
                                  red[1], g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
             self.job.epoch_done(self, entry)
             if val is not None and self._early_stop(epoch, val):
-                return
+                break
             if epoch + 1 < cfg.epochs and (yield from self.vote.poll()):
                 yield from self._stop(epoch + 1, 0, None)
                 return

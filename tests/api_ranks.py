@@ -4,6 +4,8 @@
                                    --partition contiguous deals it), then rank 0 saves OUT
   train OPTIONS_JSON               mpidml.train(**options) on every rank
   bad-rows                         rank 1 passes NaN: every rank must raise, none hang
+  differ                           each rank passes another lr to fit and to train: every
+                                   rank must raise, none train
 """
 import json
 import sys
@@ -52,6 +54,18 @@ elif mode == "bad-rows":
         raised = None
     except ValueError as e:
         raised = [type(e).__name__, str(e)]
+    out = {"raised": comm.gather(raised)}
+elif mode == "differ":
+    rng = np.random.default_rng(rank)
+    X, y = rng.standard_normal((50, 4)), rng.integers(0, 2, 50)
+    raised = []
+    for call in (lambda: mpidml.Classifier(epochs=1, lr=0.1 * (rank + 1)).fit(X, y),
+                 lambda: mpidml.train(epochs=1, quiet=True, lr=0.1 * (rank + 1))):
+        try:
+            call()
+            raised.append(None)
+        except ValueError as e:
+            raised.append(str(e))
     out = {"raised": comm.gather(raised)}
 if rank == 0:
     print(json.dumps(out))

@@ -164,3 +164,18 @@ def test_options_are_checked_as_the_command_line_checks_them(blobs):
         mpidml.train(epochs=0)
     with pytest.raises(TypeError, match="unexpected option"):
         mpidml.Classifier().fit_hdf5(blobs, lr=0.1)
+
+
+def test_ranks_given_different_parameters_raise_on_every_rank():
+    """As the command line refuses ranks that run different commands: no rank trains."""
+    proc = mpiexec(2, ["differ"], script=SCRIPT, check=0, timeout=90)
+    raised = json.loads(proc.stdout)["raised"]
+    assert raised == [["ranks were given different options: lr is 0.1 on rank 0, 0.2 on rank 1"] * 2] * 2
+
+
+@pytest.mark.parametrize("y", [np.array([0, 1, 2 ** 64 - 1] * 10, np.uint64), np.array([0, 1, 2.0 ** 63] * 10)])
+def test_labels_beyond_int64_are_refused_as_in_a_file(y):
+    """They wrapped to negative classes; a file's labels are refused the same way."""
+    X = np.random.default_rng(0).standard_normal((30, 2))
+    with pytest.raises(ValueError, match="at row 2, beyond the 64-bit integer range of classes"):
+        mpidml.Classifier(epochs=1).fit(X, y)

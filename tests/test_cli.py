@@ -310,3 +310,74 @@ def test_plot_refuses_an_unknown_image_type(tmp_path):
         plot(path, tmp_path / "out.xyz")
     plot(path, tmp_path / "out.png")
     assert (tmp_path / "out.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args", [["--warmup-epochs", "1e308"], ["--chunk-mb", "1e300"], ["--gamma", "1e300"],
+                                  ["--stall-timeout", "1e20"]])
+def test_float_options_beyond_their_range_are_refused(args, tmp_path):
+    """Every float option feeds arithmetic (epochs x steps, megabytes x 2**20) that a value
+    near float's range overflows: refused as the option, from a TOML file and the
+    environment alike."""
+    with pytest.raises(UsageError, match=args[0]):
+        parse(args)
+    key = args[0][2:].replace("-", "_")
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"{key} = {args[1]}\n")
+    with pytest.raises(UsageError, match=f"{key}: must be"):
+        make_config(parse(["--config", str(toml)]), environ={})
+    with pytest.raises(UsageError, match=f"MPIDML_{key.upper()}: must be"):
+        make_config(parse([]), environ={f"MPIDML_{key.upper()}": args[1]})
+
+
+def test_an_overflowing_warmup_is_one_line_exit_2():
+    proc = mpiexec(1, ["--epochs", "1", "--warmup-epochs", "1e308"], check=2)
+    assert _one_error_line(proc) == "mpidml: error: argument --warmup-epochs: must be at most 1e+09, got 1e308"
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["-n", "2", "--epochs", "3"], "-n is an mpiexec option: mpiexec -n 2 python -m mpidml --epochs 3"),
+    (["train", "-np", "4"], "-np is an mpiexec option: mpiexec -np 4 python -m mpidml train"),
+    (["--hiden", "64"], "unrecognized arguments: --hiden 64; did you mean --hidden?"),
+    (["data", "synth", "--sampels", "9", "--out", "x.h5"], "did you mean --samples?"),
+])
+def test_a_forgotten_mpiexec_and_a_mistyped_option_get_a_hint(argv, hint):
+    with pytest.raises(UsageError) as raised:
+        parse(argv)
+    assert hint in str(raised.value)
+
+
+def test_the_hints_are_one_line_exit_2():
+    proc = mpiexec(1, ["-n", "2", "--epochs", "1"], check=2)
+    assert _one_error_line(proc) == "mpidml: error: -n is an mpiexec option: mpiexec -n 2 python -m mpidml --epochs 1"
+
+
+@pytest.mark.parametrize("argv,environ,toml,needle", [
+    (["--lr", "0.5", "--sweep", "lr=0.1 0.2"], {}, None, "--lr 0.5 contradicts --sweep lr=0.1 0.2"),
+    ([], {"MPIDML_SWEEP": "lr=0.1 0.2", "MPIDML_LR": "0.5"}, None, "MPIDML_LR=0.5 contradicts MPIDML_SWEEP lr="),
+    (["--lr", "0.5"], {}, "[sweep]\nlr = [0.1, 0.2]\n", "--lr 0.5 contradicts --config"),
+])
+def test_a_single_value_beside_a_sweep_of_the_same_option_is_refused(tmp_path, argv, environ, toml, needle):
+    """The sweep's values would replace the single one without a word."""
+    if toml:
+        (tmp_path / "run.toml").write_text(toml)
+        argv = [*argv, "--config", str(tmp_path / "run.toml")]
+    with pytest.raises(UsageError, match=needle):
+        make_config(parse(argv), environ=environ)
+
+
+def test_a_lower_precedence_value_is_overridden_by_a_sweep_and_mpidml_sweep_works(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("lr = 0.5\n")
+    cfg = make_config(parse(["--config", str(toml), "--sweep", "lr=0.1 0.2"]), environ={})
+    assert cfg.sweep == (("lr", (0.1, 0.2)),)
+    cfg = make_config(parse([]), environ={"MPIDML_SWEEP": "lr=0.1 0.2; l2=0 1e-3"})
+    assert cfg.sweep == (("lr", (0.1, 0.2)), ("l2", (0.0, 1e-3)))
+    cfg = make_config(parse(["--sweep", "seed=1 2"]), environ={"MPIDML_SWEEP": "lr=0.1 0.2"})
+    assert cfg.sweep == (("seed", (1, 2)),)           # the command line's grid replaces the environment's
+    with pytest.raises(UsageError, match="MPIDML_SWEEP 'colour=1 2': cannot sweep"):
+        make_config(parse([]), environ={"MPIDML_SWEEP": "colour=1 2"})
+
+
+def test_a_bad_mpidml_threads_is_one_line_exit_2():
+    proc = mpiexec(1, ["info"], env={"MPIDML_THREADS": "abc"}, check=2)
+    assert _one_error_line(proc) == "mpidml: error: MPIDML_THREADS: expects a whole number, got 'abc'"

@@ -172,3 +172,25 @@ def test_keep_checkpoints_keeps_the_last_k_epochs_across_a_resume(tmp_path, blob
     assert [p.name for p in kept] == ["m.epoch0005.h5", "m.epoch0006.h5"]
     assert [ModelFile.load(p).epoch for p in kept] == [5, 6] and ModelFile.load(model).epoch == 6
     assert mpiexec(1, ["--keep-checkpoints", "2"], check=2).stderr.count("--save") == 1
+
+
+def test_resume_keeps_the_saved_split_on_a_rechunked_copy_and_refuses_another(tmp_path):
+    """The default --block-rows follows the HDF5 chunking, so resuming on a re-chunked copy of
+    the same rows split them otherwise (test rows that had been trained on). The model file
+    records the split as used; the resumed run takes it, or refuses an option against it."""
+    small, large = tmp_path / "c4.h5", tmp_path / "c8.h5"
+    for path, chunk in ((small, "4"), (large, "8")):      # the same rows, 20 or 16 rows per block
+        mpiexec(1, ["data", "synth", "--samples", "20000", "--features", "4", "--chunk-rows", chunk, "--seed", "3",
+                    "--out", path], check=0)
+    net = ["--quiet", "--model", "softmax", "--validation-fraction", "0.1"]
+    model, whole, resumed = tmp_path / "m.h5", tmp_path / "whole.json", tmp_path / "resumed.json"
+    mpiexec(2, [*net, "--data", small, "--epochs", "1", "--save", model], check=0)
+    mpiexec(2, [*net, "--data", small, "--epochs", "2", "--metrics-json", whole], check=0)
+    mpiexec(2, ["--quiet", "--data", large, "--epochs", "2", "--resume", model, "--metrics-json", resumed], check=0)
+    a, b = json.loads(whole.read_text()), json.loads(resumed.read_text())
+    assert a["history"][-1]["test_loss"] == b["history"][-1]["test_loss"]
+    assert b["config"]["block_rows"] == 20 and b["data"]["validation_samples"] == a["data"]["validation_samples"]
+    for option, value, saved in (("--block-rows", "16", "20"), ("--validation-fraction", "0.2", "0.1"),
+                                 ("--partition", "contiguous", "blocks"), ("--test-fraction", "0.3", "0.2")):
+        proc = mpiexec(1, ["--data", large, "--resume", model, "--epochs", "2", option, value], check=2)
+        assert f"trained with {option} {saved}, this run asks for {option} {value}" in proc.stderr

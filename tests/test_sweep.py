@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DIGITS, mpiexec, train
+from conftest import DIGITS, lines, mpiexec, refused, train
 
 from mpidml.checkpoint import ModelFile
 from mpidml.cli import make_config, parse
@@ -152,3 +152,33 @@ def test_the_progress_bar_ends_with_the_last_model():
     end, which comes only after every task: the run never ended)."""
     proc = mpiexec(2, [*NET, "--sweep", "lr=0.1 0.03", "--progress-bar"], check=0, timeout=60)
     assert "test: accuracy" in proc.stdout
+
+
+def test_a_validation_fraction_that_holds_out_no_row_is_refused(blobs):
+    """1e-9 of 500 rows rounds to none: early stopping and selection would score an empty set."""
+    refused(2, ["--data", blobs, "--epochs", "1", "--validation-fraction", "1e-9"],
+            "--validation-fraction 1e-09 holds out no row of the 400 training rows of rank 1; give at least 0.0025")
+
+
+def test_a_sweep_without_validation_chooses_on_training_loss_and_says_so(tmp_path, blobs):
+    out = tmp_path / "m.json"
+    proc = mpiexec(1, ["--quiet", "--data", blobs, "--epochs", "2", "--sweep", "lr=0.0001 0.1",
+                       "--validation-fraction", "0", "--metrics-json", out], check=0)
+    doc = json.loads(out.read_text())
+    losses = [m["history"][-1]["train_loss"] for m in doc["sweep"]]
+    assert doc["best"] == int(np.argmin(losses)) == 1 and doc["best_on"] == "train_loss"
+    warning, = lines(proc, "mpidml: warning:")
+    assert "no validation rows" in warning and "training loss" in warning
+
+
+def test_a_sweep_of_more_models_than_mpi_has_communicators(tmp_path):
+    """MPICH has about 2000 communicators; a model per communicator ended a sweep of 2100
+    with "Too many communicators" (exit 1). Later models now take over finished ones'."""
+    data = tmp_path / "tiny.h5"
+    mpiexec(1, ["data", "synth", "--samples", "40", "--features", "2", "--out", data], check=0)
+    out = tmp_path / "m.json"
+    seeds = " ".join(map(str, range(2100)))
+    mpiexec(1, ["--quiet", "--data", data, "--epochs", "1", "--sweep", f"seed={seeds}", "--metrics-json", out],
+            check=0, timeout=150)
+    doc = json.loads(out.read_text())
+    assert len(doc["sweep"]) == 2100 and all(len(m["history"]) == 1 for m in doc["sweep"])
