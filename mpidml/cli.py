@@ -5,7 +5,7 @@ at once and only rank 0 prints it. Errors found in the data are agreed by all ra
 (comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
 in a collective (mpidml/abort.py); when every rank fails alike (Ctrl-C, which the launcher
-forwards to all, or a bug), rank 0 alone reports it. Exit codes: 0 ok, 1 internal error,
+forwards to all, or a bug), rank 0 alone reports it. Signals: mpidml/guard.py. Exit codes: 0 ok, 1 internal error,
 2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped by --checkpoint-signal
 (SIGTERM, SIGUSR1) with a checkpoint written (batch scripts requeue), 130 interrupted.
 """
@@ -19,6 +19,7 @@ from . import __version__, sweep
 from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
+from .guard import Interrupted, installed
 from .progress import quiet_stdout
 
 log = logging.getLogger("mpidml")
@@ -522,7 +523,10 @@ def main(argv=None):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    guard = installed()
     try:
+        if guard:
+            guard.arm()                      # raises for a signal that came during start-up
         agree_command_line(comm, argv)
         try:
             if rank != 0:                 # --help and --version print once
@@ -548,10 +552,11 @@ def main(argv=None):
             abort(comm, e.code)
         _fatal(str(e), e.code, comm, alone=not e.agreed, debug=debug)
         return e.code
-    except KeyboardInterrupt:
-        _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, alone=True, debug=debug,
+    except KeyboardInterrupt as e:       # Ctrl-C, or guard.Interrupted
+        code, message = (e.code, e.message) if isinstance(e, Interrupted) else (130, "interrupted")
+        _fatal(message if rank == 0 else f"rank {rank}: {message}", code, comm, alone=True, debug=debug,
                everywhere=True)
-        return 130
+        return code
     except BrokenPipeError:              # `mpidml info | head`: the reader has what it wanted
         quiet_stdout()
         return 0
@@ -563,6 +568,9 @@ def main(argv=None):
         _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)
         return 1
+    finally:
+        if guard:
+            guard.finish()
 
 
 def agree_command_line(comm, argv, environ=os.environ):

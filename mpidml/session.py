@@ -15,7 +15,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
 
     from .comm import Group, drive
     from .job import Job, train
-    from .stop import StopSignals, parse_signals
+    from .stop import parse_signals, watching
     tracer = None
     if cfg.trace:
         comm.Barrier()
@@ -25,7 +25,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
     job = Job(cfg, group, tracer, source, task)
     try:
         # a diverging run ends with DivergedError (exit 3), not a page of warnings
-        with np.errstate(all="ignore"), StopSignals(parse_signals(cfg.checkpoint_signal)) as signals:
+        with np.errstate(all="ignore"), watching(parse_signals(cfg.checkpoint_signal)) as signals:
             doc = train(cfg, group, tracer, signals, job)
             if everywhere:
                 doc = drive(group.bcast_json(doc, label="document"), "document")

@@ -191,6 +191,29 @@ def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
     assert err.splitlines() == ["mpidml: error: interrupted"], err
 
 
+def test_ctrl_c_in_a_terminal_reaches_the_whole_process_group_and_ends_with_one_line(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to its whole foreground process group: every rank
+    gets it at once, and again when mpiexec forwards its own copy, often while the first is
+    being reported (a traceback, MPICH's banner, the other ranks' lines). Here the late
+    copies are made certain: more SIGINTs to every rank, 5 ms apart."""
+    job = _long_run(f"pgrp-{os.getpid()}")
+    try:
+        ranks = job.wait_epochs(3)
+        os.killpg(job.proc.pid, signal.SIGINT)
+        for _ in range(40):
+            time.sleep(0.005)
+            for pid in ranks.values():
+                try:
+                    os.kill(pid, signal.SIGINT)
+                except OSError:
+                    pass
+        _, err = job.proc.communicate(timeout=30)
+    finally:
+        job.close()
+    assert job.proc.returncode == 130, err
+    assert err.splitlines() == ["mpidml: error: interrupted"], err
+
+
 @pytest.mark.parametrize("where, reporter", [("all", 0), ("2", 2)])
 def test_a_bug_is_reported_once_by_the_rank_that_hit_it(where, reporter):
     proc = mpiexec(3, [where, "--quiet"], script=os.path.join(ROOT, "tests", "fail_on_ranks.py"), timeout=30)
