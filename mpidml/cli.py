@@ -583,6 +583,8 @@ def agree_command_line(comm, argv, environ=os.environ):
 
     import numpy as np
     from mpi4py import MPI
+
+    from .comm import wait_for_start
     if comm.Get_size() == 1:
         return
     mine = {"argv": list(argv), "env": {k: v for k, v in environ.items() if k.startswith("MPIDML_")
@@ -590,7 +592,8 @@ def agree_command_line(comm, argv, environ=os.environ):
             "cwd": os.getcwd()}
     text = json.dumps(mine, sort_keys=True).encode()
     digests = np.zeros((comm.Get_size(), 32), np.uint8)
-    comm.Allgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), digests)
+    req = comm.Iallgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), digests)
+    wait_for_start(req, _startup_timeout(argv, environ), comm.Get_rank(), "start-up")
     differ = np.flatnonzero((digests != digests[0]).any(axis=1))
     if not len(differ):
         return
@@ -605,6 +608,22 @@ def agree_command_line(comm, argv, environ=os.environ):
         raise UsageError(f"ranks run different commands: {_difference(mine, json.loads(buf.tobytes()), first)} "
                          f"({len(differ)} of {comm.Get_size()} ranks differ from rank 0)", agreed=True)
     raise UsageError("ranks run different commands", agreed=True)
+
+
+def _startup_timeout(argv, environ):
+    """--stall-timeout for the start-up agreement, before the options are parsed: from the
+    command line or MPIDML_STALL_TIMEOUT (not yet --config), else the default; None: never."""
+    text = environ.get("MPIDML_STALL_TIMEOUT")
+    for i, arg in enumerate(argv):
+        if arg == "--stall-timeout" and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif arg.startswith("--stall-timeout="):
+            text = arg.split("=", 1)[1]
+    try:
+        seconds = TrainConfig.stall_timeout if text is None else _stall_timeout(text)
+    except argparse.ArgumentTypeError:
+        seconds = TrainConfig.stall_timeout     # parsing reports the bad value
+    return seconds or None
 
 
 def _difference(ours, theirs, rank):

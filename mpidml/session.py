@@ -16,12 +16,12 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
     from .comm import Group, drive
     from .job import Job, train
     from .stop import parse_signals, watching
+    group = Group(comm, cfg.stall_timeout)
     tracer = None
-    if cfg.trace:
-        comm.Barrier()
+    if cfg.trace:               # the trace's clocks start together
+        drive(group.collective(lambda: group.comm.Ibarrier(), "trace"), "trace")
         from .trace import Tracer
-        tracer = Tracer(comm.rank)
-    group = Group(comm, cfg.stall_timeout, tracer)
+        tracer = group.tracer = Tracer(comm.rank)
     job = Job(cfg, group, tracer, source, task)
     try:
         # a diverging run ends with DivergedError (exit 3), not a page of warnings

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -189,6 +190,18 @@ def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
         job.close()
     assert job.proc.returncode == 130, err
     assert err.splitlines() == ["mpidml: error: interrupted"], err
+
+
+def test_a_rank_that_never_reaches_mpidml_ends_the_start_up_within_the_stall_timeout():
+    """An MPMD launch where one rank runs another (MPI) program: the others waited in
+    their first collective for ever; now the start-up is under --stall-timeout (exit 4)."""
+    other = [sys.executable, "-c", "from mpi4py import MPI; import time; time.sleep(600)"]
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml", "--stall-timeout", "2", ":", "-n", "1", *other]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 4 and time.time() - t0 < 30, proc.stderr
+    assert proc.stderr.splitlines() == [ln for ln in proc.stderr.splitlines() if "start-up" in ln] != [], proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "--stall-timeout" in proc.stderr
 
 
 def test_ctrl_c_in_a_terminal_reaches_the_whole_process_group_and_ends_with_one_line(tmp_path):
