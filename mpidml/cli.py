@@ -248,10 +248,12 @@ def add_train_options(p):
                    help="rank 0 writes the metrics document here")
     g.add_argument("--trace", type=_path, default=S, metavar="PATH",
                    help="Chrome trace JSON of every rank's tasks (Perfetto)")
-    g.add_argument("--quiet", action="store_true", default=S, help="no progress lines")
+    g.add_argument("--quiet", action="store_true", default=S, help="nothing but warnings and errors")
+    g.add_argument("--verbose", action="store_true", default=S,
+                   help="every epoch line (beyond 10 epochs: the first, the last and one a second)")
     g.add_argument("--progress-bar", action="store_true", default=S,
-                   help="live bar within each epoch on rank 0 (automatic when its stdout is a terminal; "
-                        "under mpiexec it usually is not, so ask for it)")
+                   help="live bar within each epoch on rank 0 (automatic when its output reaches a terminal, "
+                        "also through MPICH's mpiexec)")
     g.add_argument("--config", type=_path, metavar="TOML",
                    help="options from a TOML file (keys as options, with _ or -)")
 

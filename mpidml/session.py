@@ -44,14 +44,14 @@ def report(doc, metrics_json=None, quiet=False):
         from .checkpoint import atomic_write_json
         atomic_write_json(metrics_json, doc, indent=1)
     t = doc.get("test")
-    if not t:
+    if not t or quiet:              # quiet: nothing but warnings and errors
         return
     if "accuracy" in t:
-        log.warning(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
+        log.info(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
     else:
-        log.warning(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
+        log.info(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
     timing = doc.get("timing")
-    if timing and not quiet:
+    if timing:
         log.info(f"time: {timing['wall_s']:.2f} s wall, train {timing['train_s']:.2f} s "
                  f"({timing['samples_per_s'] / 1e3:.1f}k samples/s), distribute {timing['distribute_s']:.2f} s, "
                  f"waiting {timing['comm_wait_s']:.2f} s")
