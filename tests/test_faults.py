@@ -204,6 +204,19 @@ def test_a_rank_that_never_reaches_mpidml_ends_the_start_up_within_the_stall_tim
     assert len(proc.stderr.splitlines()) == 1 and "--stall-timeout" in proc.stderr
 
 
+def test_the_api_called_on_one_rank_only_raises_within_the_stall_timeout(tmp_path):
+    """mpidml.train on rank 0 alone: its first collective waited for the others for ever."""
+    script = tmp_path / "one.py"
+    script.write_text("import sys, time\nfrom mpi4py import MPI\nimport mpidml\nfrom mpidml.errors import StallError\n"
+                      "if MPI.COMM_WORLD.rank == 0:\n"
+                      "    try:\n        mpidml.train(stall_timeout=2, epochs=1, quiet=True)\n"
+                      "    except StallError as e:\n        print('raised:', e, flush=True)\n"
+                      "    MPI.COMM_WORLD.Abort(0)\n"
+                      "time.sleep(60)\n")
+    proc = mpiexec(2, [], script=script, timeout=40)
+    assert "raised: start-up: not every rank arrived within 2 s" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_ctrl_c_in_a_terminal_reaches_the_whole_process_group_and_ends_with_one_line(tmp_path):
     """A terminal's Ctrl-C sends SIGINT to its whole foreground process group: every rank
     gets it at once, and again when mpiexec forwards its own copy, often while the first is
