@@ -5,9 +5,10 @@ at once and only rank 0 prints it. Errors found in the data are agreed by all ra
 (comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
 in a collective (mpidml/abort.py); when every rank fails alike (Ctrl-C, which the launcher
-forwards to all, or a bug), rank 0 alone reports it. Signals: mpidml/guard.py. Exit codes: 0 ok, 1 internal error,
-2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped by --checkpoint-signal
-(SIGTERM, SIGUSR1) with a checkpoint written (batch scripts requeue), 130 interrupted.
+forwards to all, or a bug), rank 0 alone reports it; signals: mpidml/guard.py. Exit codes:
+0 ok, 1 internal error, 2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped
+by --checkpoint-signal (SIGTERM, SIGUSR1, SIGUSR2, SIGHUP) with a checkpoint written (batch
+scripts requeue), 130 interrupted.
 """
 import argparse
 import logging

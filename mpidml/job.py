@@ -109,7 +109,8 @@ class Job:
         self.source, self.task = source, task
         self.dtype = np.dtype(cfg.dtype)
         self.clock = time.perf_counter
-        self.bar = False
+        self.bar, self.bar_width = False, 0
+        self.line_at = None         # when rank 0 printed its last epoch line
         self.models = []
 
     # -- setup ------------------------------------------------------------------------
@@ -353,7 +354,7 @@ class Job:
 
     def clear_bar(self):
         if self.bar:
-            self.bar = progress.redraw(sys.stdout, "\r" + " " * getattr(self, "bar_width", 0) + "\r")
+            self.bar = progress.redraw(sys.stdout, "\r" + " " * self.bar_width + "\r")
 
     def _line_due(self, epoch, epochs):
         """Epoch lines: every one up to 10 epochs or with --verbose; beyond, the first, the
@@ -434,7 +435,6 @@ class Job:
         t0 = self.clock()
         for model in self.models:
             model.spawn(self.sched, signals)
-        self.line_at = None
         if progress.style(cfg, self.group.rank) == "bar":
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
