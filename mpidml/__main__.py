@@ -1,7 +1,9 @@
-"""`python -m mpidml` (and the `mpidml` script): pin BLAS threads before numpy loads."""
+"""`python -m mpidml` (and the `mpidml` script): handle signals at once (guard.py), give a
+closed standard stream /dev/null, pin BLAS threads before numpy loads."""
 import os
 import sys
 
+from mpidml.guard import Guard
 from mpidml.threads import pin_blas_threads
 
 
@@ -26,6 +28,7 @@ def reopen_closed_std():
 
 
 def entry():
+    Guard().install()
     reopen_closed_std()
     pin_blas_threads(sys.argv[1:])
     from mpidml.cli import main  # numpy loads here, after the pinning

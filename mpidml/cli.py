@@ -5,9 +5,10 @@ at once and only rank 0 prints it. Errors found in the data are agreed by all ra
 (comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
 in a collective (mpidml/abort.py); when every rank fails alike (Ctrl-C, which the launcher
-forwards to all, or a bug), rank 0 alone reports it. Exit codes: 0 ok, 1 internal error,
-2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped by --checkpoint-signal
-(SIGTERM, SIGUSR1) with a checkpoint written (batch scripts requeue), 130 interrupted.
+forwards to all, or a bug), rank 0 alone reports it; signals: mpidml/guard.py. Exit codes:
+0 ok, 1 internal error, 2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped
+by --checkpoint-signal (SIGTERM, SIGUSR1, SIGUSR2, SIGHUP) with a checkpoint written (batch
+scripts requeue), 130 interrupted.
 """
 import argparse
 import logging
@@ -19,6 +20,7 @@ from . import __version__, sweep
 from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
+from .guard import Interrupted, installed
 from .progress import quiet_stdout
 
 log = logging.getLogger("mpidml")
@@ -254,10 +256,12 @@ def add_train_options(p):
                    help="rank 0 writes the metrics document here")
     g.add_argument("--trace", type=_path, default=S, metavar="PATH",
                    help="Chrome trace JSON of every rank's tasks (Perfetto)")
-    g.add_argument("--quiet", action="store_true", default=S, help="no progress lines")
+    g.add_argument("--quiet", action="store_true", default=S, help="nothing but warnings and errors")
+    g.add_argument("--verbose", action="store_true", default=S,
+                   help="every epoch line (beyond 10 epochs: the first, the last and one a second)")
     g.add_argument("--progress-bar", action="store_true", default=S,
-                   help="live bar within each epoch on rank 0 (automatic when its stdout is a terminal; "
-                        "under mpiexec it usually is not, so ask for it)")
+                   help="live bar within each epoch on rank 0 (automatic when its output reaches a terminal, "
+                        "also through MPICH's mpiexec)")
     g.add_argument("--config", type=_path, metavar="TOML",
                    help="options from a TOML file (keys as options, with _ or -)")
 
@@ -593,7 +597,10 @@ def main(argv=None):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    guard = installed()
     try:
+        if guard:
+            guard.arm()                      # raises for a signal that came during start-up
         agree_command_line(comm, argv)
         try:
             if rank != 0:                 # --help and --version print once
@@ -620,10 +627,11 @@ def main(argv=None):
             abort(comm, e.code)
         _fatal(str(e), e.code, comm, alone=not e.agreed, debug=debug)
         return e.code
-    except KeyboardInterrupt:
-        _fatal("interrupted" if rank == 0 else f"rank {rank}: interrupted", 130, comm, alone=True, debug=debug,
+    except KeyboardInterrupt as e:       # Ctrl-C, or guard.Interrupted
+        code, message = (e.code, e.message) if isinstance(e, Interrupted) else (130, "interrupted")
+        _fatal(message if rank == 0 else f"rank {rank}: {message}", code, comm, alone=True, debug=debug,
                everywhere=True)
-        return 130
+        return code
     except BrokenPipeError:              # `mpidml info | head`: the reader has what it wanted
         quiet_stdout()
         return 0
@@ -635,6 +643,9 @@ def main(argv=None):
         _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)
         return 1
+    finally:
+        if guard:
+            guard.finish()
 
 
 def check_environment(environ=os.environ):
@@ -658,6 +669,8 @@ def agree_command_line(comm, argv, environ=os.environ):
 
     import numpy as np
     from mpi4py import MPI
+
+    from .comm import wait_for_start
     if comm.Get_size() == 1:
         return
     mine = {"argv": list(argv), "env": {k: v for k, v in environ.items() if k.startswith("MPIDML_")
@@ -665,7 +678,8 @@ def agree_command_line(comm, argv, environ=os.environ):
             "cwd": os.getcwd()}
     text = json.dumps(mine, sort_keys=True).encode()
     digests = np.zeros((comm.Get_size(), 32), np.uint8)
-    comm.Allgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), digests)
+    req = comm.Iallgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), digests)
+    wait_for_start(req, _startup_timeout(argv, environ), comm.Get_rank(), "start-up")
     differ = np.flatnonzero((digests != digests[0]).any(axis=1))
     if not len(differ):
         return
@@ -680,6 +694,22 @@ def agree_command_line(comm, argv, environ=os.environ):
         raise UsageError(f"ranks run different commands: {_difference(mine, json.loads(buf.tobytes()), first)} "
                          f"({len(differ)} of {comm.Get_size()} ranks differ from rank 0)", agreed=True)
     raise UsageError("ranks run different commands", agreed=True)
+
+
+def _startup_timeout(argv, environ):
+    """--stall-timeout for the start-up agreement, before the options are parsed: from the
+    command line or MPIDML_STALL_TIMEOUT (not yet --config), else the default; None: never."""
+    text = environ.get("MPIDML_STALL_TIMEOUT")
+    for i, arg in enumerate(argv):
+        if arg == "--stall-timeout" and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif arg.startswith("--stall-timeout="):
+            text = arg.split("=", 1)[1]
+    try:
+        seconds = TrainConfig.stall_timeout if text is None else _stall_timeout(text)
+    except argparse.ArgumentTypeError:
+        seconds = TrainConfig.stall_timeout     # parsing reports the bad value
+    return seconds or None
 
 
 def _difference(ours, theirs, rank):

@@ -30,6 +30,20 @@ PING_TAG, PONG_TAG, PROGRESS_TAG = 21, 22, 23
 GRACE = 2.0
 
 
+def wait_for_start(req, timeout, rank, what):
+    """Wait for a start-up collective (no Group yet, so no pings) for at most `timeout`
+    seconds (None: for ever). A rank that never reaches it (it runs another program in an
+    MPMD launch, or mpidml was called on some ranks only) left the others waiting for ever;
+    now they raise StallError. The later a waiting rank, the later it gives up, so that the
+    lowest one reports and ends the job before the others add their lines."""
+    deadline = None if timeout is None else time.monotonic() + timeout + 0.2 * min(rank, 10)
+    while not req.Test():
+        if deadline is not None and time.monotonic() > deadline:
+            raise StallError(f"{what}: not every rank arrived within {timeout:g} s (--stall-timeout): a rank "
+                             "that runs another program (an MPMD launch) or does not call mpidml")
+        time.sleep(0.001)
+
+
 def drive(gen, name="main"):
     """Run one generator task to completion on a fresh scheduler; return its result."""
     sched = Scheduler()
@@ -42,10 +56,12 @@ class Group:
     """The ranks of a job, with deadline-checked collectives (generators to `yield from`)."""
 
     def __init__(self, comm=MPI.COMM_WORLD, stall_timeout=None, tracer=None):
-        self.comm = comm.Dup()
-        self.notes = comm.Dup()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.stall_timeout = stall_timeout or None
+        self.comm, req = comm.Idup()               # the job's first collective: under the deadline too
+        wait_for_start(req, self.stall_timeout, self.rank, "start-up")
+        self.notes, req = comm.Idup()
+        req.Wait()
         self.heartbeat = None if self.stall_timeout is None else min(0.5, self.stall_timeout / 4)
         self.tracer = tracer
         self.seq = 0

@@ -56,8 +56,9 @@ class TrainConfig:
     stall_timeout: float = 300.0
     wait: str = "auto"             # how a rank waits in a collective: auto, spin, nap
     quiet: bool = False
+    verbose: bool = False          # every epoch line, however many and fast
     progress_bar: bool = False     # also on whenever rank 0's stdout is a terminal
-    checkpoint_signal: str = "TERM,USR1"   # noted, then every rank stops at one step, checkpointed
+    checkpoint_signal: str = "TERM,USR1,USR2,HUP"   # noted, then every rank stops at one step, checkpointed
     sweep: tuple = ()              # ((key, (values...)), ...): the grid of models trained at once
     validation_fraction: float = None   # None: 0.1 in a sweep, else 0
     early_stopping: int = 0        # stop a model after P epochs without a better validation loss

@@ -124,7 +124,8 @@ class Job:
         self.source, self.task = source, task
         self.dtype = np.dtype(cfg.dtype)
         self.clock = time.perf_counter
-        self.bar = False
+        self.bar, self.bar_width = False, 0
+        self.line_at = None         # when rank 0 printed its last epoch line
         self.models = []
         self.series = {}            # model index: its checkpoint series, see series_of
 
@@ -374,26 +375,41 @@ class Job:
         return [self.info["partition"], self.info["block_rows"], self.info["partition_seed"]]
 
     # -- progress -------------------------------------------------------------------------
-    BAR_WIDTH = 30
-
     def monitor(self):
-        """Task: a live progress bar within the epoch, redrawn every 0.2 s (rank 0), until
-        every model has finished."""
+        """Task: a live bar within the epoch, redrawn every 0.2 s (rank 0), until every model
+        has finished: how far, samples/s, the time left in the epoch and the running loss."""
+        epoch, start, since, width = None, self.clock(), 0.0, 0
         while not all(m.finished for m in self.models):
             yield Sleep(0.2)
             model = next((m for m in self.models if not m.finished), None)
-            if model is not None and model.step_total:
-                frac = model.step_index / model.step_total
-                bar = "#" * int(frac * self.BAR_WIDTH)
-                line = f"\r  epoch {model.epoch + 1} [{bar:<{self.BAR_WIDTH}}] {frac:4.0%}"
-                self.bar = progress.redraw(sys.stdout, line)
-                if not self.bar:
-                    return
+            if model is None or not model.step_total:
+                continue
+            fraction = model.step_index / model.step_total
+            if model.epoch != epoch:
+                epoch, start, since = model.epoch, self.clock(), fraction
+            loss_sum, count = model.running
+            line = progress.epoch_bar(epoch + 1, fraction, self.clock() - start, self.n_total,
+                                      loss_sum / count if count else None, since)
+            self.bar_width = width = max(width, len(line))
+            self.bar = progress.redraw(sys.stdout, f"\r{line:<{width}}")
+            if not self.bar:
+                return
         self.clear_bar()
 
     def clear_bar(self):
         if self.bar:
-            self.bar = progress.redraw(sys.stdout, "\r" + " " * (self.BAR_WIDTH + 20) + "\r")
+            self.bar = progress.redraw(sys.stdout, "\r" + " " * self.bar_width + "\r")
+
+    def _line_due(self, epoch, epochs):
+        """Epoch lines: every one up to 10 epochs or with --verbose; beyond, the first, the
+        last and at most one a second (tiny data made 75 lines in a few seconds). The
+        metrics file keeps every epoch."""
+        now = self.clock()
+        due = (self.cfg.verbose or epochs <= 10 or epoch == epochs or self.line_at is None
+               or now - self.line_at >= progress.LINE_S)
+        if due:
+            self.line_at = now
+        return due
 
     def epoch_done(self, model, entry):
         """A model finished an epoch (every rank at once): rank 0 prints, rewrites the metrics
@@ -423,7 +439,7 @@ class Job:
             self._sweep_lines()
 
     def _progress_line(self, entry, epochs):
-        if self.cfg.quiet:
+        if self.cfg.quiet or not self._line_due(entry["epoch"], epochs):
             return
         self.clear_bar()
         metric = "".join(f"  {k} {entry[k]:.4f}" for k in ("test_loss", "test_accuracy", "test_r2", "val_loss",
@@ -443,7 +459,7 @@ class Job:
             if not training:
                 return
             self.printed = epoch
-            if self.cfg.quiet:
+            if self.cfg.quiet or not self._line_due(epoch, self.cfg.epochs):
                 continue
             self.clear_bar()
             best = self.best_model()
@@ -464,7 +480,7 @@ class Job:
         for model in self.models:
             if model.after is None:         # the others when the model before them finishes
                 model.spawn(self.sched, signals)
-        if self.group.rank == 0 and not cfg.quiet and (cfg.progress_bar or sys.stdout.isatty()):
+        if progress.style(cfg, self.group.rank) == "bar":
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
         self.sched.run()

@@ -16,11 +16,68 @@ REDRAW_S = 0.2      # seconds between redraws of the bar
 BAR_WIDTH = 30
 
 
+LINE_S = 1.0        # seconds between epoch lines, when there are many (first and last always)
+
+
 def style(cfg, rank):
     """How rank `rank` shows progress for the train options `cfg`: 'bar', 'lines' or None."""
     if rank != 0 or cfg.quiet:
         return None
-    return "bar" if cfg.progress_bar or sys.stdout.isatty() else "lines"
+    return "bar" if cfg.progress_bar or terminal() else "lines"
+
+
+def terminal(out=None):
+    """Whether rank 0's output reaches a terminal: its stdout is one, or it runs under a
+    local MPICH mpiexec (the rank writes to a pipe to hydra_pmi_proxy, the proxy to a pipe
+    to mpiexec, which passes the bytes on unchanged) whose stdout is one. Elsewhere (a
+    file, a remote node, srun's pipes, Open MPI's mpirun, which indents and prefixes the
+    lines it forwards) there are no redraws."""
+    out = out or sys.stdout
+    try:
+        if out.isatty():
+            return True
+    except ValueError:                   # closed
+        return False
+    proxy = os.getppid()
+    launcher = _parent(proxy)
+    if _name(proxy) != "hydra_pmi_proxy" or launcher is None or not _name(launcher).startswith("mpiexec"):
+        return False
+    try:
+        fd = os.open(f"/proc/{launcher}/fd/1", os.O_WRONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
+def _name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def epoch_bar(epoch, fraction, elapsed, rows, loss, since=0.0, width=BAR_WIDTH):
+    """The bar within an epoch: how far, samples per second across the ranks (`rows`: the
+    training rows of all ranks), the time left in the epoch and rank 0's running loss.
+    `elapsed`: seconds since the epoch was seen at fraction `since`."""
+    done = fraction - since
+    pace = ""
+    if done > 0 and elapsed > 0:         # not yet measured on the first redraw of an epoch
+        pace = f"  {done * rows / elapsed / 1e3:.1f}k samples/s  {elapsed * (1 - fraction) / done:.0f} s left"
+    shown = f"  loss {loss:.4f}" if loss is not None else ""
+    return f"  epoch {epoch} [{'#' * int(fraction * width):<{width}}] {fraction:4.0%}{pace}{shown}"
 
 
 def redraw(out, text):

@@ -15,17 +15,17 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
 
     from .comm import Group, drive
     from .job import Job, train
-    from .stop import StopSignals, parse_signals
+    from .stop import parse_signals, watching
+    group = Group(comm, cfg.stall_timeout)
     tracer = None
-    if cfg.trace:
-        comm.Barrier()
+    if cfg.trace:               # the trace's clocks start together
+        drive(group.collective(lambda: group.comm.Ibarrier(), "trace"), "trace")
         from .trace import Tracer
-        tracer = Tracer(comm.rank)
-    group = Group(comm, cfg.stall_timeout, tracer)
+        tracer = group.tracer = Tracer(comm.rank)
     job = Job(cfg, group, tracer, source, task)
     try:
         # a diverging run ends with DivergedError (exit 3), not a page of warnings
-        with np.errstate(all="ignore"), StopSignals(parse_signals(cfg.checkpoint_signal)) as signals:
+        with np.errstate(all="ignore"), watching(parse_signals(cfg.checkpoint_signal)) as signals:
             doc = train(cfg, group, tracer, signals, job)
             if everywhere:
                 doc = drive(group.bcast_json(doc, label="document"), "document")
@@ -44,14 +44,14 @@ def report(doc, metrics_json=None, quiet=False):
         from .checkpoint import atomic_write_json
         atomic_write_json(metrics_json, doc, indent=1)
     t = doc.get("test")
-    if not t:
+    if not t or quiet:              # quiet: nothing but warnings and errors
         return
     if "accuracy" in t:
-        log.warning(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
+        log.info(f"test: accuracy {t['accuracy']:.4f}  macro_f1 {t['macro_f1']:.4f}  loss {t['loss']:.4f}")
     else:
-        log.warning(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
+        log.info(f"test: r2 {t['r2']:.4f}  rmse {t['rmse']:.4g}  mae {t['mae']:.4g}")
     timing = doc.get("timing")
-    if timing and not quiet:
+    if timing:
         log.info(f"time: {timing['wall_s']:.2f} s wall, train {timing['train_s']:.2f} s "
                  f"({timing['samples_per_s'] / 1e3:.1f}k samples/s), distribute {timing['distribute_s']:.2f} s, "
                  f"waiting {timing['comm_wait_s']:.2f} s")

@@ -9,6 +9,7 @@ all stop at the same step boundary, where the model has just been averaged, and 
 writes a checkpoint from which `--resume` continues exactly. While things go well a vote
 costs one tiny collective per K steps that completes behind the averaging.
 """
+import contextlib
 import signal
 
 import numpy as np
@@ -53,6 +54,19 @@ class StopSignals:
     @property
     def name(self):
         return self.received.name if self.received is not None else None
+
+
+def watching(numbers):
+    """Context: the stop signals (`numbers`) of one training run. The command line's Guard
+    where one is installed (guard.py: it handles every signal for the process's whole life);
+    otherwise (the Python API) StopSignals for the run alone, which gives the caller's
+    handlers back afterwards."""
+    from .guard import installed
+    guard = installed()
+    if guard is not None:
+        guard.watch(numbers)
+        return contextlib.nullcontext(guard)
+    return StopSignals(numbers)
 
 
 class StopVote:

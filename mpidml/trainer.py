@@ -50,6 +50,7 @@ class Model:
         self.history = []
         self.start_epoch, self.start_step, self.start_loss = 0, 0, (0.0, 0)
         self.epoch, self.step_index, self.step_total = 0, 0, 0
+        self.running = (0.0, 0)         # this rank's loss sum and rows so far in the epoch (the bar)
         self.final = self.validation = None
         self.best = None                  # (validation score, epoch, state copy) of early stopping
         self.stopped_at = self.stopped_early = None
@@ -147,6 +148,7 @@ class Model:
                     loss = net.loss_grad(w, xb[:m], yb[:m], grad, poll)
                     loss_sum += loss * m
                     count += m
+                    self.running = (loss_sum, count)
                 else:
                     grad[...] = 0
                 lr = lr_at(epoch * steps + s)

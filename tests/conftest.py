@@ -114,7 +114,9 @@ class Job:
 
     def __init__(self, cmd, tag, n, env_extra=None):
         self.tag, self.n = tag, n
+        # a session of its own, as a terminal's foreground job is a process group: killpg reaches it all
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                     start_new_session=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1", MPIEXEC=MPIEXEC,
                                               MPIDML_TEST_TAG=tag, **(env_extra or {})))
         self.segments = set()

@@ -381,3 +381,29 @@ def test_a_lower_precedence_value_is_overridden_by_a_sweep_and_mpidml_sweep_work
 def test_a_bad_mpidml_threads_is_one_line_exit_2():
     proc = mpiexec(1, ["info"], env={"MPIDML_THREADS": "abc"}, check=2)
     assert _one_error_line(proc) == "mpidml: error: MPIDML_THREADS: expects a whole number, got 'abc'"
+
+
+def test_quiet_prints_nothing_but_warnings_and_errors():
+    """--quiet printed the `test:` line all the same."""
+    proc = mpiexec(2, ["--quiet", "--epochs", "2"], timeout=60, check=0)
+    assert proc.stdout == "", proc.stdout
+
+
+def test_many_fast_epochs_print_a_few_lines_and_verbose_prints_all(tmp_path):
+    """Tiny data made a line per epoch, 75 in a few seconds; beyond 10 epochs the lines come
+    at most one a second (the first and the last always); --verbose prints every one, and
+    the metrics file keeps every epoch either way."""
+    out = tmp_path / "m.json"
+    args = ["--epochs", "40", "--batch-size", "256", "--metrics-json", out]
+    lines = [ln for ln in mpiexec(2, args, timeout=60, check=0).stdout.splitlines() if ln.startswith("epoch")]
+    assert lines[0].startswith("epoch   1/40") and lines[-1].startswith("epoch  40/40") and len(lines) < 20, lines
+    assert len(json.loads(out.read_text())["history"]) == 40
+    proc = mpiexec(2, [*args, "--verbose"], timeout=60, check=0)
+    assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("epoch")]) == 40
+
+
+def test_the_bar_shows_rate_time_left_and_loss():
+    from mpidml.progress import epoch_bar
+    line = epoch_bar(3, 0.5, 2.0, 10000, 0.25)
+    assert "epoch 3 [" in line and "50%" in line and "2.5k samples/s" in line and "2 s left" in line
+    assert "loss 0.2500" in line

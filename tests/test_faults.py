@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -184,6 +185,54 @@ def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
     try:
         job.wait_epochs(3)
         job.proc.send_signal(signal.SIGINT)
+        _, err = job.proc.communicate(timeout=30)
+    finally:
+        job.close()
+    assert job.proc.returncode == 130, err
+    assert err.splitlines() == ["mpidml: error: interrupted"], err
+
+
+def test_a_rank_that_never_reaches_mpidml_ends_the_start_up_within_the_stall_timeout():
+    """An MPMD launch where one rank runs another (MPI) program: the others waited in
+    their first collective for ever; now the start-up is under --stall-timeout (exit 4)."""
+    other = [sys.executable, "-c", "from mpi4py import MPI; import time; time.sleep(600)"]
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml", "--stall-timeout", "2", ":", "-n", "1", *other]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 4 and time.time() - t0 < 30, proc.stderr
+    assert proc.stderr.splitlines() == [ln for ln in proc.stderr.splitlines() if "start-up" in ln] != [], proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "--stall-timeout" in proc.stderr
+
+
+def test_the_api_called_on_one_rank_only_raises_within_the_stall_timeout(tmp_path):
+    """mpidml.train on rank 0 alone: its first collective waited for the others for ever."""
+    script = tmp_path / "one.py"
+    script.write_text("import sys, time\nfrom mpi4py import MPI\nimport mpidml\nfrom mpidml.errors import StallError\n"
+                      "if MPI.COMM_WORLD.rank == 0:\n"
+                      "    try:\n        mpidml.train(stall_timeout=2, epochs=1, quiet=True)\n"
+                      "    except StallError as e:\n        print('raised:', e, flush=True)\n"
+                      "    MPI.COMM_WORLD.Abort(0)\n"
+                      "time.sleep(60)\n")
+    proc = mpiexec(2, [], script=script, timeout=40)
+    assert "raised: start-up: not every rank arrived within 2 s" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_ctrl_c_in_a_terminal_reaches_the_whole_process_group_and_ends_with_one_line(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to its whole foreground process group: every rank
+    gets it at once, and again when mpiexec forwards its own copy, often while the first is
+    being reported (a traceback, MPICH's banner, the other ranks' lines). Here the late
+    copies are made certain: more SIGINTs to every rank, 5 ms apart."""
+    job = _long_run(f"pgrp-{os.getpid()}")
+    try:
+        ranks = job.wait_epochs(3)
+        os.killpg(job.proc.pid, signal.SIGINT)
+        for _ in range(40):
+            time.sleep(0.005)
+            for pid in ranks.values():
+                try:
+                    os.kill(pid, signal.SIGINT)
+                except OSError:
+                    pass
         _, err = job.proc.communicate(timeout=30)
     finally:
         job.close()

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MPIEXEC, ROOT, Job, mpiexec
+from conftest import MPIEXEC, ROOT, Job, mpiexec, rank_pids
 from test_batch import _site_env
 
 from mpidml.checkpoint import ModelFile
@@ -194,3 +194,67 @@ def test_resume_keeps_the_saved_split_on_a_rechunked_copy_and_refuses_another(tm
                                  ("--partition", "contiguous", "blocks"), ("--test-fraction", "0.3", "0.2")):
         proc = mpiexec(1, ["--data", large, "--resume", model, "--epochs", "2", option, value], check=2)
         assert f"trained with {option} {saved}, this run asks for {option} {value}" in proc.stderr
+
+
+def _catches(pid, sig):
+    """Whether process `pid` has a handler for `sig` (/proc's SigCgt mask)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(int(ln.split()[1], 16) for ln in f if ln.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(mask >> (sig - 1) & 1)
+
+
+def _launch(data, tag, *extra, n=2):
+    return Job([MPIEXEC, "-n", str(n), sys.executable, "-m", "mpidml", *TRAIN, "--data", data, "--epochs", "1000",
+                *map(str, extra)], tag, n)
+
+
+def _one_stop_line(job, sig):
+    _, err = job.proc.communicate(timeout=30)
+    assert job.proc.returncode == STOPPED, err
+    assert "BAD TERMINATION" not in err and "Traceback" not in err
+    assert len(_mpidml_lines(err)) == 1 and f"stopped by {sig.name}" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_signal_during_start_up_stops_with_one_line(data):
+    """SIGTERM while the ranks still import numpy and start MPI (a handler is there from the
+    first line of mpidml's code on; before, the ranks died of it and MPICH printed its banner)."""
+    tag = f"early-{os.getpid()}"
+    job = _launch(data, tag)
+    try:
+        ranks = rank_pids(tag, 2)
+        deadline = time.time() + 0.3      # the old code never caught SIGTERM this early
+        while time.time() < deadline and not all(_catches(p, signal.SIGTERM) for p in ranks.values()):
+            time.sleep(0.002)
+        job.proc.send_signal(signal.SIGTERM)
+        _one_stop_line(job, signal.SIGTERM)
+    finally:
+        job.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2])
+def test_repeated_stop_signals_still_stop_once_with_a_checkpoint(tmp_path, data, sig):
+    """A batch system (or an impatient user) signals again, every 50 ms here, while the job
+    is already stopping: the first signal counts, the job exits 75 with its checkpoint (a
+    second SIGTERM after the stop used to kill the ranks: exit 15 and MPICH's banner).
+    SIGHUP (the terminal went away) and SIGUSR2 (SGE's warning) stop as SIGTERM does; MPICH's
+    mpiexec forwards only SIGTERM (and INT, USR1) and dies of the others, so they go to
+    the ranks, as srun or a process group would deliver them."""
+    ckpt = tmp_path / "ck.h5"
+    job = _launch(data, f"again-{sig.name}-{os.getpid()}", "--save", ckpt)
+    try:
+        ranks = job.wait_epochs(1)
+        deadline = time.time() + 20
+        while job.proc.poll() is None and time.time() < deadline:     # again every 50 ms until it ends
+            for pid in [job.proc.pid] if sig == signal.SIGTERM else ranks.values():
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        _one_stop_line(job, sig)
+    finally:
+        job.close()
+    assert ModelFile.load(ckpt).epoch >= 1
