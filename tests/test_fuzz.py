@@ -16,6 +16,16 @@ allocation is then a prompt MemoryError, not a machine's worth of memory) and en
 they start, so a hang cannot leave ranks behind on a shared machine. Known failures are in
 KNOWN: strict xfails, so that a fix shows up as XPASS and its mark must go.
 `pytest -m "not fuzz"` leaves this file out.
+
+Issue 20 added the surfaces of the second round: sweeps (random and odd grids, bad values,
+settings a sweep would drop), resume of files with options changed, edited or cut short,
+--keep-checkpoints beside another run's files (which must survive, byte for byte), the
+issue's reproducers (--config as an output, a closed stdout, MPIDML_THREADS=abc, ...), a
+full disk (a 1 MiB tmpfs mounted in a private mount namespace with `unshare -m`, skipped
+where that is not permitted: exit 2, one line, nothing left there), signals to mpiexec or
+to its whole process group at a seeded moment (test_signal: 75, 130 or 128 + N, one line,
+no banner, no temporary left), and the Python API in a user's script (tests/fuzz_api.py,
+ranks that must agree). Those families run DEFAULT_20 by default and everything deep.
 """
 import dataclasses
 import functools
@@ -781,7 +791,8 @@ def not_silent(option, word):
     """A check for a setting the run cannot honour: refused (exit 2) or warned about, naming it."""
     def check(proc, tmp):
         said = [ln for ln in proc.stderr.splitlines() if ln.startswith("mpidml:") and word in ln]
-        return [] if said and proc.returncode in (0, 2) else [f"{option} dropped without a word (exit {proc.returncode})"]
+        ok = said and proc.returncode in (0, 2)
+        return [] if ok else [f"{option} dropped without a word (exit {proc.returncode})"]
     return check
 
 
@@ -817,7 +828,8 @@ def random_grid(tmp, rng, assets):
     keys = rng.choice(sorted(SWEEPABLE), int(rng.integers(1, 4)), replace=False)
     axes = {k: sorted({SWEEPABLE[k](rng) for _ in range(int(rng.integers(1, 5)))}) for k in keys}
     argv = [a for k, vs in axes.items() for a in ("--sweep", f"{k}={' '.join(vs)}")]
-    return small(assets, *argv, "--metrics-json", tmp / "m.json"), f"a grid of {int(np.prod([len(v) for v in axes.values()]))}"
+    size = int(np.prod([len(v) for v in axes.values()]))
+    return small(assets, *argv, "--metrics-json", tmp / "m.json"), f"a grid of {size}"
 
 
 for _i, _ranks in enumerate(((1,), (3,), (1,), (1, 3))):
@@ -827,7 +839,8 @@ launch_case("sweep_odd_grid", lambda t, r, a: (small(a, "--sweep", "lr=0.1 0.01"
             (1, 3), 0, check=sweep_entries(6))
 for _name, _sweep, _extra in (
         ("values_empty", ["lr="], []), ("no_equals", ["lr"], []), ("key_empty", ["=1 2"], []),
-        ("value_twice", ["lr=0.1 0.1"], []), ("key_twice", ["lr=0.1", "lr=0.2"], []), ("key_unknown", ["colour=1 2"], []),
+        ("value_twice", ["lr=0.1 0.1"], []), ("key_twice", ["lr=0.1", "lr=0.2"], []),
+        ("key_unknown", ["colour=1 2"], []),
         ("lr_negative", ["lr=-1 0.1"], []), ("lr_nan", ["lr=nan 0.1"], []), ("lr_inf", ["lr=inf"], []),
         ("batch_huge", [f"batch-size={10 ** 30} 8"], []), ("hidden_huge", [f"hidden={10 ** 12} 4"], ["--model", "mlp"]),
         ("hidden_without_mlp", ["hidden=4 8"], ["--model", "softmax"]), ("seed_negative", ["seed=-1 2"], []),
@@ -875,7 +888,8 @@ launch_case("config_is_metrics_json", lambda t, r, a: (
     "--config run.toml --metrics-json run.toml"), (1, 3), 2, check=unchanged("run.toml"))
 for _name, _opt in (("save", "--save"), ("trace", "--trace")):
     launch_case(f"config_is_{_name}", lambda t, r, a, o=_opt: (
-        ["--quiet", "--data", a["data"], "--config", config_file(t), o, t / "run.toml"], f"--config run.toml {o} run.toml"),
+        ["--quiet", "--data", a["data"], "--config", config_file(t), o, t / "run.toml"],
+        f"--config run.toml {o} run.toml"),
         expect=2, check=unchanged("run.toml"))
 launch_case("config_is_sweep_metrics", lambda t, r, a: (
     ["--quiet", "--data", a["data"], "--config", config_file(t, 'sweep = ["lr=0.1 0.01"]\nepochs = 1\n'),
@@ -924,7 +938,7 @@ for _name, _key, _argv, _ranks, _expect in (
         ("other_ranks", "model", [], (3,), 0),
         ("early_stopping", "split_model", ["--early-stopping", "1"], (1,), None),
         ("sweep", "model", ["--sweep", "lr=0.1 0.01"], (1,), 2),
-        ("keep_checkpoints_save_dir", "model", ["--save", "{tmp}/r.h5", "--checkpoint-every", "1",
+        ("save_over_resume_keeping", "model", ["--save", "{tmp}/r.h5", "--checkpoint-every", "1",
                                                 "--keep-checkpoints", "1"], (1,), 0)):
     launch_case(f"resume_{_name}", lambda t, r, a, k=_key, v=_argv: resumed(
         k, *[x.replace("{tmp}", str(t)) for x in v], what=" ".join(v))(t, r, a), _ranks, _expect,
@@ -1437,7 +1451,8 @@ DEFAULT_20 = {
     "resume_block_rows-n1", "resume_validation_fraction-n3", "resume_truncated-n1",
     "resume_edited_stopped_at_string-n1", "resume_edited_optimizer_unknown-n1", "keep_checkpoints_foreign_files-n1",
     "keep_checkpoints_name_is_directory-n1", "disk_synth_out-n1", "disk_convert-n1", "disk_save-n1",
-    "disk_save_dir-n3", "disk_metrics_json_filled-n1", "signal_int_group_early-n3", "signal_int_group_any-n3", "signal_term_group_early-n1",
+    "disk_save_dir-n3", "disk_metrics_json_filled-n1", "signal_int_group_early-n3", "signal_int_group_any-n3",
+    "signal_term_group_early-n1",
     "signal_usr2_group_any-n1", "api_uint64_labels_huge-n1",
     "api_lr_on_rank_1-n3", "api_nan_row_on_rank_1-n3",
 }
