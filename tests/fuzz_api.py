@@ -47,21 +47,22 @@ def fit(X, y, estimator="Classifier", **params):
     return getattr(mpidml, estimator)(**params).fit(X, y)
 
 
-def planted(a, value, rows=None):
+def planted(a, value):
+    """A float copy of `a` with `value` in a random row (all of it, for X)."""
     a = np.array(a, dtype=float)
-    a[int(rng.integers(len(a))) if rows is None else rows] = value
+    a[int(rng.integers(len(a)))] = value
     return a
+
+
+X_CHECK = blobs()[0]         # rows to predict after a fit
 
 
 def same_classes(clf, y):
     """The fitted classes are the labels given, as given (no wrap, no merge)."""
     got = np.asarray(clf.classes_)
     assert set(got.tolist()) == set(np.unique(y).tolist()), f"classes {got.tolist()} for labels {np.unique(y).tolist()}"
-    predicted = clf.predict(np.asarray(X_CHECK))
+    predicted = clf.predict(X_CHECK)
     assert set(predicted.tolist()) <= set(got.tolist()), f"predictions {set(predicted.tolist())} not among classes"
-
-
-X_CHECK = blobs()[0]
 
 
 def uint64_labels_huge():

@@ -31,8 +31,8 @@ import dataclasses
 import functools
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
