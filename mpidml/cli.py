@@ -562,9 +562,20 @@ def _check_sweep(cfg):
 
 
 def setup_logging(rank, quiet=False):
-    handler = _Handler(sys.stdout if rank == 0 else sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s"))
-    log.handlers[:] = [handler]
+    """Rank 0's progress and results go to stdout, every warning to stderr (so that
+    `mpidml ... > out.txt` still shows them, and stdout stays the run's output); other
+    ranks log warnings alone, to stderr, marked with their rank."""
+    form = logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s")
+    warnings = _Handler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    handlers = [warnings]
+    if rank == 0:
+        results = _Handler(sys.stdout)
+        results.addFilter(lambda record: record.levelno < logging.WARNING)
+        handlers.append(results)
+    for handler in handlers:
+        handler.setFormatter(form)
+    log.handlers[:] = handlers
     log.propagate = False
     log.setLevel(logging.WARNING if (quiet or rank != 0) else logging.INFO)
 

@@ -149,9 +149,9 @@ def test_evaluate_warns_when_it_scores_the_training_data(tmp_path):
         if not model.exists():
             train(1, tmp_path, "--data", path, "--epochs", "1", "--save", model)
         proc = mpiexec(1, ["evaluate", "--model", model, "--data", path, *extra], check=0)
-        assert (warning in proc.stdout) == warned, proc.stdout
+        assert (warning in proc.stderr) == warned, proc.stderr
     proc = mpiexec(1, ["evaluate", "--model", tmp_path / "split.model.h5", "--data", flat], check=0)
-    assert warning not in proc.stdout                   # other datasets (the same rows, more of them)
+    assert warning not in proc.stderr                   # other datasets (the same rows, more of them)
 
 
 def test_thread_pinning():
