@@ -352,6 +352,9 @@ _CONFIG = {
     "standardize": (lambda v: isinstance(v, bool), "true or false"),
     "test_fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "partition_seed": (lambda v: _count(v) and v < 2 ** 63, "a seed (0 to 2**63-1)"),
+    "partition": (_choice("blocks", "contiguous"), "blocks or contiguous"),
+    "block_rows": (_optional(_count), "a count"),
+    "validation_fraction": (_optional(lambda v: _number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
     "epochs": (_count, "a count"),
 }
 _REQUIRED = ("kind", "task", "head", "sizes", "activation", "dtype", "epoch")

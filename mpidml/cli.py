@@ -610,23 +610,12 @@ def main(argv=None):
     rank = comm.Get_rank()
     guard = installed()
     try:
-        if guard:
-            guard.arm()                      # raises for a signal that came during start-up
-        agree_command_line(comm, argv)
         try:
-            if rank != 0:                 # --help and --version print once
-                sys.stdout = open(os.devnull, "w")
-            args = parse(argv)
-        except SystemExit as e:
-            return int(e.code or 0)
-        finally:
-            if rank != 0:
-                sys.stdout.close()
-                sys.stdout = sys.__stdout__
-        if args.command is None:
-            args = parse(["train"])
-        check_environment()
-        return run_command(args, comm) or 0
+            return _run(argv, comm, rank, guard)
+        except BaseException:
+            if guard:
+                guard.disarm()               # reporting it: a signal now changes nothing
+            raise
     except Stopped as e:                     # every rank stopped together, checkpointed
         if rank == 0:
             sys.stderr.write(f"mpidml: {e}\n")
@@ -657,6 +646,27 @@ def main(argv=None):
     finally:
         if guard:
             guard.finish()
+
+
+def _run(argv, comm, rank, guard):
+    """The command `argv`, once every rank runs the same; its exit code."""
+    if guard:
+        guard.arm()                          # raises for a signal that came during start-up
+    agree_command_line(comm, argv)
+    try:
+        if rank != 0:                     # --help and --version print once
+            sys.stdout = open(os.devnull, "w")
+        args = parse(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        if rank != 0:
+            sys.stdout.close()
+            sys.stdout = sys.__stdout__
+    if args.command is None:
+        args = parse(["train"])
+    check_environment()
+    return run_command(args, comm) or 0
 
 
 def check_environment(environ=os.environ):

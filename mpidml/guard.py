@@ -44,11 +44,18 @@ class Guard:
 
     def __init__(self):
         self.numbers, self.received, self.armed = (), None, False
+        self.ignored = None         # the signals this process was started with ignored
 
     def install(self):
+        """Handle CAUGHT, except a signal the process was started with ignored: `nohup`
+        ignores SIGHUP so that a job outlives its terminal, and a background job of a
+        non-interactive shell ignores SIGINT; they stay ignored, as Python leaves them."""
         global _installed
+        if self.ignored is None:
+            self.ignored = {n for n in CAUGHT if signal.getsignal(n) == signal.SIG_IGN}
         for number in CAUGHT:
-            signal.signal(number, self._handle)
+            if number not in self.ignored:
+                signal.signal(number, self._handle)
         _installed = self
         return self
 
@@ -66,6 +73,11 @@ class Guard:
         self.armed = True
         if self.received is not None and self.received not in self.numbers:
             raise Interrupted(self.received)
+
+    def disarm(self):
+        """An error is being reported: a signal now is only noted (raised inside the report,
+        it would skip the abort that ends the other ranks)."""
+        self.armed = False
 
     def finish(self):
         """The command is over: ignore the signals. Python's exit puts back the default

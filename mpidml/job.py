@@ -178,7 +178,7 @@ class Job:
         command that differs across ranks (cli.agree_command_line); the Python API's ranks
         each pass their own parameters, so the effective options are compared here: all but
         rank 0's printing, and the file an estimator's partial_fit resumes (one per rank)."""
-        skip = {"quiet", "progress_bar"} | ({"resume"} if self.source else set())
+        skip = {"quiet", "verbose", "progress_bar"} | ({"resume"} if self.source else set())
         mine = {k: v for k, v in self.cfg.as_dict().items() if k not in skip}
         every = yield from self.group.gather_json(mine, label="options")
         yield from self.group.on_root(lambda: _same_options(every), "options")
@@ -308,7 +308,7 @@ class Job:
         and model options."""
         for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
             saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
-            for key in (*overrides, *(k for k in MODEL_OPTIONS if k not in SPLIT_OPTIONS)):
+            for key in (*overrides, *MODEL_OPTIONS):        # the split: every file's is the one adopted
                 value = list(getattr(ours, key)) if key == "hidden" else getattr(ours, key)
                 if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
                     raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "

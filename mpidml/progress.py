@@ -6,6 +6,7 @@ once per window of rows, so the clock is read once a window, not once a row.
 """
 import logging
 import os
+import stat
 import sys
 import time
 
@@ -14,8 +15,6 @@ QUIET_S = 2.0       # work done sooner shows nothing
 EVERY_S = 5.0       # seconds between lines
 REDRAW_S = 0.2      # seconds between redraws of the bar
 BAR_WIDTH = 30
-
-
 LINE_S = 1.0        # seconds between epoch lines, when there are many (first and last always)
 
 
@@ -42,8 +41,13 @@ def terminal(out=None):
     launcher = _parent(proxy)
     if _name(proxy) != "hydra_pmi_proxy" or launcher is None or not _name(launcher).startswith("mpiexec"):
         return False
+    path = f"/proc/{launcher}/fd/1"
     try:
-        fd = os.open(f"/proc/{launcher}/fd/1", os.O_WRONLY | os.O_NOCTTY)
+        # only a character device can be a terminal; opening a FIFO whose reader has gone
+        # would block for ever, outside any stall deadline
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:
         return False
     try:

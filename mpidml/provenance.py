@@ -102,9 +102,9 @@ def adopt_model_options(cfg, model_path, saved_config, keys=MODEL_OPTIONS):
     those given must agree with it. Returns {option: value} taken, for the other ranks."""
     taken = {}
     for key in keys:
-        if saved_config.get(key) in (None, 0) and key in ("block_rows", "validation_fraction"):
-            continue            # a file from before they were recorded: nothing to compare with
-        saved, now = saved_config[key], getattr(cfg, key)
+        saved, now = saved_config.get(key), getattr(cfg, key)
+        if saved is None or (key == "block_rows" and saved == 0):
+            continue            # a file from before it was recorded: nothing to compare with
         if key == "hidden":
             saved, now = list(saved), list(now)
         if key in cfg.given:

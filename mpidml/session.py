@@ -17,13 +17,14 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
     from .job import Job, train
     from .stop import parse_signals, watching
     group = Group(comm, cfg.stall_timeout)
-    tracer = None
-    if cfg.trace:               # the trace's clocks start together
-        drive(group.collective(lambda: group.comm.Ibarrier(), "trace"), "trace")
-        from .trace import Tracer
-        tracer = group.tracer = Tracer(comm.rank)
-    job = Job(cfg, group, tracer, source, task)
-    try:
+    job = None
+    try:                        # from here on the communicators are freed whatever happens
+        tracer = None
+        if cfg.trace:           # the trace's clocks start together
+            drive(group.collective(lambda: group.comm.Ibarrier(), "trace"), "trace")
+            from .trace import Tracer
+            tracer = group.tracer = Tracer(comm.rank)
+        job = Job(cfg, group, tracer, source, task)
         # a diverging run ends with DivergedError (exit 3), not a page of warnings
         with np.errstate(all="ignore"), watching(parse_signals(cfg.checkpoint_signal)) as signals:
             doc = train(cfg, group, tracer, signals, job)
@@ -32,7 +33,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
             if comm.rank == 0 and doc is not None and summary:
                 report(doc, cfg.metrics_json, cfg.quiet)
     finally:
-        for model in job.models:
+        for model in job.models if job else ():
             model.group.free()
         group.free()         # before MPI finalizes, also when every rank ends on an error
     return doc, job

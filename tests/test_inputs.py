@@ -1,6 +1,7 @@
 """Hostile inputs (issue 15): each ends with exit 2 (3 for NaN metrics) and one
 `mpidml: error:` line, or trains right; warnings for legal but surely unintended settings."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import pytest
 from conftest import lines, mpiexec, refused, train
 
 from mpidml import data
+from mpidml.checkpoint import ModelFile
 from mpidml.comm import drive
 from mpidml.errors import UsageError
 
@@ -226,7 +228,6 @@ EDITS = {      # what a hand (or a bad disk) may do to a model file, and what lo
 
 @pytest.mark.parametrize("case", EDITS)
 def test_every_field_of_a_model_file_is_checked_when_it_is_loaded(tmp_path, model, case):
-    from mpidml.checkpoint import ModelFile
     attrs, datasets, needle = EDITS[case]
     path = edited(model, tmp_path, {k: v(model) if callable(v) else v for k, v in attrs.items()}, datasets)
     with pytest.raises(UsageError) as e:
@@ -359,3 +360,36 @@ def test_global_stats_name_the_column_that_overflows_float64():
     X[:, 2] *= 1e200
     with pytest.raises(UsageError, match="f.h5: dataset /X: column 2 has mean"):
         drive(data.global_stats(OneRank(), X, len(X), "f.h5: dataset /X"))
+
+
+@pytest.mark.parametrize("entries, problem", [
+    ({"partition": "zz"}, "config partition is \"zz\", not blocks or contiguous"),
+    ({"block_rows": -3}, "config block_rows is -3, not a count"),
+    ({"validation_fraction": "x"}, "config validation_fraction is \"x\", not null or a number in [0, 1)"),
+])
+def test_the_split_options_a_resume_reads_are_checked_at_load(tmp_path, entries, problem):
+    """--resume adopts the split options from the file: a hand-edited one is a corrupt file
+    (exit 2), not an internal error (KeyError, ValueError, ZeroDivisionError)."""
+    model = _split_model(tmp_path)
+    path = edited(model, tmp_path, {"config": config_with(model, **entries)})
+    with pytest.raises(UsageError, match=re.escape(problem)):
+        ModelFile.load(path)
+
+
+def test_a_file_without_the_split_options_resumes(tmp_path):
+    """A model file from before the split options were recorded has none: nothing to compare."""
+    model = _split_model(tmp_path)
+    with h5py.File(model, "a") as f:
+        config = json.loads(f.attrs["config"])
+        for key in ("partition", "block_rows", "validation_fraction"):
+            config.pop(key, None)
+        f.attrs["config"] = json.dumps(config)
+    mpiexec(1, ["--quiet", "--data", tmp_path / "s.h5", "--resume", model, "--epochs", "2"], check=0)
+
+
+def _split_model(tmp_path):
+    from mpidml.datatools import synth
+    synth(str(tmp_path / "s.h5"), 400, 4, 2, seed=1)
+    model = tmp_path / "m.h5"
+    mpiexec(1, ["--quiet", "--data", tmp_path / "s.h5", "--epochs", "1", "--save", model], check=0)
+    return model

@@ -258,3 +258,42 @@ def test_repeated_stop_signals_still_stop_once_with_a_checkpoint(tmp_path, data,
     finally:
         job.close()
     assert ModelFile.load(ckpt).epoch >= 1
+
+
+def test_a_signal_the_job_was_started_ignoring_stays_ignored(data):
+    """`nohup mpiexec ...` starts every rank with SIGHUP ignored, so that the run outlives the
+    terminal; a hang-up (to the whole process group, as a closing terminal sends it) must
+    not stop it, although HUP is among the default --checkpoint-signal."""
+    tag = f"nohup-{os.getpid()}"
+    job = Job(["nohup", MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml", *TRAIN, "--data", data, "--epochs", "2"],
+              tag, 2)
+    try:
+        job.wait_epochs(1)
+        os.killpg(job.proc.pid, signal.SIGHUP)
+        out, err = job.proc.communicate(timeout=60)
+        assert job.proc.returncode == 0 and "stopped" not in err and "test:" in out, err
+    finally:
+        job.close()
+
+
+def test_resume_refuses_validation_the_file_was_trained_without(tmp_path, data):
+    """A single run records --validation-fraction 0: validation rows asked for on resume
+    would be rows it trained on (0 was skipped as 'not recorded')."""
+    model = tmp_path / "v.h5"
+    mpiexec(1, ["--quiet", "--data", data, "--model", "softmax", "--epochs", "1", "--save", model], check=0)
+    proc = mpiexec(1, ["--data", data, "--resume", model, "--epochs", "2", "--validation-fraction", "0.3"], check=2)
+    assert "trained with --validation-fraction 0.0, this run asks for --validation-fraction 0.3" in proc.stderr
+
+
+def test_resume_checks_every_sweep_file_against_the_adopted_split(tmp_path, data):
+    """A sweep takes its split from its first file; another file trained on another split is
+    refused, not resumed on the wrong rows."""
+    import h5py
+    sweep = tmp_path / "sd"
+    net = ["--data", data, "--model", "mlp", "--hidden", "8", "--sweep", "lr=0.1 0.01"]
+    args = ["--quiet", *net, "--save-dir", sweep]
+    mpiexec(1, [*args, "--epochs", "1"], check=0)
+    with h5py.File(sweep / "model-001.h5", "a") as f:
+        f.attrs["config"] = json.dumps(dict(json.loads(f.attrs["config"]), test_fraction=0.3))
+    proc = mpiexec(1, [*net, "--resume", sweep, "--epochs", "2"], check=2)
+    assert "model-001.h5 was trained with test-fraction 0.3, its sweep point has 0.2" in proc.stderr
