@@ -700,7 +700,7 @@ def agree_command_line(comm, argv, environ=os.environ):
     text = json.dumps(mine, sort_keys=True).encode()
     digests = np.zeros((comm.Get_size(), 32), np.uint8)
     req = comm.Iallgather(np.frombuffer(hashlib.sha256(text).digest(), np.uint8), digests)
-    wait_for_start(req, _startup_timeout(argv, environ), comm.Get_rank(), "start-up")
+    wait_for_start(comm, req, _startup_timeout(argv, environ), "start-up")
     differ = np.flatnonzero((digests != digests[0]).any(axis=1))
     if not len(differ):
         return

@@ -26,22 +26,33 @@ from .abort import release_node_segment
 from .errors import DivergedError, MpidmlError, StallError, UsageError
 from .scheduler import Scheduler, Wait
 
-PING_TAG, PONG_TAG, PROGRESS_TAG = 21, 22, 23
+PING_TAG, PONG_TAG, PROGRESS_TAG, ARRIVED_TAG = 21, 22, 23, 24
 GRACE = 2.0
 
 
-def wait_for_start(req, timeout, rank, what):
-    """Wait for a start-up collective (no Group yet, so no pings) for at most `timeout`
-    seconds (None: for ever). A rank that never reaches it (it runs another program in an
-    MPMD launch, or mpidml was called on some ranks only) left the others waiting for ever;
-    now they raise StallError. The later a waiting rank, the later it gives up, so that the
-    lowest one reports and ends the job before the others add their lines."""
+def wait_for_start(comm, req, timeout, what):
+    """Wait for a start-up collective on `comm` (no Group yet, so no pings) for at most
+    `timeout` seconds (None: for ever). A rank that never reaches it (it runs another
+    program in an MPMD launch, or mpidml was called on some ranks only) left the others
+    waiting for ever; now they raise StallError. Every other rank tells rank 0 that it has
+    arrived (an empty message), so rank 0 names the ranks that did not. The later a
+    waiting rank, the later it gives up, so that the lowest one reports and ends the job
+    before the others add their lines."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    empty = np.empty(0, np.uint8)
+    if rank == 0:
+        arrivals = [comm.Irecv(empty, source=r, tag=ARRIVED_TAG) for r in range(1, size)]
+    else:
+        arrivals = [comm.Isend(empty, dest=0, tag=ARRIVED_TAG)]
     deadline = None if timeout is None else time.monotonic() + timeout + 0.2 * min(rank, 10)
     while not req.Test():
         if deadline is not None and time.monotonic() > deadline:
-            raise StallError(f"{what}: not every rank arrived within {timeout:g} s (--stall-timeout): a rank "
+            missing = [r for r, a in enumerate(arrivals, 1) if not a.Test()] if rank == 0 else []
+            who = ", ".join(f"rank {r}" for r in missing) or "not every rank"
+            raise StallError(f"{what}: {who} did not arrive within {timeout:g} s (--stall-timeout): a rank "
                              "that runs another program (an MPMD launch) or does not call mpidml")
         time.sleep(0.001)
+    MPI.Request.Waitall(arrivals)           # every rank is here: its message has come or comes now
 
 
 def drive(gen, name="main"):
@@ -59,7 +70,7 @@ class Group:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.stall_timeout = stall_timeout or None
         self.comm, req = comm.Idup()               # the job's first collective: under the deadline too
-        wait_for_start(req, self.stall_timeout, self.rank, "start-up")
+        wait_for_start(comm, req, self.stall_timeout, "start-up")
         self.notes, req = comm.Idup()
         req.Wait()
         self.heartbeat = None if self.stall_timeout is None else min(0.5, self.stall_timeout / 4)
