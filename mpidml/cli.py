@@ -400,6 +400,10 @@ def load_toml(path):
         raise UsageError(f"--config {path}: not valid TOML ({e})") from None
 
 
+# where a setting came from, lowest precedence first: a later level overrides an earlier
+CONFIG_FILE, ENVIRONMENT, PYTHON, COMMAND_LINE = range(4)
+
+
 def make_config(args, environ=os.environ, options=None, origin=""):
     """TrainConfig from defaults < --config file < MPIDML_* environment < command line.
 
@@ -457,29 +461,36 @@ def make_config(args, environ=os.environ, options=None, origin=""):
             given[k] = (level, f"{where}{key} = {value!r}")
         return axes and (axes, level, f"{where}[sweep]")
 
-    grid = None         # (axes, precedence, where) of the sweep that wins
+    grid = {}           # swept option -> (values, precedence, where): per axis, the highest wins
+
+    def sweep_from(found):
+        """A source's axes into the grid: an axis it sweeps replaces a lower source's sweep of
+        that option (as a value does), the lower source's other axes stay."""
+        if found:
+            axes, level, where = found
+            sweep.check(axes)
+            grid.update({key: (values, level, where) for key, values in axes})
+
     if getattr(args, "config", None):
-        grid = apply(load_toml(args.config), f"--config {args.config}: ", 0) or grid
+        sweep_from(apply(load_toml(args.config), f"--config {args.config}: ", CONFIG_FILE))
     for k in fields:
         env = "MPIDML_" + k.upper()
         if env in environ and k == "sweep":
             texts = [t for t in environ[env].split(";") if t.strip()]       # axes: "lr=0.1 0.01; l2=0 1e-4"
-            grid = (sweep.parse(texts, convert, env), 1, env)
+            sweep_from((sweep.parse(texts, convert, env), ENVIRONMENT, env))
         elif env in environ and k in actions:
             setattr(cfg, k, convert(k, environ[env], env))
-            given[k] = (1, f"{env}={environ[env]}")
+            given[k] = (ENVIRONMENT, f"{env}={environ[env]}")
     if options:
-        grid = apply(options, origin, 2) or grid
+        sweep_from(apply(options, origin, PYTHON))
     for k, v in vars(args).items():
         if k == "sweep":
-            grid = (sweep.parse(v, convert), 3, "--sweep")      # the command line's grid replaces the file's
+            sweep_from((sweep.parse(v, convert), COMMAND_LINE, "--sweep"))
         elif k in fields:
             setattr(cfg, k, v)
-            given[k] = (3, f"--{k.replace('_', '-')} {_option_text(v)}")
-    axes = grid[0] if grid else ()
-    sweep.check(axes)
-    if grid:
-        _check_swept_alone(grid, given)
+            given[k] = (COMMAND_LINE, f"--{k.replace('_', '-')} {_option_text(v)}")
+    _check_swept_alone(grid, given)
+    axes = tuple((key, values) for key, (values, _, _) in grid.items())
     cfg.given = frozenset(given)
     cfg.config_file = getattr(args, "config", None) or ""
     cfg.sweep = axes
@@ -518,8 +529,7 @@ def _check_swept_alone(grid, given):
     """A swept option set alone too, at the sweep's precedence or above (`--lr 0.5` beside
     `--sweep "lr=0.1 0.2"`), would be silently replaced by the sweep's values: refused.
     One set below it (a --config file's lr under a command-line sweep) is simply overridden."""
-    axes, level, where = grid
-    for key, values in axes:
+    for key, (values, level, where) in grid.items():
         if key in given and given[key][0] >= level:
             raise UsageError(f"{given[key][1]} contradicts {where} {key.replace('_', '-')}="
                              f"{' '.join(map(_option_text, values))}: a swept option takes the sweep's values; "

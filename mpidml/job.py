@@ -24,7 +24,7 @@ from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_ou
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
-from .provenance import MODEL_OPTIONS, SPLIT_OPTIONS, DataIdentity, adopt_model_options, check_data
+from .provenance import MODEL_OPTIONS, SPLIT_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
@@ -137,8 +137,7 @@ class Job:
         yield from self._agree_options()
         described = (yield from self.source.describe(g)) if self.source else None
         self.info = info = yield from g.on_root(lambda: self._describe(described), "describe")
-        for key, value in info.get("adopted", {}).items():      # the resumed file's model options
-            setattr(cfg, key, tuple(value) if key == "hidden" else value)
+        apply_options(cfg, info.get("adopted", {}))             # the resumed file's model options
         self.dtype = np.dtype(cfg.dtype)
         self.complete = info.get("complete")
         if self.complete:
@@ -619,7 +618,7 @@ def train(cfg, group, tracer=None, signals=None, job=None):
     drive(job.setup(), "setup")
     if job.complete:
         if group.rank == 0:
-            log.warning(f"mpidml: {job.complete}")
+            log.info(f"mpidml: {job.complete}")
         return None
     if group.rank == 0 and not cfg.quiet:
         info = job.info

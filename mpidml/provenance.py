@@ -115,8 +115,15 @@ def adopt_model_options(cfg, model_path, saved_config, keys=MODEL_OPTIONS):
                                  "(epochs, lr, schedule, batch size, sync and ranks may change)")
         elif now != saved:
             taken[key] = saved
-            setattr(cfg, key, tuple(saved) if key == "hidden" else saved)
+    apply_options(cfg, taken)
     return taken
+
+
+def apply_options(cfg, taken):
+    """Options adopted from a model file ({option: JSON value}) into `cfg`: rank 0's
+    adopt_model_options, then every other rank with what it broadcast."""
+    for key, value in taken.items():
+        setattr(cfg, key, tuple(value) if key == "hidden" else value)
 
 
 def _option(value):

@@ -11,7 +11,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import DIGITS, MPIEXEC, ROOT, Job, mpiexec, train, write_h5
+from conftest import DIGITS, MPIEXEC, ROOT, Job, mpiexec, quiet_lines, train, write_h5
 
 from mpidml.abort import wait_until_read
 
@@ -59,7 +59,7 @@ def test_every_broken_input_exits_2_with_one_line(tmp_path, n):
     for name, args in broken_inputs(tmp_path):
         t0 = time.time()
         proc = mpiexec(n, ["--quiet", *args], timeout=30)
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        lines = quiet_lines(proc.stderr)
         assert proc.returncode == 2, (name, proc.returncode, proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("mpidml: error: "), (name, proc.stderr)
         assert "Traceback" not in proc.stderr and time.time() - t0 < 30
@@ -83,7 +83,7 @@ def test_nan_is_found_by_whichever_rank_reads_or_receives_it(tmp_path, layout, h
         f["y"] = np.arange(3000) % 2
     proc = mpiexec(3, ["--quiet", "--data", path, "--distribute", how, "--chunk-mb", "0.01"], timeout=30)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"mpidml: error: {path}: dataset /X has NaN or inf at row 2222"]
+    assert quiet_lines(proc.stderr) == [f"mpidml: error: {path}: dataset /X has NaN or inf at row 2222"]
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -169,7 +169,7 @@ def test_stopped_rank_is_named_within_the_stall_timeout(tmp_path):
         _, err = job.proc.communicate(timeout=30)
         elapsed = time.time() - t0
         assert job.proc.returncode == 4, err
-        lines = err.splitlines()        # our line alone: MPICH's "Abort(4) on node ..." is silenced
+        lines = quiet_lines(err)        # our line alone: MPICH's "Abort(4) on node ..." is silenced
         assert len(lines) == 1 and lines[0].startswith("mpidml: error:"), err
         assert "rank 1 did not arrive" in err and "rank 2" not in err, err
         assert elapsed < 3 + 8
@@ -189,7 +189,7 @@ def test_ctrl_c_ends_the_job_with_one_line(tmp_path):
     finally:
         job.close()
     assert job.proc.returncode == 130, err
-    assert err.splitlines() == ["mpidml: error: interrupted"], err
+    assert quiet_lines(err) == ["mpidml: error: interrupted"], err
 
 
 def test_a_rank_that_never_reaches_mpidml_ends_the_start_up_within_the_stall_timeout():
@@ -238,14 +238,14 @@ def test_ctrl_c_in_a_terminal_reaches_the_whole_process_group_and_ends_with_one_
     finally:
         job.close()
     assert job.proc.returncode == 130, err
-    assert err.splitlines() == ["mpidml: error: interrupted"], err
+    assert quiet_lines(err) == ["mpidml: error: interrupted"], err
 
 
 @pytest.mark.parametrize("where, reporter", [("all", 0), ("2", 2)])
 def test_a_bug_is_reported_once_by_the_rank_that_hit_it(where, reporter):
     proc = mpiexec(3, [where, "--quiet"], script=os.path.join(ROOT, "tests", "fail_on_ranks.py"), timeout=30)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.splitlines() == [f"mpidml: error: rank {reporter}: internal error: RuntimeError: planted bug"]
+    assert quiet_lines(proc.stderr) == [f"mpidml: error: rank {reporter}: internal error: RuntimeError: planted bug"]
 
 
 def test_killed_rank_ends_the_job_and_checkpoint_stays_valid(tmp_path):

@@ -18,7 +18,7 @@ import time
 
 import h5py
 import pytest
-from conftest import MPIEXEC, ROOT, Job, mpiexec, pids_by_tag
+from conftest import MPIEXEC, ROOT, Job, mpiexec, pids_by_tag, quiet_lines
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.network]
 
@@ -168,7 +168,7 @@ def _long_run(data, timeout):
 
 
 def _assert_names_only(err, victim):
-    lines = err.splitlines()
+    lines = quiet_lines(err)
     assert len(lines) == 1 and lines[0].startswith("mpidml: error: "), err
     assert "did not arrive" in lines[0], err
     assert re.findall(r"rank (\d+)", lines[0].split("--stall-timeout)")[-1]) == [str(victim)], err

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MPIEXEC, ROOT, Job, mpiexec, rank_pids
+from conftest import MPIEXEC, ROOT, Job, mpiexec, quiet_lines, rank_pids
 from test_batch import _site_env
 
 from mpidml.checkpoint import ModelFile
@@ -38,7 +38,7 @@ def _stop(job, sig, timeout=30):
 
 
 def _mpidml_lines(text):
-    return [ln for ln in text.splitlines() if ln.startswith("mpidml:")]
+    return [ln for ln in quiet_lines(text) if ln.startswith("mpidml:")]
 
 
 @pytest.mark.parametrize("n, sig, sync", [(3, signal.SIGTERM, "average"), (2, signal.SIGUSR1, "gradients")])
