@@ -247,22 +247,23 @@ def _delimiter(value):
     return value
 
 
-def _select(src, names, columns, skip=()):
+def _select(src, names, columns, index=()):
     """(label index, how it was chosen, feature indices) among `names`. The label is
     --label, else the one column named like a label (any case), else the last; features
-    are --features, else every other column but --drop's and the indices in `skip`
-    (pandas' unnamed index: row names, no feature)."""
+    are --features, else every other column but --drop's and the indices in `index`
+    (pandas' index: row names or ids, no feature unless --features names it; it is the
+    label only by --label or by its name, never as the last column)."""
     positions = collections.defaultdict(list)
     for j, name in enumerate(names):
         positions[name].append(j)
     dropped = {j for name in columns.drop or () for j in _positions(src, names, positions, name, "--drop")}
-    rest = [j for j in range(len(names)) if j not in dropped and j not in skip]
+    rest = [j for j in range(len(names)) if j not in dropped and j not in index]
     if columns.label is not None:
         li, how = _column(src, names, positions, columns.label, "--label"), "--label"
         if li in dropped:
             raise UsageError(f"{src}: column {columns.label!r} is the label and cannot be dropped")
     else:
-        li, how = _guess_label(src, names, rest)
+        li, how = _guess_label(src, names, rest, [j for j in index if j not in dropped])
     if columns.features is None:
         fi = [j for j in rest if j != li]
     else:
@@ -274,10 +275,10 @@ def _select(src, names, columns, skip=()):
     return li, how, fi
 
 
-def _guess_label(src, names, candidates):
-    """The one candidate named like a label (LABEL_NAMES, any case), else the last; two
-    such names are refused rather than one picked."""
-    hits = [j for j in candidates if names[j].lower() in LABEL_NAMES]
+def _guess_label(src, names, candidates, by_name_only=()):
+    """The one candidate (or column of `by_name_only`) named like a label (LABEL_NAMES,
+    any case), else the last candidate; two such names are refused rather than one picked."""
+    hits = sorted(j for j in (*candidates, *by_name_only) if names[j].lower() in LABEL_NAMES)
     if len(hits) > 1:
         shown = " and ".join(repr(names[j]) for j in hits)
         raise UsageError(f"{src}: columns {shown} could each be the label; name it with --label")
@@ -731,8 +732,8 @@ def _parquet_source(src, columns, label_type):
         raise UsageError(f"{src}: not a readable Parquet file ({e})") from None
     with pf:
         schema = pf.schema_arrow
-        unnamed = _unnamed_index(schema)
-        li, how, fi = _select(src, schema.names, columns, {schema.names.index(n) for n in unnamed})
+        index = _index_columns(schema)
+        li, how, fi = _select(src, schema.names, columns, [schema.names.index(n) for n in index])
         label, features = schema.names[li], [schema.names[j] for j in fi]
         counts = collections.Counter(schema.names)
         twice = next((n for n in (label, *features) if counts[n] > 1), None)
@@ -746,16 +747,19 @@ def _parquet_source(src, columns, label_type):
                 raise UsageError(f"{src}: feature column {name!r} has type {schema.field(name).type}; features "
                                  "must be integer, floating, boolean or decimal")
         kind = _kind(src, _parquet_kind(src, pa, schema.field(label)), label_type, label)
-        left_out = [f"pandas' unnamed index {n}" for n in unnamed if n not in features]
+        left_out = [f"pandas' {what}" for n, what in index.items()
+                    if n != label and n not in features and n not in (columns.drop or ())]
         yield Table(label, how, features, kind, _parquet_batches(src, pa, pf, label, features, kind), left_out)
 
 
-def _unnamed_index(schema):
-    """pandas' index columns that had no name (row numbers or ids of a filtered frame:
-    no feature). A named index (df.set_index('label')) is an ordinary column."""
+def _index_columns(schema):
+    """pandas' index columns stored in the file, {column: how the summary names it}: row
+    numbers of a filtered frame (unnamed) or ids, times, patient numbers (named,
+    df.set_index('id')), no feature; a named index may be the label (df.set_index('label'))."""
     meta = schema.pandas_metadata or {}
     named = {c.get("field_name"): c.get("name") for c in meta.get("columns", [])}
-    return [c for c in meta.get("index_columns", []) if isinstance(c, str) and named.get(c) is None]
+    return {c: f"index {c!r}" if named.get(c) is not None else f"unnamed index {c}"
+            for c in meta.get("index_columns", []) if isinstance(c, str) and c in schema.names}
 
 
 def _pyarrow(src):

@@ -390,6 +390,25 @@ def test_convert_parquet_keeps_index_columns_and_refuses_duplicate_names(tmp_pat
     _refused(tmp_path / "twice.parquet", "no feature columns, only the label 'y'", drop="a")
 
 
+def test_a_named_parquet_index_is_no_feature_unless_named(tmp_path):
+    """df.set_index("id"): the ids are left out (and said), not trained on; the index is
+    the label only by name or --label (never as the last column), a feature by --features."""
+    pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"id": [7, 8, 9, 10], "a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0],
+                          "label": [0, 1, 0, 1]})
+    frame.set_index("id").to_parquet(tmp_path / "ids.parquet")
+    summary = convert(tmp_path / "ids.parquet", tmp_path / "i.h5")
+    assert ", 2 features; label column 'label' (named like a label)" in summary
+    assert summary.endswith("; left out pandas' index 'id'")
+    assert _rows(tmp_path / "i.h5")[0].tolist() == [[1, 5], [2, 6], [3, 7], [4, 8]]
+    frame.drop(columns="label").set_index("id").to_parquet(tmp_path / "nolabel.parquet")
+    assert "label column 'b' (the last column" in convert(tmp_path / "nolabel.parquet", tmp_path / "n.h5")
+    assert "label column 'id' (--label)" in convert(tmp_path / "ids.parquet", tmp_path / "l.h5", label="id")
+    summary = convert(tmp_path / "ids.parquet", tmp_path / "f.h5", features="id,a")
+    assert "left out" not in summary and _rows(tmp_path / "f.h5")[0].tolist() == [[7, 1], [8, 2], [9, 3], [10, 4]]
+
+
 def test_convert_holds_out_a_seeded_and_stratified_test_split(tmp_path, monkeypatch):
     monkeypatch.setattr(datatools, "CELLS", 256)        # batches and split windows of 128 rows
     y = np.repeat([0, 1, 2], [700, 250, 50])
