@@ -121,9 +121,9 @@ def _write_sorted(rng, centers, w, rows, d, k, noise, kind, X, Y):
 # targets to fit (regression), whatever their values: whole-number floats such as
 # scikit-learn's diabetes targets ("151.0") stay floats. In CSV text, a column of plain
 # integers is classes and any decimal point or exponent makes floats, as pandas.read_csv
-# types them. An NPY file's label column has X's dtype, which says nothing: there whole
-# numbers in a float array are classes. The summary says what was decided, and
-# --label-type class or float says otherwise.
+# types them. An NPY file's label column has X's dtype: a float array's labels are float
+# targets too (np.c_[X, y] makes integer classes floats: --label-type class). The summary
+# says what was decided, and --label-type class or float says otherwise.
 Table = collections.namedtuple("Table", "label how features kind batches left_out")
 Columns = collections.namedtuple("Columns", "label features drop")     # as named on the command line
 Split = collections.namedtuple("Split", "fraction stratify seed")
@@ -656,10 +656,7 @@ def _numpy_source(src, fmt, label_type):
         ys = ys[:, 0]
     if ys.ndim != 1 or len(ys) != len(xs):
         raise UsageError(f"{src}: y must hold one label per row of X: X has shape {xs.shape}, y {ys.shape}")
-    natural = _array_kind(src, ys)
-    if fmt == "npy" and natural == "float" and _whole(ys):     # X's dtype: says nothing of the label
-        natural, how = "class", "the last column, whole numbers in a float array (--label-type float: targets)"
-    kind = _kind(src, natural, label_type, None)
+    kind = _kind(src, _array_kind(src, ys), label_type, None)
     yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), ())
 
 
@@ -706,11 +703,6 @@ def _array_kind(src, ys):
         return "text"
     hint = ": store classes as integers (y.astype(int)) or text" if ys.dtype.kind == "b" else ""
     raise UsageError(f"{src}: y has dtype {ys.dtype}; labels must be integers, floats or text{hint}")
-
-
-def _whole(ys):
-    """Whether every value is a whole number (chunk by chunk: `ys` may be memory-mapped)."""
-    return all(np.all(c == np.round(c)) for c in (ys[s:s + CHUNK] for s in range(0, len(ys), CHUNK)))
 
 
 def _array_batches(src, xs, ys, kind):

@@ -317,8 +317,10 @@ def test_convert_label_type_refusals(tmp_path):
     convert(tmp_path / "f.npz", tmp_path / "f.h5")
     assert _rows(tmp_path / "f.h5")[1].dtype == np.float64
     np.save(tmp_path / "c.npy", np.c_[np.ones((3, 2)), [0, 1, 0]])      # np.c_ made the labels floats
-    assert "label the last column, whole numbers in a float array (--label-type float: targets): 2 classes" in \
-        convert(tmp_path / "c.npy", tmp_path / "c.h5")
+    assert "label the last column: float targets (regression; --label-type class reads them as classes)" in \
+        convert(tmp_path / "c.npy", tmp_path / "c.h5")     # whole numbers as for every format: no guess
+    assert _rows(tmp_path / "c.h5")[1].dtype == np.float64
+    assert "label the last column: 2 classes" in convert(tmp_path / "c.npy", tmp_path / "c.h5", label_type="class")
     assert _rows(tmp_path / "c.h5")[1].dtype == np.int64
 
 
@@ -338,9 +340,10 @@ def test_convert_prints_a_summary_and_warns_of_many_classes_with_few_rows(tmp_pa
     y = rng.integers(20, 90, 200)
     (tmp_path / "d.csv").write_text("a,b,age\n" + "".join(f"{v + rng.random()},{rng.random()},{v}\n" for v in y))
     proc = mpiexec(1, ["data", "convert", tmp_path / "d.csv", tmp_path / "d.h5"], check=0)
-    assert proc.stdout.splitlines() == [
+    assert proc.stderr.splitlines() == [
         f"mpidml: warning: column 'age': {len(set(y))} classes in 200 rows (fewer than 5 rows each): if they are "
-        "numbers to fit, --label-type float stores them as float targets",
+        "numbers to fit, --label-type float stores them as float targets"]
+    assert proc.stdout.splitlines() == [
         f"{tmp_path / 'd.h5'}: 200 training rows, 2 features; label column 'age' (the last column; --label names "
         f"another): {len(set(y))} classes"]
 
