@@ -195,22 +195,23 @@ def _which_label(table):
 
 def _summary(dst, table, rows, test_rows, features, classes, dropped):
     """One line: what DST holds, which column is the label and why, what was left out."""
-    test = f", {_count(test_rows, 'test row')}" if test_rows else ""
+    test = f", {_plural(test_rows, 'test row')}" if test_rows else ""
     label = f"column {table.label!r} ({table.how})" if table.label is not None else table.how
     if classes is None:
         kind = "float targets (regression; --label-type class reads them as classes)"
     else:
-        kind = _count(classes, "class", "classes") + (" (text)" if table.kind == "text" else "")
-    text = (f"{dst}: {_count(rows - test_rows, 'training row')}{test}, {_count(features, 'feature')}; "
+        kind = _plural(classes, "class", "classes") + (" (text)" if table.kind == "text" else "")
+    text = (f"{dst}: {_plural(rows - test_rows, 'training row')}{test}, {_plural(features, 'feature')}; "
             f"label {label}: {kind}")
     if dropped:
-        text += f"; dropped {_count(dropped, 'row')} with missing values"
+        text += f"; dropped {_plural(dropped, 'row')} with missing values"
     if table.left_out:
         text += f"; left out {', '.join(table.left_out)}"
     return text
 
 
-def _count(n, thing, things=None):
+def _plural(n, thing, things=None):
+    """`n` and `thing` in its number, as in "1 class", "3 classes" (`things`: an irregular plural)."""
     return f"{n} {thing if n == 1 else things or thing + 's'}"
 
 
