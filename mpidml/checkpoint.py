@@ -32,6 +32,7 @@ from .optim import SLOTS
 
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
+_cleaned = set()            # directories whose stale temporaries this process removed (see _temporary)
 # a temporary's name: .mpidml-, its writer (machine, pid, start time), mkstemp's 8 characters
 _PREFIX = ".mpidml-"
 _NAME = re.compile(r"\.mpidml-([0-9a-f]{8})([0-9a-f]{8})([0-9a-f]{12})-[a-z0-9_]{8}\.tmp")
@@ -109,9 +110,13 @@ def _io_error(e):
 
 def _temporary(path, directory):
     """A new empty file in `directory` with the umask's permissions, named after its writer
-    (see _writer) once the stale temporaries there are gone. Its name has a fixed length, so
-    every final name the file system allows also works as a temporary."""
-    _remove_stale(directory)
+    (see _writer) once the stale temporaries there are gone: the first write of this process
+    there lists the directory, later ones do not (a sweep rewrites its files every epoch, in
+    directories of thousands). Its name has a fixed length, so every final name the file
+    system allows also works as a temporary."""
+    if directory not in _cleaned:
+        _cleaned.add(directory)
+        _remove_stale(directory)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{_writer()}-", suffix=".tmp", dir=directory)
     except OSError as e:
@@ -159,8 +164,9 @@ def _remove_stale(directory):
     process of this machine (see _machine) that is gone, or whose pid is another process's
     now (another start time). A writer killed by SIGKILL (or by the launcher, when mpiexec
     died of a signal) runs no handler and leaves its temporary; this is where it goes. Only
-    regular files named as ours: no other name, and never a temporary of a live writer or of
-    another machine (its pids are not ours to check)."""
+    regular files named as ours and owned by our uid: no other name, and never a temporary of
+    a live writer, of another machine (its pids are not ours to check) or of another user
+    (with /proc mounted hidepid=2 their live processes look gone to us)."""
     machine = _machine()
     try:
         names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
@@ -174,7 +180,8 @@ def _remove_stale(directory):
         if start and _started(pid) not in (start, 0):
             path = os.path.join(directory, name)
             with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
                     os.unlink(path)
 
 

@@ -366,6 +366,38 @@ def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_pa
         alive.communicate(timeout=30)
 
 
+def _stale_temporary(folder):
+    """A temporary named by this process's pid with another start time: a dead writer's, whose
+    pid is ours now (see _remove_stale)."""
+    from mpidml import checkpoint
+    started = checkpoint._started(os.getpid())
+    path = folder / f".mpidml-{checkpoint._machine()}{os.getpid():08x}{started + 1:012x}-stale000.tmp"
+    path.write_bytes(b"")
+    return path
+
+
+def test_a_stale_temporary_of_another_user_is_kept(tmp_path, monkeypatch):
+    """With /proc mounted hidepid=2 another user's live writer looks dead: only our own go."""
+    stale = _stale_temporary(tmp_path)
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)        # the temporary is someone else's
+    atomic_write_bytes(tmp_path / "new", b"{}")
+    assert stale.exists()
+
+
+def test_each_directory_is_cleaned_once_per_process(tmp_path, monkeypatch):
+    """A sweep rewrites its files each epoch: the directory is listed at the first write only."""
+    listed = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda d=".": listed.append(str(d)) or listdir(d))
+    stale = _stale_temporary(tmp_path)
+    atomic_write_bytes(tmp_path / "a", b"{}")
+    assert not stale.exists()
+    for name in ("a", "b", "a"):
+        atomic_write_bytes(tmp_path / name, b"{}")
+    assert listed.count(str(tmp_path)) == 1
+
+
 def _can_mount_private_tmpfs(folder):
     """Whether this machine lets us mount a tmpfs in a private mount namespace (root, unshare)."""
     try:
