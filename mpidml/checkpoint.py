@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +30,8 @@ import numpy as np
 
 from .errors import UsageError
 from .optim import SLOTS
+
+log = logging.getLogger("mpidml")
 
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
@@ -530,8 +533,12 @@ class CheckpointSeries:
         except OSError:
             with open(self.path, "rb") as f:
                 atomic_write_bytes(target, f.read())
-        series = _series(self.path)
-        ours = [p for number, p in self._numbered() if number <= epoch and series and _series(p) == series]
+        series = _series(os.path.realpath(self.path))      # a symlinked --save: its target's
+        if not series:
+            log.warning(f"mpidml: warning: --keep-checkpoints {self.keep}: {self.path} records no checkpoint "
+                        "series; no earlier checkpoint removed")
+            return
+        ours = [p for number, p in self._numbered() if number <= epoch and _series(p) == series]
         for old in ours[:-self.keep]:
             try:
                 os.unlink(old)

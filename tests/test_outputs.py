@@ -203,11 +203,23 @@ def test_kept_checkpoints_of_a_symlinked_save_are_the_epochs_files(work, tmp_pat
     os.symlink("target.h5", tmp_path / "model.h5")
     mpiexec(1, ["--quiet", "--data", work / "d.h5", "--epochs", "3", "--save", tmp_path / "model.h5",
                 "--keep-checkpoints", "2"], timeout=60, check=0)
+    assert not (tmp_path / "model.epoch0001.h5").exists()     # rotated: the link's target has the series
     for epoch in (2, 3):
         kept = tmp_path / f"model.epoch000{epoch}.h5"
         assert not os.path.islink(kept)
         with h5py.File(kept) as f:
             assert f.attrs["epoch"] == str(epoch)
+
+
+def test_a_save_of_no_series_keeps_its_checkpoints_with_a_warning(tmp_path, caplog):
+    from mpidml.checkpoint import CheckpointSeries
+    (tmp_path / "m.h5").write_bytes(b"no model file")
+    for epoch in (1, 2):
+        CheckpointSeries(str(tmp_path / "m.h5"), 1).add(epoch)
+    assert sorted(os.listdir(tmp_path)) == ["m.epoch0001.h5", "m.epoch0002.h5", "m.h5"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mpidml: warning: --keep-checkpoints 1: {tmp_path / 'm.h5'} records no checkpoint series; no earlier "
+        "checkpoint removed"] * 2
 
 
 @pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory"),
