@@ -22,6 +22,7 @@ import numpy as np
 from .checkpoint import atomic_write, check_output, create_h5
 from .data import label_text, open_h5, sparse_classes
 from .errors import UsageError
+from .h5 import CONVERTIBLE
 
 log = logging.getLogger("mpidml")
 CHUNK = 65536
@@ -134,8 +135,6 @@ MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN
                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
 INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 INT64 = (-2 ** 63, 2 ** 63)
-FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz",
-           ".parquet": "parquet", ".pq": "parquet"}
 HDF5_EXTS = (".h5", ".hdf5", ".h5ad")
 DELIMITERS = ",;\t|"
 SNIFF_CHARS = 16384
@@ -218,9 +217,9 @@ def _plural(n, thing, things=None):
 def _format(src):
     """The reader for SRC's extension; anything else is refused rather than read as CSV."""
     ext = os.path.splitext(src)[1].lower()
-    if ext in FORMATS:
-        return FORMATS[ext]
-    supported = ", ".join(FORMATS)
+    if ext in CONVERTIBLE:
+        return CONVERTIBLE[ext]
+    supported = ", ".join(CONVERTIBLE)
     if ext in HDF5_EXTS:
         raise UsageError(f"{src}: is HDF5 already: train on it with --data (data convert reads {supported})")
     raise UsageError(f"{src}: unknown format {ext or '(no extension)'}; data convert reads {supported}")
