@@ -152,7 +152,7 @@ def evaluate(args, group, report):
     drive(group.allreduce(sums, "evaluate"))
     res = from_sums(sums, m.task, k)
     if group.rank == 0:
-        log.warning(f"evaluate: {_rows_used(info)}")
+        log.info(f"evaluate: {_rows_used(info)}")
         if info.get("training_rows"):
             log.warning(f"mpidml: warning: {info['path']}:{info['x']} is the data model {args.model} was trained on, "
                         "so these rows include its training rows: the metrics overstate how it does on new rows "
@@ -178,7 +178,7 @@ def predict_command(args, group):
     drive(group.collective(lambda: group.comm.Igatherv(block, spec, 0), "predict"))
     if group.rank == 0:
         _write_predictions(args, m, info, recv)
-        log.warning(f"predict: {_rows_used(info)} -> {args.out}")
+        log.info(f"predict: {_rows_used(info)} -> {args.out}")
     return 0
 
 
