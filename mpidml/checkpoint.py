@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -30,8 +31,11 @@ import numpy as np
 from .errors import UsageError
 from .optim import SLOTS
 
+log = logging.getLogger("mpidml")
+
 FORMAT, VERSION = "mpidml-model", 1
 _temporaries = set()        # temporaries of the writes in progress, for _removed_on_signal
+_cleaned = set()            # directories whose stale temporaries this process removed (see _temporary)
 # a temporary's name: .mpidml-, its writer (machine, pid, start time), mkstemp's 8 characters
 _PREFIX = ".mpidml-"
 _NAME = re.compile(r"\.mpidml-([0-9a-f]{8})([0-9a-f]{8})([0-9a-f]{12})-[a-z0-9_]{8}\.tmp")
@@ -109,9 +113,13 @@ def _io_error(e):
 
 def _temporary(path, directory):
     """A new empty file in `directory` with the umask's permissions, named after its writer
-    (see _writer) once the stale temporaries there are gone. Its name has a fixed length, so
-    every final name the file system allows also works as a temporary."""
-    _remove_stale(directory)
+    (see _writer) once the stale temporaries there are gone: the first write of this process
+    there lists the directory, later ones do not (a sweep rewrites its files every epoch, in
+    directories of thousands). Its name has a fixed length, so every final name the file
+    system allows also works as a temporary."""
+    if directory not in _cleaned:
+        _cleaned.add(directory)
+        _remove_stale(directory)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{_writer()}-", suffix=".tmp", dir=directory)
     except OSError as e:
@@ -159,8 +167,9 @@ def _remove_stale(directory):
     process of this machine (see _machine) that is gone, or whose pid is another process's
     now (another start time). A writer killed by SIGKILL (or by the launcher, when mpiexec
     died of a signal) runs no handler and leaves its temporary; this is where it goes. Only
-    regular files named as ours: no other name, and never a temporary of a live writer or of
-    another machine (its pids are not ours to check)."""
+    regular files named as ours and owned by our uid: no other name, and never a temporary of
+    a live writer, of another machine (its pids are not ours to check) or of another user
+    (with /proc mounted hidepid=2 their live processes look gone to us)."""
     machine = _machine()
     try:
         names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
@@ -174,7 +183,8 @@ def _remove_stale(directory):
         if start and _started(pid) not in (start, 0):
             path = os.path.join(directory, name)
             with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
                     os.unlink(path)
 
 
@@ -293,7 +303,7 @@ def _same_file(a, b):
         return False
 
 
-def _count(v, least=0):
+def _is_count(v, least=0):
     """A JSON whole number (not a bool) of at least `least`."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= least
 
@@ -329,20 +339,20 @@ _ATTRIBUTES = {
     "kind": (_choice("linear", "logistic", "softmax", "mlp"), "one of linear, logistic, softmax, mlp"),
     "task": (_choice("classification", "regression"), "classification or regression"),
     "head": (_choice("softmax", "sigmoid", "identity"), "one of softmax, sigmoid, identity"),
-    "sizes": (lambda v: _list_of(lambda s: _count(s, 1))(v) and len(v) >= 2, "a list of 2 or more layer widths"),
+    "sizes": (lambda v: _list_of(lambda s: _is_count(s, 1))(v) and len(v) >= 2, "a list of 2 or more layer widths"),
     "activation": (_choice("relu", "tanh"), "relu or tanh"),
     "dtype": (_choice("float32", "float64"), "float32 or float64"),
-    "epoch": (_count, "a count"),
-    "step": (_count, "a count"),
+    "epoch": (_is_count, "a count"),
+    "step": (_is_count, "a count"),
     "label_kind": (_optional(_choice("int", "str")), "int, str or null"),
     "config": (lambda v: isinstance(v, dict), "a JSON object"),
     "history": (_list_of(lambda e: isinstance(e, dict)), "a list of JSON objects"),
-    "data": (_optional(_object({"path": _text, "x": _text, "y": _text, "rows": _count, "features": _count,
-                                "classes": _optional(_list_of(lambda c: _count(c, -2 ** 63) or _text(c))),
+    "data": (_optional(_object({"path": _text, "x": _text, "y": _text, "rows": _is_count, "features": _is_count,
+                                "classes": _optional(_list_of(lambda c: _is_count(c, -2 ** 63) or _text(c))),
                                 "fingerprint": _text})),
              "null or the data's identity (path, x, y, rows, features, classes, fingerprint)"),
     "stopped_at": (_optional(lambda v: isinstance(v, dict)), "null or a JSON object (see _stop_problem)"),
-    "early_stopped": (_optional(lambda v: _count(v, 1)), "null or the epoch early stopping ended"),
+    "early_stopped": (_optional(lambda v: _is_count(v, 1)), "null or the epoch early stopping ended"),
     "series": (_optional(_text), "a checkpoint series (text)"),
 }
 # the entries of its config that --resume reads (provenance.MODEL_OPTIONS not stored as
@@ -351,11 +361,11 @@ _CONFIG = {
     "optimizer": (_choice(*SLOTS), "one of " + ", ".join(SLOTS)),
     "standardize": (lambda v: isinstance(v, bool), "true or false"),
     "test_fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "partition_seed": (lambda v: _count(v) and v < 2 ** 63, "a seed (0 to 2**63-1)"),
+    "partition_seed": (lambda v: _is_count(v) and v < 2 ** 63, "a seed (0 to 2**63-1)"),
     "partition": (_choice("blocks", "contiguous"), "blocks or contiguous"),
-    "block_rows": (_optional(_count), "a count"),
+    "block_rows": (_optional(_is_count), "a count"),
     "validation_fraction": (_optional(lambda v: _number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
-    "epochs": (_count, "a count"),
+    "epochs": (_is_count, "a count"),
 }
 _REQUIRED = ("kind", "task", "head", "sizes", "activation", "dtype", "epoch")
 
@@ -379,7 +389,7 @@ def _attribute_problem(attrs):
 def _stop_problem(at, epoch):
     """What is wrong with `stopped_at` (see trainer.Model._stop) of a file at `epoch`, or None."""
     for key in ("epoch", "step", "steps", "batch_size", "ranks"):
-        if not _count(at.get(key), 1 if key in ("batch_size", "ranks") else 0):
+        if not _is_count(at.get(key), 1 if key in ("batch_size", "ranks") else 0):
             return f"attribute stopped_at has {key} {_shown(at.get(key))}, not a count"
     if at["epoch"] != epoch:
         return f"attribute stopped_at has epoch {at['epoch']}, the file's epoch is {epoch}"
@@ -508,7 +518,7 @@ class CheckpointSeries:
         check_output(self.name(1), "--keep-checkpoints", taken)
         numbered = [p for _, p in self._numbered()]
         for option, path in taken:
-            if path and (self._number(os.path.abspath(path)) is not None
+            if path and (self._epoch_of(os.path.abspath(path)) is not None
                          or any(_same_file(path, p) for p in numbered)):
                 raise UsageError(f"{option} {path}: is named as a numbered checkpoint, which --keep-checkpoints "
                                  f"{self.keep} beside --save {self.path} may replace or remove")
@@ -526,15 +536,19 @@ class CheckpointSeries:
         except OSError:
             with open(self.path, "rb") as f:
                 atomic_write_bytes(target, f.read())
-        series = _series(self.path)
-        ours = [p for number, p in self._numbered() if number <= epoch and series and _series(p) == series]
+        series = _series(os.path.realpath(self.path))      # a symlinked --save: its target's
+        if not series:
+            log.warning(f"mpidml: warning: --keep-checkpoints {self.keep}: {self.path} records no checkpoint "
+                        "series; no earlier checkpoint removed")
+            return
+        ours = [p for number, p in self._numbered() if number <= epoch and _series(p) == series]
         for old in ours[:-self.keep]:
             try:
                 os.unlink(old)
             except OSError:
                 pass
 
-    def _number(self, path):
+    def _epoch_of(self, path):
         """The epoch number in a numbered checkpoint's name, or None for any other name."""
         m = re.fullmatch(re.escape(self.stem) + r"\.epoch(\d{4,})" + re.escape(self.ext), path)
         return int(m.group(1)) if m else None
@@ -542,7 +556,7 @@ class CheckpointSeries:
     def _numbered(self):
         """(number, path) of every name on disk that looks like a numbered checkpoint, in order."""
         import glob
-        found = ((self._number(p), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext)))
+        found = ((self._epoch_of(p), p) for p in glob.glob(glob.escape(self.stem) + ".epoch*" + glob.escape(self.ext)))
         return sorted((n, p) for n, p in found if n is not None)
 
 

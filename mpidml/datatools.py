@@ -22,6 +22,7 @@ import numpy as np
 from .checkpoint import atomic_write, check_output, create_h5
 from .data import label_text, open_h5, sparse_classes
 from .errors import UsageError
+from .h5 import CONVERTIBLE
 
 log = logging.getLogger("mpidml")
 CHUNK = 65536
@@ -121,9 +122,9 @@ def _write_sorted(rng, centers, w, rows, d, k, noise, kind, X, Y):
 # targets to fit (regression), whatever their values: whole-number floats such as
 # scikit-learn's diabetes targets ("151.0") stay floats. In CSV text, a column of plain
 # integers is classes and any decimal point or exponent makes floats, as pandas.read_csv
-# types them. An NPY file's label column has X's dtype, which says nothing: there whole
-# numbers in a float array are classes. The summary says what was decided, and
-# --label-type class or float says otherwise.
+# types them. An NPY file's label column has X's dtype: a float array's labels are float
+# targets too (np.c_[X, y] makes integer classes floats: --label-type class). The summary
+# says what was decided, and --label-type class or float says otherwise.
 Table = collections.namedtuple("Table", "label how features kind batches left_out")
 Columns = collections.namedtuple("Columns", "label features drop")     # as named on the command line
 Split = collections.namedtuple("Split", "fraction stratify seed")
@@ -134,8 +135,6 @@ MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN
                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
 INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 INT64 = (-2 ** 63, 2 ** 63)
-FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz",
-           ".parquet": "parquet", ".pq": "parquet"}
 HDF5_EXTS = (".h5", ".hdf5", ".h5ad")
 DELIMITERS = ",;\t|"
 SNIFF_CHARS = 16384
@@ -195,31 +194,32 @@ def _which_label(table):
 
 def _summary(dst, table, rows, test_rows, features, classes, dropped):
     """One line: what DST holds, which column is the label and why, what was left out."""
-    test = f", {_count(test_rows, 'test row')}" if test_rows else ""
+    test = f", {_plural(test_rows, 'test row')}" if test_rows else ""
     label = f"column {table.label!r} ({table.how})" if table.label is not None else table.how
     if classes is None:
         kind = "float targets (regression; --label-type class reads them as classes)"
     else:
-        kind = _count(classes, "class", "classes") + (" (text)" if table.kind == "text" else "")
-    text = (f"{dst}: {_count(rows - test_rows, 'training row')}{test}, {_count(features, 'feature')}; "
+        kind = _plural(classes, "class", "classes") + (" (text)" if table.kind == "text" else "")
+    text = (f"{dst}: {_plural(rows - test_rows, 'training row')}{test}, {_plural(features, 'feature')}; "
             f"label {label}: {kind}")
     if dropped:
-        text += f"; dropped {_count(dropped, 'row')} with missing values"
+        text += f"; dropped {_plural(dropped, 'row')} with missing values"
     if table.left_out:
         text += f"; left out {', '.join(table.left_out)}"
     return text
 
 
-def _count(n, thing, things=None):
+def _plural(n, thing, things=None):
+    """`n` and `thing` in its number, as in "1 class", "3 classes" (`things`: an irregular plural)."""
     return f"{n} {thing if n == 1 else things or thing + 's'}"
 
 
 def _format(src):
     """The reader for SRC's extension; anything else is refused rather than read as CSV."""
     ext = os.path.splitext(src)[1].lower()
-    if ext in FORMATS:
-        return FORMATS[ext]
-    supported = ", ".join(FORMATS)
+    if ext in CONVERTIBLE:
+        return CONVERTIBLE[ext]
+    supported = ", ".join(CONVERTIBLE)
     if ext in HDF5_EXTS:
         raise UsageError(f"{src}: is HDF5 already: train on it with --data (data convert reads {supported})")
     raise UsageError(f"{src}: unknown format {ext or '(no extension)'}; data convert reads {supported}")
@@ -247,22 +247,23 @@ def _delimiter(value):
     return value
 
 
-def _select(src, names, columns, skip=()):
+def _select(src, names, columns, index=()):
     """(label index, how it was chosen, feature indices) among `names`. The label is
     --label, else the one column named like a label (any case), else the last; features
-    are --features, else every other column but --drop's and the indices in `skip`
-    (pandas' unnamed index: row names, no feature)."""
+    are --features, else every other column but --drop's and the indices in `index`
+    (pandas' index: row names or ids, no feature unless --features names it; it is the
+    label only by --label or by its name, never as the last column)."""
     positions = collections.defaultdict(list)
     for j, name in enumerate(names):
         positions[name].append(j)
     dropped = {j for name in columns.drop or () for j in _positions(src, names, positions, name, "--drop")}
-    rest = [j for j in range(len(names)) if j not in dropped and j not in skip]
+    rest = [j for j in range(len(names)) if j not in dropped and j not in index]
     if columns.label is not None:
         li, how = _column(src, names, positions, columns.label, "--label"), "--label"
         if li in dropped:
             raise UsageError(f"{src}: column {columns.label!r} is the label and cannot be dropped")
     else:
-        li, how = _guess_label(src, names, rest)
+        li, how = _guess_label(src, names, rest, [j for j in index if j not in dropped])
     if columns.features is None:
         fi = [j for j in rest if j != li]
     else:
@@ -274,10 +275,10 @@ def _select(src, names, columns, skip=()):
     return li, how, fi
 
 
-def _guess_label(src, names, candidates):
-    """The one candidate named like a label (LABEL_NAMES, any case), else the last; two
-    such names are refused rather than one picked."""
-    hits = [j for j in candidates if names[j].lower() in LABEL_NAMES]
+def _guess_label(src, names, candidates, by_name_only=()):
+    """The one candidate (or column of `by_name_only`) named like a label (LABEL_NAMES,
+    any case), else the last candidate; two such names are refused rather than one picked."""
+    hits = sorted(j for j in (*candidates, *by_name_only) if names[j].lower() in LABEL_NAMES)
     if len(hits) > 1:
         shown = " and ".join(repr(names[j]) for j in hits)
         raise UsageError(f"{src}: columns {shown} could each be the label; name it with --label")
@@ -655,10 +656,7 @@ def _numpy_source(src, fmt, label_type):
         ys = ys[:, 0]
     if ys.ndim != 1 or len(ys) != len(xs):
         raise UsageError(f"{src}: y must hold one label per row of X: X has shape {xs.shape}, y {ys.shape}")
-    natural = _array_kind(src, ys)
-    if fmt == "npy" and natural == "float" and _whole(ys):     # X's dtype: says nothing of the label
-        natural, how = "class", "the last column, whole numbers in a float array (--label-type float: targets)"
-    kind = _kind(src, natural, label_type, None)
+    kind = _kind(src, _array_kind(src, ys), label_type, None)
     yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), ())
 
 
@@ -707,11 +705,6 @@ def _array_kind(src, ys):
     raise UsageError(f"{src}: y has dtype {ys.dtype}; labels must be integers, floats or text{hint}")
 
 
-def _whole(ys):
-    """Whether every value is a whole number (chunk by chunk: `ys` may be memory-mapped)."""
-    return all(np.all(c == np.round(c)) for c in (ys[s:s + CHUNK] for s in range(0, len(ys), CHUNK)))
-
-
 def _array_batches(src, xs, ys, kind):
     rows = max(1, CELLS // xs.shape[1])
     for s in range(0, len(xs), rows):
@@ -731,8 +724,8 @@ def _parquet_source(src, columns, label_type):
         raise UsageError(f"{src}: not a readable Parquet file ({e})") from None
     with pf:
         schema = pf.schema_arrow
-        unnamed = _unnamed_index(schema)
-        li, how, fi = _select(src, schema.names, columns, {schema.names.index(n) for n in unnamed})
+        index = _index_columns(schema)
+        li, how, fi = _select(src, schema.names, columns, [schema.names.index(n) for n in index])
         label, features = schema.names[li], [schema.names[j] for j in fi]
         counts = collections.Counter(schema.names)
         twice = next((n for n in (label, *features) if counts[n] > 1), None)
@@ -746,16 +739,19 @@ def _parquet_source(src, columns, label_type):
                 raise UsageError(f"{src}: feature column {name!r} has type {schema.field(name).type}; features "
                                  "must be integer, floating, boolean or decimal")
         kind = _kind(src, _parquet_kind(src, pa, schema.field(label)), label_type, label)
-        left_out = [f"pandas' unnamed index {n}" for n in unnamed if n not in features]
+        left_out = [f"pandas' {what}" for n, what in index.items()
+                    if n != label and n not in features and n not in (columns.drop or ())]
         yield Table(label, how, features, kind, _parquet_batches(src, pa, pf, label, features, kind), left_out)
 
 
-def _unnamed_index(schema):
-    """pandas' index columns that had no name (row numbers or ids of a filtered frame:
-    no feature). A named index (df.set_index('label')) is an ordinary column."""
+def _index_columns(schema):
+    """pandas' index columns stored in the file, {column: how the summary names it}: row
+    numbers of a filtered frame (unnamed) or ids, times, patient numbers (named,
+    df.set_index('id')), no feature; a named index may be the label (df.set_index('label'))."""
     meta = schema.pandas_metadata or {}
     named = {c.get("field_name"): c.get("name") for c in meta.get("columns", [])}
-    return [c for c in meta.get("index_columns", []) if isinstance(c, str) and named.get(c) is None]
+    return {c: f"index {c!r}" if named.get(c) is not None else f"unnamed index {c}"
+            for c in meta.get("index_columns", []) if isinstance(c, str) and c in schema.names}
 
 
 def _pyarrow(src):

@@ -486,7 +486,7 @@ def _fixed(f, path, group):
         raise UsageError(f"{path}: frame {group.name} has columns of several levels (a MultiIndex), not supported")
     order = _names(path, _piece(f, path, group, "axis0", what))
     index = _piece(f, path, group, "axis1_label0" if _attr(group, "axis1_variety") == "multi" else "axis1", what)
-    rows = len(_names(path, index)) if _is_pickled(index) else index.shape[0]      # (a MultiIndex: its codes)
+    rows = len(_names(path, index)) if _pickled_dataset(index) else index.shape[0]      # (a MultiIndex: its codes)
     found = {}
     for i in range(int(group.attrs.get("nblocks", 0))):
         items = _names(path, _piece(f, path, group, f"block{i}_items", what))
@@ -508,7 +508,8 @@ def _table(f, path, ds):
     group = ds.parent
     pandas = _attr(group, "pandas_type") == "frame_table"       # then the frame is the group
     index = {n for _, n in _pairs(path, group, "index_cols")} if pandas and "index_cols" in group.attrs else set()
-    levels = set(map(str, _pickled(path, group, "levels"))) if pandas and _is_pickle(group.attrs.get("levels")) else ()
+    pickled_levels = pandas and _pickled_attribute(group.attrs.get("levels"))
+    levels = set(map(str, _pickled(path, group, "levels"))) if pickled_levels else ()
     missing = group.attrs.get("nan_rep", b"nan") if pandas else None
     columns = []
     for field in ds.dtype.names:
@@ -537,7 +538,7 @@ def _names(path, ds):
     numpy object array, which is read from its opcodes (`_object_array`), never unpickled."""
     with reading(path, ds.name):
         values = np.asarray(ds[()]).reshape(-1)
-    if _is_pickled(ds):
+    if _pickled_dataset(ds):
         try:
             values = _object_array(bytes(values[0])) if len(values) == 1 else None
         except Exception:                   # a malformed pickle breaks the parse anywhere
@@ -549,7 +550,7 @@ def _names(path, ds):
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _is_pickled(ds):
+def _pickled_dataset(ds):
     """A dataset of pickles (pandas' fixed format: objects, stored as variable-length bytes)."""
     return ds.dtype.kind == "O" and h5py.check_string_dtype(ds.dtype) is None
 
@@ -664,7 +665,7 @@ def _pickled(path, obj, key):
     raise UsageError(f"{path}: attribute {key} of {obj.name} is not a plain list of names")
 
 
-def _is_pickle(value):
+def _pickled_attribute(value):
     """A pickled attribute (pandas' `levels`: a MultiIndex's level names, pickled; a plain
     index: the number 1)."""
     return isinstance(value, (bytes, np.bytes_))

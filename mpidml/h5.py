@@ -12,6 +12,10 @@ from .errors import UsageError
 # shuffle, fletcher32, scaleoffset, nbit; h5py adds lzf)
 PLUGIN_FILTERS = {307: "bzip2", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle", 32013: "zfp", 32015: "zstd",
                   32017: "sz", 32018: "fcidecomp", 32024: "sz3", 32026: "blosc2"}
+# the files `mpidml data convert` reads, by extension: which reader (here, below the
+# converter, so that a file that is not HDF5 can be met with the command that makes it so)
+CONVERTIBLE = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npy": "npy", ".npz": "npz",
+               ".parquet": "parquet", ".pq": "parquet"}
 
 
 def open_h5(path, cache_bytes=None):
@@ -35,12 +39,9 @@ def open_h5(path, cache_bytes=None):
 
 
 def _convert_hint(path):
-    """For a file `data convert` reads (by its extension): the command that makes it HDF5.
-    (The converter's table of extensions is imported only on this error.)"""
-    from .datatools import FORMATS
-
+    """For a file `data convert` reads (by its extension): the command that makes it HDF5."""
     stem, ext = os.path.splitext(path)
-    return f"; convert it first: mpidml data convert {path} {stem}.h5" if ext.lower() in FORMATS else ""
+    return f"; convert it first: mpidml data convert {path} {stem}.h5" if ext.lower() in CONVERTIBLE else ""
 
 
 def short(e):

@@ -202,8 +202,10 @@ def _write_predictions(args, m, info, recv):
     sample (label, proba_CLASS...; or value)."""
     from .checkpoint import atomic_write
     classes = None if m.task == "regression" else data.class_array(info)
-    write = _write_csv if _out_format(args.out) == "csv" else _write_hdf5
-    atomic_write(args.out, lambda tmp: write(tmp, args, info, recv, classes))
+    if _out_format(args.out) == "csv":
+        atomic_write(args.out, lambda tmp: _write_csv(tmp, recv, classes))
+    else:
+        atomic_write(args.out, lambda tmp: _write_hdf5(tmp, args, info, recv, classes))
 
 
 def _write_hdf5(tmp, args, info, recv, classes):
@@ -218,9 +220,10 @@ def _write_hdf5(tmp, args, info, recv, classes):
         f.attrs["model"], f.attrs["data"], f.attrs["dataset"] = args.model, args.data, info["x"]
 
 
-def _write_csv(tmp, args, info, recv, classes):
+def _write_csv(tmp, recv, classes):
     """Numbers as the shortest text that reads back the same (probabilities at float32, as
-    the HDF5 output holds them)."""
+    the HDF5 output holds them). No record of the model and data, which the HDF5 output
+    keeps as attributes: a comment line would trip plain CSV readers."""
     import csv
     if classes is None:
         header, columns = ["value"], [recv[:, 0].astype(str)]

@@ -317,8 +317,10 @@ def test_convert_label_type_refusals(tmp_path):
     convert(tmp_path / "f.npz", tmp_path / "f.h5")
     assert _rows(tmp_path / "f.h5")[1].dtype == np.float64
     np.save(tmp_path / "c.npy", np.c_[np.ones((3, 2)), [0, 1, 0]])      # np.c_ made the labels floats
-    assert "label the last column, whole numbers in a float array (--label-type float: targets): 2 classes" in \
-        convert(tmp_path / "c.npy", tmp_path / "c.h5")
+    assert "label the last column: float targets (regression; --label-type class reads them as classes)" in \
+        convert(tmp_path / "c.npy", tmp_path / "c.h5")     # whole numbers as for every format: no guess
+    assert _rows(tmp_path / "c.h5")[1].dtype == np.float64
+    assert "label the last column: 2 classes" in convert(tmp_path / "c.npy", tmp_path / "c.h5", label_type="class")
     assert _rows(tmp_path / "c.h5")[1].dtype == np.int64
 
 
@@ -338,9 +340,10 @@ def test_convert_prints_a_summary_and_warns_of_many_classes_with_few_rows(tmp_pa
     y = rng.integers(20, 90, 200)
     (tmp_path / "d.csv").write_text("a,b,age\n" + "".join(f"{v + rng.random()},{rng.random()},{v}\n" for v in y))
     proc = mpiexec(1, ["data", "convert", tmp_path / "d.csv", tmp_path / "d.h5"], check=0)
-    assert proc.stdout.splitlines() == [
+    assert proc.stderr.splitlines() == [
         f"mpidml: warning: column 'age': {len(set(y))} classes in 200 rows (fewer than 5 rows each): if they are "
-        "numbers to fit, --label-type float stores them as float targets",
+        "numbers to fit, --label-type float stores them as float targets"]
+    assert proc.stdout.splitlines() == [
         f"{tmp_path / 'd.h5'}: 200 training rows, 2 features; label column 'age' (the last column; --label names "
         f"another): {len(set(y))} classes"]
 
@@ -388,6 +391,25 @@ def test_convert_parquet_keeps_index_columns_and_refuses_duplicate_names(tmp_pat
     pq.write_table(table, tmp_path / "twice.parquet")
     _refused(tmp_path / "twice.parquet", "column 'a' appears 2 times; --drop a or name the columns to read")
     _refused(tmp_path / "twice.parquet", "no feature columns, only the label 'y'", drop="a")
+
+
+def test_a_named_parquet_index_is_no_feature_unless_named(tmp_path):
+    """df.set_index("id"): the ids are left out (and said), not trained on; the index is
+    the label only by name or --label (never as the last column), a feature by --features."""
+    pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"id": [7, 8, 9, 10], "a": [1.0, 2.0, 3.0, 4.0], "b": [5.0, 6.0, 7.0, 8.0],
+                          "label": [0, 1, 0, 1]})
+    frame.set_index("id").to_parquet(tmp_path / "ids.parquet")
+    summary = convert(tmp_path / "ids.parquet", tmp_path / "i.h5")
+    assert ", 2 features; label column 'label' (named like a label)" in summary
+    assert summary.endswith("; left out pandas' index 'id'")
+    assert _rows(tmp_path / "i.h5")[0].tolist() == [[1, 5], [2, 6], [3, 7], [4, 8]]
+    frame.drop(columns="label").set_index("id").to_parquet(tmp_path / "nolabel.parquet")
+    assert "label column 'b' (the last column" in convert(tmp_path / "nolabel.parquet", tmp_path / "n.h5")
+    assert "label column 'id' (--label)" in convert(tmp_path / "ids.parquet", tmp_path / "l.h5", label="id")
+    summary = convert(tmp_path / "ids.parquet", tmp_path / "f.h5", features="id,a")
+    assert "left out" not in summary and _rows(tmp_path / "f.h5")[0].tolist() == [[7, 1], [8, 2], [9, 3], [10, 4]]
 
 
 def test_convert_holds_out_a_seeded_and_stratified_test_split(tmp_path, monkeypatch):

@@ -203,11 +203,23 @@ def test_kept_checkpoints_of_a_symlinked_save_are_the_epochs_files(work, tmp_pat
     os.symlink("target.h5", tmp_path / "model.h5")
     mpiexec(1, ["--quiet", "--data", work / "d.h5", "--epochs", "3", "--save", tmp_path / "model.h5",
                 "--keep-checkpoints", "2"], timeout=60, check=0)
+    assert not (tmp_path / "model.epoch0001.h5").exists()     # rotated: the link's target has the series
     for epoch in (2, 3):
         kept = tmp_path / f"model.epoch000{epoch}.h5"
         assert not os.path.islink(kept)
         with h5py.File(kept) as f:
             assert f.attrs["epoch"] == str(epoch)
+
+
+def test_a_save_of_no_series_keeps_its_checkpoints_with_a_warning(tmp_path, caplog):
+    from mpidml.checkpoint import CheckpointSeries
+    (tmp_path / "m.h5").write_bytes(b"no model file")
+    for epoch in (1, 2):
+        CheckpointSeries(str(tmp_path / "m.h5"), 1).add(epoch)
+    assert sorted(os.listdir(tmp_path)) == ["m.epoch0001.h5", "m.epoch0002.h5", "m.h5"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mpidml: warning: --keep-checkpoints 1: {tmp_path / 'm.h5'} records no checkpoint series; no earlier "
+        "checkpoint removed"] * 2
 
 
 @pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory"),
@@ -364,6 +376,38 @@ def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_pa
     finally:
         alive.kill()
         alive.communicate(timeout=30)
+
+
+def _stale_temporary(folder):
+    """A temporary named by this process's pid with another start time: a dead writer's, whose
+    pid is ours now (see _remove_stale)."""
+    from mpidml import checkpoint
+    started = checkpoint._started(os.getpid())
+    path = folder / f".mpidml-{checkpoint._machine()}{os.getpid():08x}{started + 1:012x}-stale000.tmp"
+    path.write_bytes(b"")
+    return path
+
+
+def test_a_stale_temporary_of_another_user_is_kept(tmp_path, monkeypatch):
+    """With /proc mounted hidepid=2 another user's live writer looks dead: only our own go."""
+    stale = _stale_temporary(tmp_path)
+    uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)        # the temporary is someone else's
+    atomic_write_bytes(tmp_path / "new", b"{}")
+    assert stale.exists()
+
+
+def test_each_directory_is_cleaned_once_per_process(tmp_path, monkeypatch):
+    """A sweep rewrites its files each epoch: the directory is listed at the first write only."""
+    listed = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda d=".": listed.append(str(d)) or listdir(d))
+    stale = _stale_temporary(tmp_path)
+    atomic_write_bytes(tmp_path / "a", b"{}")
+    assert not stale.exists()
+    for name in ("a", "b", "a"):
+        atomic_write_bytes(tmp_path / name, b"{}")
+    assert listed.count(str(tmp_path)) == 1
 
 
 def _can_mount_private_tmpfs(folder):
