@@ -305,11 +305,14 @@ class Job:
 
     def _check_grid(self):
         """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
-        and model options."""
+        and model options. Hidden layers are an mlp's alone: any other model has none,
+        whatever --hidden says."""
         for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
             saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
             for key in (*overrides, *(k for k in MODEL_OPTIONS if k not in SPLIT_OPTIONS)):
-                value = list(getattr(ours, key)) if key == "hidden" else getattr(ours, key)
+                value = getattr(ours, key)
+                if key == "hidden":
+                    value = list(value) if saved["model"] == "mlp" else []
                 if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
                     raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
                                      f"point has {value}: resume with the same --sweep")

@@ -182,3 +182,21 @@ def test_a_sweep_of_more_models_than_mpi_has_communicators(tmp_path):
             check=0, timeout=150)
     doc = json.loads(out.read_text())
     assert len(doc["sweep"]) == 2100 and all(len(m["history"]) == 1 for m in doc["sweep"])
+
+
+def _tiny_sweep(tmp_path, models):
+    """Options of a sweep of `models` softmax models (one step an epoch) on a tiny file: more
+    than the COMMUNICATORS (64) that train at once, so that later ones wait for a communicator."""
+    from mpidml.datatools import synth
+    data = tmp_path / "tiny.h5"
+    synth(str(data), 40, 2, 2, seed=1)
+    return ["--data", data, "--model", "softmax", "--sweep", "seed=" + " ".join(map(str, range(models)))]
+
+
+def test_a_sweep_of_models_without_hidden_layers_resumes(tmp_path):
+    """The grid check compared a softmax file's hidden layers ([]) with the default --hidden
+    (128), which only an mlp has: 'trained with hidden [], its sweep point has [128]'."""
+    sweep, saved = _tiny_sweep(tmp_path, 2), tmp_path / "models"
+    mpiexec(1, ["--quiet", *sweep, "--epochs", "1", "--save-dir", saved], check=0)
+    mpiexec(1, ["--quiet", *sweep, "--epochs", "2", "--save-dir", saved, "--resume", saved], check=0)
+    assert all(ModelFile.load(saved / f"model-{i:03d}.h5").epoch == 2 for i in range(2))
