@@ -134,6 +134,7 @@ class Model:
             self.order_taken.set()
             first = self.start_step if epoch == self.start_epoch else 0
             loss_sum, count = self.start_loss if first else (0.0, 0)
+            self.running = (loss_sum, count)
             check_average = functools.partial(self._check_finite, epoch=epoch)
             for s in range(first, steps):
                 self.step_index = s
