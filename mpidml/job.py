@@ -5,7 +5,9 @@ The job owns what its models share: the partitions, the standardization, the sch
 the stop signals and the outputs. Each model (trainer.Model) owns its training: a run
 trains one, a sweep (--sweep) several at once on the same partitions, so that one model
 computes while another's collective is in flight. Tasks on each rank's scheduler:
-  trainer, prefetch (and communicator with --overlap)   per model, see trainer.py
+  lane          the models on one communicator, one after the other, each training in
+                it (see _lane); prefetch (and communicator with --overlap) per model,
+                see trainer.py
   monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
 """
 import dataclasses
@@ -247,14 +249,15 @@ class Job:
     def _build_models(self, saved_epochs):
         """One Model per point of the grid (one without a sweep), each with its options; the
         first COMMUNICATORS train at once, each later one after the model it takes the
-        communicator of (trainer.Model: MPI runs out of communicators near 2000)."""
+        communicator of (see _lane: MPI runs out of communicators near 2000)."""
         cfg, models = self.cfg, []
         for i, overrides in enumerate(expand(cfg.sweep)):
             mcfg = dataclasses.replace(cfg, **overrides)
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
             mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
-            models.append(Model(self, mcfg, i, overrides, models[i - COMMUNICATORS] if i >= COMMUNICATORS else None))
+            models.append(Model(self, mcfg, i, overrides,
+                                models[i - COMMUNICATORS].group if i >= COMMUNICATORS else None))
         cfg.epochs = max(m.cfg.epochs for m in models)
         return models
 
@@ -478,17 +481,23 @@ class Job:
         stop on one of `signals`, a StopSignals); returns train_s, the loop without scoring."""
         cfg = self.cfg
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
-        self.finished, self.printed = False, min(m.start_epoch for m in self.models)
+        self.printed = min(m.start_epoch for m in self.models)
         t0 = self.clock()
-        for model in self.models:
-            if model.after is None:         # the others when the model before them finishes
-                model.spawn(self.sched, signals)
+        for lane in range(min(COMMUNICATORS, len(self.models))):
+            self.sched.spawn(self._lane(self.models[lane::COMMUNICATORS], signals), f"lane {lane}")
         if progress.style(cfg, self.group.rank) == "bar":
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
         self.sched.run()
-        self.finished = True
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
+
+    def _lane(self, models, signals):
+        """Task: the models that share one communicator (every COMMUNICATORS-th of a sweep: MPI
+        has about 2000), one after the other. Each starts once the one before has completed
+        every collective on it, so every rank runs the same collectives on it in the same
+        order; a later one votes first, so that after a stop signal none trains (trainer.Model.run)."""
+        for n, model in enumerate(models):
+            yield from model.run(self.sched, signals, late=n > 0)
 
     def best_model(self):
         """The model with the best validation score (the test set never chooses); without
@@ -533,8 +542,8 @@ class Job:
             doc["validation"] = best.validation
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
-                             "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early}
-                            for m in self.models]
+                             "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
+                             "started": m.started} for m in self.models]
             doc["best"], doc["best_on"] = best.index, self.best_on()
         return doc
 
@@ -681,11 +690,13 @@ def train(cfg, group, tracer=None, signals=None, job=None):
         doc["stopped"] = {k: stop[k] for k in ("signal", "epoch", "step", "steps")}
         if cfg.metrics_json:
             atomic_write_json(cfg.metrics_json, doc, indent=1)
-        raise Stopped(stopped_line(cfg, stop, len(models)), agreed=True)
+        raise Stopped(stopped_line(cfg, stop, len(models), sum(not m.started for m in models)), agreed=True)
     return doc
 
 
-def stopped_line(cfg, stop, n_models=1):
+def stopped_line(cfg, stop, n_models=1, unstarted=0):
+    """The stop's one line: where, what was kept; `unstarted`: a sweep's models that had not
+    started (trainer.Model.run)."""
     where = (f"in epoch {stop['epoch'] + 1} after step {stop['step']} of {stop['steps']}" if stop["step"]
              else f"after epoch {stop['epoch']}")
     if n_models == 1:
@@ -694,4 +705,6 @@ def stopped_line(cfg, stop, n_models=1):
     else:
         kept = (f"every model's checkpoint in {cfg.save_dir}" if cfg.save_dir
                 else "no --save-dir, so the progress is lost")
+        if unstarted:
+            kept += f" ({unstarted} of the {n_models} models not started yet)"
     return f"stopped by {stop['signal']} {where}: {kept} (exit {Stopped.code})"

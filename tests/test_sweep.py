@@ -142,7 +142,7 @@ def test_a_stopped_sweep_resumes_to_the_same_models(tmp_path):
         b = ModelFile.load(whole / f"model-{i:03d}.h5")
         assert np.array_equal(a.optimizer_state, b.optimizer_state), i
     proc = mpiexec(2, [*grid, "--epochs", epochs, "--save-dir", stopped, "--resume", stopped], check=0)
-    assert "already complete" in proc.stdout
+    assert "already complete" in proc.stderr      # a warning: stderr
     proc = mpiexec(2, [*grid[:-3], "--sweep", "lr=0.05 0.02", "--epochs", epochs, "--resume", stopped], check=2)
     assert "resume with the same --sweep" in proc.stderr
 
@@ -191,6 +191,44 @@ def _tiny_sweep(tmp_path, models):
     data = tmp_path / "tiny.h5"
     synth(str(data), 40, 2, 2, seed=1)
     return ["--data", data, "--model", "softmax", "--sweep", "seed=" + " ".join(map(str, range(models)))]
+
+
+def test_a_stop_signal_stops_a_sweep_of_more_models_than_train_at_once(tmp_path):
+    """Models 64 and 65 wait for models 0 and 1's communicators. After SIGTERM stopped the
+    first 64, each of them started all the same, trained to its own second vote and saved
+    that: every later generation trained after the stop. Now they never start, say so, and
+    --resume trains them to the models of a sweep never stopped."""
+    import os
+    import signal
+    import sys
+
+    from conftest import MPIEXEC, Job
+
+    from mpidml.errors import STOPPED
+    sweep, stopped = _tiny_sweep(tmp_path, 66), tmp_path / "stopped"
+    out = tmp_path / "m.json"
+    job = Job([MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml", *sweep, "--epochs", "1000", "--save-dir", stopped,
+               "--metrics-json", out], f"sweep-generations-{os.getpid()}", 2)
+    try:
+        assert "a sweep of 66 softmax models" in job.proc.stdout.readline()     # training starts
+        job.proc.send_signal(signal.SIGTERM)
+        _, err = job.proc.communicate(timeout=30)
+    finally:
+        job.close()
+    assert job.proc.returncode == STOPPED, err
+    doc = json.loads(out.read_text())
+    assert [len(doc["sweep"][index]["history"]) for index in (64, 65)] == [0, 0]
+    assert [m["started"] for m in doc["sweep"]] == [True] * 64 + [False] * 2
+    assert "(2 of the 66 models not started yet)" in err, err
+    for index in (64, 65):
+        saved = ModelFile.load(stopped / f"model-{index:03d}.h5")
+        assert saved.epoch == 0 and saved.attrs["history"] == [] and saved.attrs["stopped_at"]["step"] == 0
+    mpiexec(2, ["--quiet", *sweep, "--epochs", "2", "--save-dir", stopped, "--resume", stopped], check=0, timeout=60)
+    alone = tmp_path / "alone.h5"       # a sweep's model is bit-identical to its run alone
+    mpiexec(2, ["--quiet", *sweep[:4], "--seed", "65", "--validation-fraction", "0.1", "--epochs", "2",
+                "--save", alone], check=0)
+    resumed = ModelFile.load(stopped / "model-065.h5")
+    assert resumed.epoch == 2 and np.array_equal(resumed.optimizer_state, ModelFile.load(alone).optimizer_state)
 
 
 def test_a_sweep_of_models_without_hidden_layers_resumes(tmp_path):
