@@ -128,6 +128,8 @@ class Job:
         self.clock = time.perf_counter
         self.bar, self.bar_width = False, 0
         self.line_at = None         # when rank 0 printed its last epoch line
+        self.held = None            # the last epoch line not printed (see _show)
+        self.printed = 0            # a sweep's epoch lines settled so far (see _sweep_lines)
         self.models = []
         self.series = {}            # model index: its checkpoint series, see series_of
 
@@ -406,29 +408,41 @@ class Job:
         if self.bar:
             self.bar = progress.redraw(sys.stdout, "\r" + " " * self.bar_width + "\r")
 
-    def _line_due(self, epoch, epochs):
-        """Epoch lines: every one up to 10 epochs or with --verbose; beyond, the first, the
-        last and at most one a second (tiny data made 75 lines in a few seconds). The
-        metrics file keeps every epoch."""
+    def _show(self, line, n, total):
+        """Rank 0: epoch line `n` of `total`: every one up to 10 or with --verbose; beyond, the
+        first, the last and at most one a second (tiny data made 75 lines in a few seconds;
+        the metrics file keeps every epoch). A line held back is printed when training ends
+        short of the last (early stopping, a stop signal: see train), so that the last epoch
+        trained shows."""
+        if self.cfg.quiet:
+            return
         now = self.clock()
-        due = (self.cfg.verbose or epochs <= 10 or epoch == epochs or self.line_at is None
-               or now - self.line_at >= progress.LINE_S)
-        if due:
+        self.held = line
+        if (self.cfg.verbose or total <= 10 or n == total or self.line_at is None
+                or now - self.line_at >= progress.LINE_S):
             self.line_at = now
-        return due
+            self._print_held()
+
+    def _print_held(self):
+        if self.held is not None:
+            self.clear_bar()
+            log.info(self.held)
+            self.held = None
 
     def epoch_done(self, model, entry):
         """A model finished an epoch (every rank at once): rank 0 prints, rewrites the metrics
-        and checkpoints. In a sweep the line comes when every model still training has
-        finished the epoch: the best so far on validation, and how many still run."""
+        and checkpoints. In a sweep the line and the metrics come when the epoch is settled
+        (_sweep_lines): rewriting every model's metrics after every model's epoch took time
+        in the square of the models."""
         if self.group.rank != 0:
             return
         epoch = entry["epoch"]
         if len(self.models) == 1:
             self._progress_line(entry, model.cfg.epochs)
+            if epoch < model.cfg.epochs:
+                self._write_running()
         else:
             self._sweep_lines()
-        self._write_running(epoch)
         cfg = model.cfg
         every = cfg.checkpoint_every
         if every and epoch % every == 0 and epoch < cfg.epochs and (cfg.save or cfg.save_dir):
@@ -445,35 +459,45 @@ class Job:
             self._sweep_lines()
 
     def _progress_line(self, entry, epochs):
-        if self.cfg.quiet or not self._line_due(entry["epoch"], epochs):
-            return
-        self.clear_bar()
         metric = "".join(f"  {k} {entry[k]:.4f}" for k in ("test_loss", "test_accuracy", "test_r2", "val_loss",
                                                             "val_accuracy", "val_r2") if k in entry)
         wall = entry["wall_s"]
         share = entry["comm_wait_s"] / wall if wall > 0 else 0.0
-        log.info(f"epoch {entry['epoch']:>3}/{epochs}  train_loss {entry['train_loss']:.4f}{metric}"
-                 f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}")
+        self._show(f"epoch {entry['epoch']:>3}/{epochs}  train_loss {entry['train_loss']:.4f}{metric}"
+                   f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}", entry["epoch"], epochs)
 
     def _sweep_lines(self):
-        """Rank 0: one line for each epoch that every model still training has finished."""
-        while self.printed < self.cfg.epochs:
-            epoch = self.printed + 1
-            if not all(len(m.history) >= epoch or m.finished for m in self.models):
-                return
-            training = sum(len(m.history) >= epoch for m in self.models)
-            if not training:
-                return
-            self.printed = epoch
-            if self.cfg.quiet or not self._line_due(epoch, self.cfg.epochs):
-                continue
-            self.clear_bar()
-            best = self.best_model()
-            key = "r2" if self.info["task"] == "regression" else "accuracy"
-            shown, where = (best.validation, "val") if best.validation else (best.final, "test")
-            metric = f"  {where}_{key} {shown[key]:.4f}" if shown else ""
-            log.info(f"epoch {epoch:>3}/{self.cfg.epochs}  {training} of {len(self.models)} models training"
-                     f"  best so far: model {best.index} ({best.describe()}){metric}")
+        """Rank 0: the sweep's epoch lines that are settled, then the metrics. Its models
+        train in generations of COMMUNICATORS (see _lane): the line for epoch E of a
+        generation is settled once each of its models has trained that epoch or finished,
+        and printed when some model trained it in this run."""
+        epochs, size = self.cfg.epochs, COMMUNICATORS
+        total, settled = -(-len(self.models) // size) * epochs, self.printed
+        while self.printed < total:
+            generation, done = divmod(self.printed, epochs)
+            epoch = done + 1
+            models = self.models[generation * size:(generation + 1) * size]
+            if not all(len(m.history) >= epoch or m.finished for m in models):
+                break
+            self.printed += 1
+            training = sum(m.start_epoch < epoch <= len(m.history) for m in models)
+            if training:
+                self._show(self._sweep_line(epoch, models, training), self.printed, total)
+        if settled < self.printed < total:
+            self._write_running()
+
+    def _sweep_line(self, epoch, models, training):
+        """The line for `epoch` of the generation `models`: how many trained it (and in a
+        sweep of several generations, how many models have started), the best model so far."""
+        best = self.best_model()
+        key = "r2" if self.info["task"] == "regression" else "accuracy"
+        shown, where = (best.validation, "val") if best.validation else (best.final, "test")
+        metric = f"  {where}_{key} {shown[key]:.4f}" if shown else ""
+        everyone = len(self.models)
+        who = (f"{training} of {everyone} models training" if len(models) == everyone else
+               f"models {models[0].index}-{models[-1].index}: {training} training, "
+               f"{sum(m.started for m in self.models)} of {everyone} started")
+        return f"epoch {epoch:>3}/{self.cfg.epochs}  {who}  best so far: model {best.index} ({best.describe()}){metric}"
 
     # -- the whole job -------------------------------------------------------------------
     def train(self, signals):
@@ -481,7 +505,6 @@ class Job:
         stop on one of `signals`, a StopSignals); returns train_s, the loop without scoring."""
         cfg = self.cfg
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
-        self.printed = min(m.start_epoch for m in self.models)
         t0 = self.clock()
         for lane in range(min(COMMUNICATORS, len(self.models))):
             self.sched.spawn(self._lane(self.models[lane::COMMUNICATORS], signals), f"lane {lane}")
@@ -489,6 +512,7 @@ class Job:
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
         self.sched.run()
+        self._print_held()          # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
 
     def _lane(self, models, signals):
@@ -518,8 +542,8 @@ class Job:
             return self.cfg.save
         return sweep_file(self.cfg.save_dir, model.index)
 
-    def _write_running(self, epoch):
-        if self.cfg.metrics_json and epoch < self.cfg.epochs:
+    def _write_running(self):
+        if self.cfg.metrics_json:
             # a job killed later still leaves the epochs it finished (the final write adds timing)
             atomic_write_json(self.cfg.metrics_json, self.document("running"), indent=1)
 

@@ -231,6 +231,18 @@ def test_a_stop_signal_stops_a_sweep_of_more_models_than_train_at_once(tmp_path)
     assert resumed.epoch == 2 and np.array_equal(resumed.optimizer_state, ModelFile.load(alone).optimizer_state)
 
 
+def test_a_sweep_of_several_generations_prints_each_ones_epochs_as_it_trains(tmp_path):
+    """The line for epoch E waited for every model, started or not: in a sweep of more than
+    64 models no line came until the last generation trained. Each generation's lines now
+    come as it trains, with how many models have started."""
+    proc = mpiexec(1, [*_tiny_sweep(tmp_path, 66), "--epochs", "2"], check=0, timeout=60)
+    epochs = [ln.split("  best so far")[0] for ln in proc.stdout.splitlines() if ln.startswith("epoch")]
+    assert epochs == ["epoch   1/2  models 0-63: 64 training, 64 of 66 started",
+                      "epoch   2/2  models 0-63: 64 training, 64 of 66 started",
+                      "epoch   1/2  models 64-65: 2 training, 66 of 66 started",
+                      "epoch   2/2  models 64-65: 2 training, 66 of 66 started"], proc.stdout
+
+
 def test_a_sweep_of_models_without_hidden_layers_resumes(tmp_path):
     """The grid check compared a softmax file's hidden layers ([]) with the default --hidden
     (128), which only an mlp has: 'trained with hidden [], its sweep point has [128]'."""
