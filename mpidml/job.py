@@ -5,7 +5,9 @@ The job owns what its models share: the partitions, the standardization, the sch
 the stop signals and the outputs. Each model (trainer.Model) owns its training: a run
 trains one, a sweep (--sweep) several at once on the same partitions, so that one model
 computes while another's collective is in flight. Tasks on each rank's scheduler:
-  trainer, prefetch (and communicator with --overlap)   per model, see trainer.py
+  lane          the models on one communicator, one after the other, each training in
+                it (see _lane); prefetch (and communicator with --overlap) per model,
+                see trainer.py
   monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
 """
 import dataclasses
@@ -126,6 +128,8 @@ class Job:
         self.clock = time.perf_counter
         self.bar, self.bar_width = False, 0
         self.line_at = None         # when rank 0 printed its last epoch line
+        self.held = None            # the last epoch line not printed (see _show)
+        self.printed = 0            # a sweep's epoch lines settled so far (see _sweep_lines)
         self.models = []
         self.series = {}            # model index: its checkpoint series, see series_of
 
@@ -246,14 +250,15 @@ class Job:
     def _build_models(self, saved_epochs):
         """One Model per point of the grid (one without a sweep), each with its options; the
         first COMMUNICATORS train at once, each later one after the model it takes the
-        communicator of (trainer.Model: MPI runs out of communicators near 2000)."""
+        communicator of (see _lane: MPI runs out of communicators near 2000)."""
         cfg, models = self.cfg, []
         for i, overrides in enumerate(expand(cfg.sweep)):
             mcfg = dataclasses.replace(cfg, **overrides)
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
             mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
-            models.append(Model(self, mcfg, i, overrides, models[i - COMMUNICATORS] if i >= COMMUNICATORS else None))
+            models.append(Model(self, mcfg, i, overrides,
+                                models[i - COMMUNICATORS].group if i >= COMMUNICATORS else None))
         cfg.epochs = max(m.cfg.epochs for m in models)
         return models
 
@@ -304,11 +309,14 @@ class Job:
 
     def _check_grid(self):
         """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
-        and model options."""
+        and model options. Hidden layers are an mlp's alone: any other model has none,
+        whatever --hidden says."""
         for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
             saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
             for key in (*overrides, *MODEL_OPTIONS):        # the split: every file's is the one adopted
-                value = list(getattr(ours, key)) if key == "hidden" else getattr(ours, key)
+                value = getattr(ours, key)
+                if key == "hidden":
+                    value = list(value) if saved["model"] == "mlp" else []
                 if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
                     raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
                                      f"point has {value}: resume with the same --sweep")
@@ -399,29 +407,41 @@ class Job:
         if self.bar:
             self.bar = progress.redraw(sys.stdout, "\r" + " " * self.bar_width + "\r")
 
-    def _line_due(self, epoch, epochs):
-        """Epoch lines: every one up to 10 epochs or with --verbose; beyond, the first, the
-        last and at most one a second (tiny data made 75 lines in a few seconds). The
-        metrics file keeps every epoch."""
+    def _show(self, line, n, total):
+        """Rank 0: epoch line `n` of `total`: every one up to 10 or with --verbose; beyond, the
+        first, the last and at most one a second (tiny data made 75 lines in a few seconds;
+        the metrics file keeps every epoch). A line held back is printed when training ends
+        short of the last (early stopping, a stop signal: see train), so that the last epoch
+        trained shows."""
+        if self.cfg.quiet:
+            return
         now = self.clock()
-        due = (self.cfg.verbose or epochs <= 10 or epoch == epochs or self.line_at is None
-               or now - self.line_at >= progress.LINE_S)
-        if due:
+        self.held = line
+        if (self.cfg.verbose or total <= 10 or n == total or self.line_at is None
+                or now - self.line_at >= progress.LINE_S):
             self.line_at = now
-        return due
+            self._print_held()
+
+    def _print_held(self):
+        if self.held is not None:
+            self.clear_bar()
+            log.info(self.held)
+            self.held = None
 
     def epoch_done(self, model, entry):
         """A model finished an epoch (every rank at once): rank 0 prints, rewrites the metrics
-        and checkpoints. In a sweep the line comes when every model still training has
-        finished the epoch: the best so far on validation, and how many still run."""
+        and checkpoints. In a sweep the line and the metrics come when the epoch is settled
+        (_sweep_lines): rewriting every model's metrics after every model's epoch took time
+        in the square of the models."""
         if self.group.rank != 0:
             return
         epoch = entry["epoch"]
         if len(self.models) == 1:
             self._progress_line(entry, model.cfg.epochs)
+            if epoch < model.cfg.epochs:
+                self._write_running()
         else:
             self._sweep_lines()
-        self._write_running(epoch)
         cfg = model.cfg
         every = cfg.checkpoint_every
         if every and epoch % every == 0 and epoch < cfg.epochs and (cfg.save or cfg.save_dir):
@@ -438,35 +458,45 @@ class Job:
             self._sweep_lines()
 
     def _progress_line(self, entry, epochs):
-        if self.cfg.quiet or not self._line_due(entry["epoch"], epochs):
-            return
-        self.clear_bar()
         metric = "".join(f"  {k} {entry[k]:.4f}" for k in ("test_loss", "test_accuracy", "test_r2", "val_loss",
                                                             "val_accuracy", "val_r2") if k in entry)
         wall = entry["wall_s"]
         share = entry["comm_wait_s"] / wall if wall > 0 else 0.0
-        log.info(f"epoch {entry['epoch']:>3}/{epochs}  train_loss {entry['train_loss']:.4f}{metric}"
-                 f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}")
+        self._show(f"epoch {entry['epoch']:>3}/{epochs}  train_loss {entry['train_loss']:.4f}{metric}"
+                   f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}", entry["epoch"], epochs)
 
     def _sweep_lines(self):
-        """Rank 0: one line for each epoch that every model still training has finished."""
-        while self.printed < self.cfg.epochs:
-            epoch = self.printed + 1
-            if not all(len(m.history) >= epoch or m.finished for m in self.models):
-                return
-            training = sum(len(m.history) >= epoch for m in self.models)
-            if not training:
-                return
-            self.printed = epoch
-            if self.cfg.quiet or not self._line_due(epoch, self.cfg.epochs):
-                continue
-            self.clear_bar()
-            best = self.best_model()
-            key = "r2" if self.info["task"] == "regression" else "accuracy"
-            shown, where = (best.validation, "val") if best.validation else (best.final, "test")
-            metric = f"  {where}_{key} {shown[key]:.4f}" if shown else ""
-            log.info(f"epoch {epoch:>3}/{self.cfg.epochs}  {training} of {len(self.models)} models training"
-                     f"  best so far: model {best.index} ({best.describe()}){metric}")
+        """Rank 0: the sweep's epoch lines that are settled, then the metrics. Its models
+        train in generations of COMMUNICATORS (see _lane): the line for epoch E of a
+        generation is settled once each of its models has trained that epoch or finished,
+        and printed when some model trained it in this run."""
+        epochs, size = self.cfg.epochs, COMMUNICATORS
+        total, settled = -(-len(self.models) // size) * epochs, self.printed
+        while self.printed < total:
+            generation, done = divmod(self.printed, epochs)
+            epoch = done + 1
+            models = self.models[generation * size:(generation + 1) * size]
+            if not all(len(m.history) >= epoch or m.finished for m in models):
+                break
+            self.printed += 1
+            training = sum(m.start_epoch < epoch <= len(m.history) for m in models)
+            if training:
+                self._show(self._sweep_line(epoch, models, training), self.printed, total)
+        if settled < self.printed < total:
+            self._write_running()
+
+    def _sweep_line(self, epoch, models, training):
+        """The line for `epoch` of the generation `models`: how many trained it (and in a
+        sweep of several generations, how many models have started), the best model so far."""
+        best = self.best_model()
+        key = "r2" if self.info["task"] == "regression" else "accuracy"
+        shown, where = (best.validation, "val") if best.validation else (best.final, "test")
+        metric = f"  {where}_{key} {shown[key]:.4f}" if shown else ""
+        everyone = len(self.models)
+        who = (f"{training} of {everyone} models training" if len(models) == everyone else
+               f"models {models[0].index}-{models[-1].index}: {training} training, "
+               f"{sum(m.started for m in self.models)} of {everyone} started")
+        return f"epoch {epoch:>3}/{self.cfg.epochs}  {who}  best so far: model {best.index} ({best.describe()}){metric}"
 
     # -- the whole job -------------------------------------------------------------------
     def train(self, signals):
@@ -474,17 +504,23 @@ class Job:
         stop on one of `signals`, a StopSignals); returns train_s, the loop without scoring."""
         cfg = self.cfg
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
-        self.finished, self.printed = False, min(m.start_epoch for m in self.models)
         t0 = self.clock()
-        for model in self.models:
-            if model.after is None:         # the others when the model before them finishes
-                model.spawn(self.sched, signals)
+        for lane in range(min(COMMUNICATORS, len(self.models))):
+            self.sched.spawn(self._lane(self.models[lane::COMMUNICATORS], signals), f"lane {lane}")
         if progress.style(cfg, self.group.rank) == "bar":
             self.bar = True
             self.sched.spawn(self.monitor(), "monitor")
         self.sched.run()
-        self.finished = True
+        self._print_held()          # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
+
+    def _lane(self, models, signals):
+        """Task: the models that share one communicator (every COMMUNICATORS-th of a sweep: MPI
+        has about 2000), one after the other. Each starts once the one before has completed
+        every collective on it, so every rank runs the same collectives on it in the same
+        order; a later one votes first, so that after a stop signal none trains (trainer.Model.run)."""
+        for n, model in enumerate(models):
+            yield from model.run(self.sched, signals, late=n > 0)
 
     def best_model(self):
         """The model with the best validation score (the test set never chooses); without
@@ -505,8 +541,8 @@ class Job:
             return self.cfg.save
         return sweep_file(self.cfg.save_dir, model.index)
 
-    def _write_running(self, epoch):
-        if self.cfg.metrics_json and epoch < self.cfg.epochs:
+    def _write_running(self):
+        if self.cfg.metrics_json:
             # a job killed later still leaves the epochs it finished (the final write adds timing)
             atomic_write_json(self.cfg.metrics_json, self.document("running"), indent=1)
 
@@ -529,8 +565,8 @@ class Job:
             doc["validation"] = best.validation
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
-                             "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early}
-                            for m in self.models]
+                             "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
+                             "started": m.started} for m in self.models]
             doc["best"], doc["best_on"] = best.index, self.best_on()
         return doc
 
@@ -677,11 +713,13 @@ def train(cfg, group, tracer=None, signals=None, job=None):
         doc["stopped"] = {k: stop[k] for k in ("signal", "epoch", "step", "steps")}
         if cfg.metrics_json:
             atomic_write_json(cfg.metrics_json, doc, indent=1)
-        raise Stopped(stopped_line(cfg, stop, len(models)), agreed=True)
+        raise Stopped(stopped_line(cfg, stop, len(models), sum(not m.started for m in models)), agreed=True)
     return doc
 
 
-def stopped_line(cfg, stop, n_models=1):
+def stopped_line(cfg, stop, n_models=1, unstarted=0):
+    """The stop's one line: where, what was kept; `unstarted`: a sweep's models that had not
+    started (trainer.Model.run)."""
     where = (f"in epoch {stop['epoch'] + 1} after step {stop['step']} of {stop['steps']}" if stop["step"]
              else f"after epoch {stop['epoch']}")
     if n_models == 1:
@@ -690,4 +728,6 @@ def stopped_line(cfg, stop, n_models=1):
     else:
         kept = (f"every model's checkpoint in {cfg.save_dir}" if cfg.save_dir
                 else "no --save-dir, so the progress is lost")
+        if unstarted:
+            kept += f" ({unstarted} of the {n_models} models not started yet)"
     return f"stopped by {stop['signal']} {where}: {kept} (exit {Stopped.code})"

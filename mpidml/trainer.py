@@ -5,12 +5,13 @@ A run trains one model; a sweep trains several on the same partitions, each its 
 tasks in the rank's scheduler (job.Job). Every model has a communicator of its own
 (Group.fork), so that its collectives match across ranks whatever order the scheduler
 interleaves the models in: while one model's average is in flight, another computes.
-MPI has about 2000 communicators, so a larger sweep reuses them: a model given `after`
-takes over that model's communicator and is spawned once that one has finished (so every
-rank starts the same collectives on each communicator in the same order).
+MPI has about 2000 communicators, so a larger sweep reuses them: a model given `share`
+(the group of the model before it on that communicator) runs only after that one has
+finished (job.Job._lane), so every rank starts the same collectives on each communicator
+in the same order.
 
-Each model runs two tasks:
-  trainer       minibatch steps on the local partition; yields after every step
+Each model trains inside its lane's task (`run`: minibatch steps on the local partition,
+yielding after every step), with tasks of its own beside it:
   prefetch      the next epoch's minibatch order
 and, with --overlap, its averager's communicator.
 """
@@ -31,12 +32,9 @@ from .stop import StopVote
 class Model:
     """One model of the job: `cfg` is the job's configuration with this model's overrides."""
 
-    def __init__(self, job, cfg, index=0, overrides=None, after=None):
+    def __init__(self, job, cfg, index=0, overrides=None, share=None):
         self.job, self.cfg, self.index, self.overrides = job, cfg, index, dict(overrides or {})
-        self.after, self.successor = after, None    # the models before and after on this communicator
-        if after is not None:
-            after.successor = self
-        self.group = job.group.fork(after.group if after is not None else None)
+        self.group = job.group.fork(share)      # share: the group of the model before it on that communicator
         self.dtype = job.dtype
         self.clock = time.perf_counter
         info = job.info
@@ -54,7 +52,7 @@ class Model:
         self.final = self.validation = None
         self.best = None                  # (validation score, epoch, state copy) of early stopping
         self.stopped_at = self.stopped_early = None
-        self.finished = False
+        self.started = self.finished = False    # started: this job trained it (or scored it, trained already)
         self.t_start = self.t_end = None
 
     def describe(self):
@@ -62,7 +60,28 @@ class Model:
         return " ".join(f"{k}={_value(v)}" for k, v in self.overrides.items()) or "model"
 
     # -- tasks -------------------------------------------------------------------------
-    def spawn(self, sched, signals):
+    def run(self, sched, signals, late=False):
+        """Generator: the model's training, as part of a task (a lane of job.Job), its other
+        tasks spawned beside it. `late`: it waited for an earlier model's communicator, so a
+        stop signal may have come meanwhile, which the earlier model's votes need not have
+        seen: one vote first, and after a stop it never starts (its file and metrics say so;
+        --resume starts it). On return every collective it started has completed."""
+        self._spawn(sched, signals)
+        self.t_start = self.clock()
+        try:
+            if late and (yield from self._vote_now()):
+                yield from self._stop(self.start_epoch, self.start_step, list(self.start_loss))
+                return
+            self.started = True
+            yield from self._train()
+            if self.best is not None and self.stopped_at is None:
+                self._restore_best()
+        finally:
+            self.t_end = self.clock()
+            self._finish()
+
+    def _spawn(self, sched, signals):
+        """The stop vote, the averager and the tasks beside the training."""
         self.sched, self.vote = sched, StopVote(self.group, signals)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
         self.averager = None
@@ -71,15 +90,17 @@ class Model:
             self.averager = Averager(self.group, self.opt.state, weight, self.cfg.sync_every,
                                      self.cfg.merge_after if self.cfg.overlap else None, self.opt)
         tag = "" if len(self.job.models) == 1 else f" {self.index}"
-        sched.spawn(self.trainer(), "trainer" + tag)
         if self.averager is not None and self.cfg.overlap:
             sched.spawn(self.averager.communicator(), "communicator" + tag)
         sched.spawn(self.prefetch(), "prefetch" + tag)
 
     def prefetch(self):
-        """Task: compute each epoch's minibatch order ahead of the trainer."""
+        """Task: compute each epoch's minibatch order ahead of the trainer, until it finished
+        (a model that stopped early computed every epoch's order left, without a yield)."""
         n = len(self.job.part.y)
         for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self.finished:
+                return
             rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
             self.orders[epoch] = rng.permutation(n)
             self.order_ready.set()
@@ -87,29 +108,25 @@ class Model:
                 yield self.order_taken
                 self.order_taken.clear()
 
-    def trainer(self):
-        """Task: the local minibatch loop and the synchronisation policy; then the model
-        after this one on its communicator starts."""
-        self.t_start = self.clock()
-        try:
-            yield from self._train()
-            if self.best is not None and self.stopped_at is None:
-                self._restore_best()
-        finally:
-            self.t_end = self.clock()
-            self._finish()
-        if self.successor is not None:
-            self.successor.spawn(self.sched, self.vote.signals)
+    def _vote_now(self):
+        """Generator: True when every rank learns that one was signalled to stop: a vote
+        started and read at once (the next one reads at the first synchronisation point)."""
+        yield from self.vote.poll()
+        return (yield from self.vote.poll())
+
+    def _steps(self):
+        """Minibatch steps per epoch on every rank: the largest partition's."""
+        return -(-int(max(self.job.part.sizes)) // self.cfg.batch_size)
 
     def _train(self):
+        """The local minibatch loop and the synchronisation policy."""
         if self.stopped_early or self.start_epoch >= self.cfg.epochs:
             yield from self._score_as_resumed()     # trained already: the metrics of its weights
             return
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.job.part
         B, K = cfg.batch_size, cfg.sync_every
         sizes = np.array(part.sizes)
-        steps = -(-int(sizes.max()) // B)
-        self.step_total = steps
+        steps = self.step_total = self._steps()
         lr_at = schedule(cfg.schedule, cfg.lr, steps * cfg.epochs, steps, int(cfg.warmup_epochs * steps),
                          cfg.step_epochs, cfg.gamma)
         # global batch size at each step (all ranks know every partition size)
@@ -134,6 +151,7 @@ class Model:
             self.order_taken.set()
             first = self.start_step if epoch == self.start_epoch else 0
             loss_sum, count = self.start_loss if first else (0.0, 0)
+            self.running = (loss_sum, count)
             check_average = functools.partial(self._check_finite, epoch=epoch)
             for s in range(first, steps):
                 self.step_index = s
@@ -213,7 +231,7 @@ class Model:
         holding the global model; rank 0 keeps what the checkpoint needs to continue there."""
         yield from self.vote.close()
         losses = yield from self.group.gather_json(partial_loss, label="stop")
-        self.stopped_at = {"epoch": epoch, "step": step, "steps": self.step_total,
+        self.stopped_at = {"epoch": epoch, "step": step, "steps": self._steps(),
                            "signal": self.vote.signals.name, "ranks": self.group.size,
                            "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
                            "loss": losses if step else None}

@@ -403,6 +403,38 @@ def test_many_fast_epochs_print_a_few_lines_and_verbose_prints_all(tmp_path):
     assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("epoch")]) == 40
 
 
+def test_a_run_that_stops_early_prints_its_last_epoch(tmp_path, blobs):
+    """Beyond 10 epochs "the last" line was the one of the last epoch asked for, which a run
+    that stops early (early stopping, a stop signal) never reaches: it ended on epoch 1."""
+    out = tmp_path / "m.json"
+    proc = mpiexec(2, ["--data", blobs, "--epochs", "40", "--lr", "3", "--validation-fraction", "0.2",
+                       "--early-stopping", "3", "--metrics-json", out], timeout=60, check=0)
+    trained = len(json.loads(out.read_text())["history"])
+    epochs = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch")]
+    assert trained < 40 and epochs[-1].startswith(f"epoch {trained:>3}/40"), proc.stdout
+
+
+def test_the_bars_loss_starts_afresh_each_epoch(monkeypatch, blobs):
+    """The bar's running loss (Model.running) showed the last epoch's whole loss until the
+    next epoch's first step: the loss seen as each epoch's first step begins is none yet."""
+    import mpidml
+    from mpidml import trainer
+    seen, init = [], trainer.Model.__init__
+
+    def probed(model, *args, **kwargs):
+        init(model, *args, **kwargs)
+        loss_grad = model.net.loss_grad
+
+        def probe(*a):
+            if model.step_index == 0:
+                seen.append(model.running)
+            return loss_grad(*a)
+        model.net.loss_grad = probe
+    monkeypatch.setattr(trainer.Model, "__init__", probed)
+    mpidml.train(data=str(blobs), epochs=3, quiet=True)
+    assert seen == [(0.0, 0)] * 3
+
+
 def test_the_bar_shows_rate_time_left_and_loss():
     from mpidml.progress import epoch_bar
     line = epoch_bar(3, 0.5, 2.0, 10000, 0.25)

@@ -142,7 +142,7 @@ def test_a_stopped_sweep_resumes_to_the_same_models(tmp_path):
         b = ModelFile.load(whole / f"model-{i:03d}.h5")
         assert np.array_equal(a.optimizer_state, b.optimizer_state), i
     proc = mpiexec(2, [*grid, "--epochs", epochs, "--save-dir", stopped, "--resume", stopped], check=0)
-    assert "already complete" in proc.stdout
+    assert "already complete" in proc.stderr      # a warning: stderr
     proc = mpiexec(2, [*grid[:-3], "--sweep", "lr=0.05 0.02", "--epochs", epochs, "--resume", stopped], check=2)
     assert "resume with the same --sweep" in proc.stderr
 
@@ -182,3 +182,71 @@ def test_a_sweep_of_more_models_than_mpi_has_communicators(tmp_path):
             check=0, timeout=150)
     doc = json.loads(out.read_text())
     assert len(doc["sweep"]) == 2100 and all(len(m["history"]) == 1 for m in doc["sweep"])
+
+
+def _tiny_sweep(tmp_path, models):
+    """Options of a sweep of `models` softmax models (one step an epoch) on a tiny file: more
+    than the COMMUNICATORS (64) that train at once, so that later ones wait for a communicator."""
+    from mpidml.datatools import synth
+    data = tmp_path / "tiny.h5"
+    synth(str(data), 40, 2, 2, seed=1)
+    return ["--data", data, "--model", "softmax", "--sweep", "seed=" + " ".join(map(str, range(models)))]
+
+
+def test_a_stop_signal_stops_a_sweep_of_more_models_than_train_at_once(tmp_path):
+    """Models 64 and 65 wait for models 0 and 1's communicators. After SIGTERM stopped the
+    first 64, each of them started all the same, trained to its own second vote and saved
+    that: every later generation trained after the stop. Now they never start, say so, and
+    --resume trains them to the models of a sweep never stopped."""
+    import os
+    import signal
+    import sys
+
+    from conftest import MPIEXEC, Job
+
+    from mpidml.errors import STOPPED
+    sweep, stopped = _tiny_sweep(tmp_path, 66), tmp_path / "stopped"
+    out = tmp_path / "m.json"
+    job = Job([MPIEXEC, "-n", "2", sys.executable, "-m", "mpidml", *sweep, "--epochs", "1000", "--save-dir", stopped,
+               "--metrics-json", out], f"sweep-generations-{os.getpid()}", 2)
+    try:
+        assert "a sweep of 66 softmax models" in job.proc.stdout.readline()     # training starts
+        job.proc.send_signal(signal.SIGTERM)
+        _, err = job.proc.communicate(timeout=30)
+    finally:
+        job.close()
+    assert job.proc.returncode == STOPPED, err
+    doc = json.loads(out.read_text())
+    assert [len(doc["sweep"][index]["history"]) for index in (64, 65)] == [0, 0]
+    assert [m["started"] for m in doc["sweep"]] == [True] * 64 + [False] * 2
+    assert "(2 of the 66 models not started yet)" in err, err
+    for index in (64, 65):
+        saved = ModelFile.load(stopped / f"model-{index:03d}.h5")
+        assert saved.epoch == 0 and saved.attrs["history"] == [] and saved.attrs["stopped_at"]["step"] == 0
+    mpiexec(2, ["--quiet", *sweep, "--epochs", "2", "--save-dir", stopped, "--resume", stopped], check=0, timeout=60)
+    alone = tmp_path / "alone.h5"       # a sweep's model is bit-identical to its run alone
+    mpiexec(2, ["--quiet", *sweep[:4], "--seed", "65", "--validation-fraction", "0.1", "--epochs", "2",
+                "--save", alone], check=0)
+    resumed = ModelFile.load(stopped / "model-065.h5")
+    assert resumed.epoch == 2 and np.array_equal(resumed.optimizer_state, ModelFile.load(alone).optimizer_state)
+
+
+def test_a_sweep_of_several_generations_prints_each_ones_epochs_as_it_trains(tmp_path):
+    """The line for epoch E waited for every model, started or not: in a sweep of more than
+    64 models no line came until the last generation trained. Each generation's lines now
+    come as it trains, with how many models have started."""
+    proc = mpiexec(1, [*_tiny_sweep(tmp_path, 66), "--epochs", "2"], check=0, timeout=60)
+    epochs = [ln.split("  best so far")[0] for ln in proc.stdout.splitlines() if ln.startswith("epoch")]
+    assert epochs == ["epoch   1/2  models 0-63: 64 training, 64 of 66 started",
+                      "epoch   2/2  models 0-63: 64 training, 64 of 66 started",
+                      "epoch   1/2  models 64-65: 2 training, 66 of 66 started",
+                      "epoch   2/2  models 64-65: 2 training, 66 of 66 started"], proc.stdout
+
+
+def test_a_sweep_of_models_without_hidden_layers_resumes(tmp_path):
+    """The grid check compared a softmax file's hidden layers ([]) with the default --hidden
+    (128), which only an mlp has: 'trained with hidden [], its sweep point has [128]'."""
+    sweep, saved = _tiny_sweep(tmp_path, 2), tmp_path / "models"
+    mpiexec(1, ["--quiet", *sweep, "--epochs", "1", "--save-dir", saved], check=0)
+    mpiexec(1, ["--quiet", *sweep, "--epochs", "2", "--save-dir", saved, "--resume", saved], check=0)
+    assert all(ModelFile.load(saved / f"model-{i:03d}.h5").epoch == 2 for i in range(2))
