@@ -307,10 +307,14 @@ class Model:
         k = len(info["classes"]) if info["classes"] else 0
         t0 = self.clock()
         sums = partial_sums(self.net, self.opt.weights, X, y, info["task"], k, self.job.scaling)
+        t1 = self.clock()
         if self.job.tracer:
-            self.job.tracer.span(self._track("trainer"), "evaluate", t0, self.clock())
+            self.job.tracer.span(self._track("trainer"), "evaluate", t0, t1)
+        # the scoring alone: the sums' Allreduce waits while the other models of a sweep
+        # compute, and the job subtracts every model's eval_s from its wall time (a sweep's
+        # training time came out negative)
+        self.eval_s += t1 - t0
         yield from self.group.allreduce(sums, "evaluate")
-        self.eval_s += self.clock() - t0
         return from_sums(sums, info["task"], k)
 
     def train_s(self):
