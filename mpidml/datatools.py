@@ -262,7 +262,7 @@ def _select(src, names, columns, skip=()):
         if li in dropped:
             raise UsageError(f"{src}: column {columns.label!r} is the label and cannot be dropped")
     else:
-        li, how = _guess_label(src, names, rest)
+        li, how = _guess_label(src, names, [j for j in range(len(names)) if j not in skip], dropped)
     if columns.features is None:
         fi = [j for j in rest if j != li]
     else:
@@ -274,18 +274,26 @@ def _select(src, names, columns, skip=()):
     return li, how, fi
 
 
-def _guess_label(src, names, candidates):
+def _guess_label(src, names, candidates, dropped):
     """The one candidate named like a label (LABEL_NAMES, any case), else the last; two
-    such names are refused rather than one picked."""
+    such names are refused rather than one picked. --drop resolves two such names, but a
+    dropped column is never replaced by a guess: dropping the one column that would be
+    the label (by its name, or as the last) would make some feature the label."""
     hits = [j for j in candidates if names[j].lower() in LABEL_NAMES]
-    if len(hits) > 1:
-        shown = " and ".join(repr(names[j]) for j in hits)
+    kept = [j for j in hits if j not in dropped]
+    if len(kept) > 1:
+        shown = " and ".join(repr(names[j]) for j in kept)
         raise UsageError(f"{src}: columns {shown} could each be the label; name it with --label")
-    if hits:
-        return hits[0], "named like a label"
-    if not candidates:
+    if kept:
+        return kept[0], "named like a label"
+    rest = [j for j in candidates if j not in dropped]
+    if not rest:
         raise UsageError(f"{src}: every column is dropped")
-    return candidates[-1], "the last column; --label names another"
+    default = hits[0] if hits else candidates[-1]
+    if default in dropped:
+        raise UsageError(f"{src}: --drop {names[default]} drops the column that would be the label "
+                         f"({'named like a label' if hits else 'the last'}); name the label with --label")
+    return default, "the last column; --label names another"
 
 
 def _positions(src, names, positions, name, option):

@@ -438,3 +438,18 @@ def test_convert_drop_and_missing_values(tmp_path):
         convert(src, tmp_path / "x.h5", features="a", drop="id")
     src.write_text("a,label\nNA,1\n")
     _refused(src, "no data rows left after --dropna", dropna=True)
+
+
+def test_convert_drop_never_makes_a_feature_the_label(tmp_path):
+    """--drop of the column named like a label (or of the last, the default label) took
+    the last remaining column, a feature, as the label: diabetes' --drop target trained
+    on s6. It is refused, naming --label; --drop still settles two label-like names."""
+    src = tmp_path / "d.csv"
+    src.write_text("a,b,target\n1,2,0.5\n3,4,1.5\n")
+    _refused(src, "--drop target drops the column that would be the label .named like a label.; name the label "
+             "with --label", drop="target")
+    src.write_text("a,b,c\n1,2,0.5\n3,4,1.5\n")
+    _refused(src, "--drop c drops the column that would be the label .the last.", drop="c")
+    assert "label column 'b' (--label)" in convert(src, tmp_path / "c.h5", drop="c", label="b")
+    src.write_text("target,a,label\n1,2,0\n3,4,1\n")
+    assert "label column 'label' (named like a label)" in convert(src, tmp_path / "t.h5", drop="target")
