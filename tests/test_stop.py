@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MPIEXEC, ROOT, Job, mpiexec, rank_pids
+from conftest import MPIEXEC, ROOT, Job, mpiexec, rank_pids, refused
 from test_batch import _site_env
 
 from mpidml.checkpoint import ModelFile
@@ -194,6 +194,16 @@ def test_resume_keeps_the_saved_split_on_a_rechunked_copy_and_refuses_another(tm
                                  ("--partition", "contiguous", "blocks"), ("--test-fraction", "0.3", "0.2")):
         proc = mpiexec(1, ["--data", large, "--resume", model, "--epochs", "2", option, value], check=2)
         assert f"trained with {option} {saved}, this run asks for {option} {value}" in proc.stderr
+
+
+def test_resume_without_validation_refuses_validation_rows(tmp_path, blobs):
+    """A file trained without validation records --validation-fraction 0, which was taken
+    for "not recorded": resuming with --validation-fraction 0.2 carved validation rows out
+    of rows the model had trained on and scored them, without a word."""
+    model = tmp_path / "m.h5"
+    mpiexec(1, ["--quiet", "--data", blobs, "--epochs", "1", "--save", model], check=0)
+    refused(1, ["--data", blobs, "--resume", model, "--epochs", "2", "--validation-fraction", "0.2"],
+            "trained with --validation-fraction 0.0, this run asks for --validation-fraction 0.2")
 
 
 def _catches(pid, sig):
