@@ -655,7 +655,7 @@ def _csv_number(src, text, kind, label, where, i):
 # -- NPY / NPZ --
 @contextlib.contextmanager
 def _numpy_source(src, fmt, label_type):
-    (xs, ys), how = (_load_npy(src), "the last column") if fmt == "npy" else _load_npz(src)
+    (xs, ys), how, left_out = (_load_npy(src), "the last column", ()) if fmt == "npy" else _load_npz(src)
     if xs.ndim != 2 or xs.shape[1] == 0 or xs.dtype.kind not in "biuf":
         raise UsageError(f"{src}: X must be a 2-D numeric array (rows, features), has shape {xs.shape} "
                          f"and dtype {xs.dtype}")
@@ -667,7 +667,7 @@ def _numpy_source(src, fmt, label_type):
     if fmt == "npy" and natural == "float" and _whole(ys):     # X's dtype: says nothing of the label
         natural, how = "class", "the last column, whole numbers in a float array (--label-type float: targets)"
     kind = _kind(src, natural, label_type, None)
-    yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), ())
+    yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), left_out)
 
 
 def _load_npy(src):
@@ -679,7 +679,8 @@ def _load_npy(src):
 
 
 def _load_npz(src):
-    """(X, y) and the name of y's array."""
+    """(X, y), the name of y's array and the arrays not read, named in the summary (an
+    X_test and y_test, a second candidate like target beside y: none is dropped unsaid)."""
     def load():
         with np.load(src, allow_pickle=False) as z:
             xk = next((k for k in ("X", "x", "data", "features") if k in z.files), None)
@@ -687,7 +688,9 @@ def _load_npz(src):
             if xk is None or yk is None:
                 raise UsageError(f"{src}: needs arrays named X and y (has {', '.join(z.files) or 'none'}); "
                                  "save them with np.savez(path, X=X, y=y)")
-            return (z[xk], z[yk]), f"array {yk!r}"
+            rest = [k for k in z.files if k not in (xk, yk)]
+            left_out = [f"array{'s' * (len(rest) > 1)} {', '.join(rest)}"] if rest else []
+            return (z[xk], z[yk]), f"array {yk!r}", left_out
     return _load(src, ZIP_MAGICS, "NPZ (zip)", load)
 
 

@@ -77,6 +77,19 @@ def test_convert_string_labels_npz_npy(tmp_path):
         assert b["train/y"].dtype == np.float64
 
 
+def test_convert_npz_names_the_arrays_it_leaves_out(tmp_path):
+    """An NPZ's other arrays (X_test and y_test, target beside y) were dropped without a
+    word; the summary now names them."""
+    rows = np.arange(8.0).reshape(4, 2)
+    np.savez(tmp_path / "t.npz", X=rows, y=np.arange(4) % 2, X_test=rows, y_test=np.arange(4) % 2)
+    summary = convert(tmp_path / "t.npz", tmp_path / "t.h5")
+    assert summary.endswith("label array 'y': 2 classes; left out arrays X_test, y_test"), summary
+    np.savez(tmp_path / "u.npz", X=rows, y=np.arange(4) % 2, target=np.arange(4.0))
+    assert convert(tmp_path / "u.npz", tmp_path / "u.h5").endswith("; left out array target")
+    np.savez(tmp_path / "v.npz", X=rows, y=np.arange(4) % 2)
+    assert "left out" not in convert(tmp_path / "v.npz", tmp_path / "v.h5")
+
+
 def test_data_commands_from_the_command_line(tmp_path):
     out = tmp_path / "c.h5"
     mpiexec(1, ["data", "synth", "--samples", "300", "--features", "4", "--classes", "3", "--out", out], check=0)
