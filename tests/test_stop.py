@@ -268,3 +268,27 @@ def test_repeated_stop_signals_still_stop_once_with_a_checkpoint(tmp_path, data,
     finally:
         job.close()
     assert ModelFile.load(ckpt).epoch >= 1
+
+
+def test_the_guard_is_installed_before_any_other_mpidml_module_loads():
+    """Ctrl-C to the group 0.15 s after a 3-rank launch killed a rank with KeyboardInterrupt
+    in `from mpidml.threads import ...`, a line of mpidml's __main__ that ran before the
+    handlers (MPICH's banner, exit 11). The guard now comes first."""
+    code = """if True:
+        import sys
+        import mpidml.guard as guard
+        seen, install = [], guard.Guard.install
+        def spy(self):
+            seen.append(sorted(m for m in sys.modules if m.startswith("mpidml.")))
+            return install(self)
+        guard.Guard.install = spy
+        from mpidml.__main__ import entry
+        sys.argv = ["mpidml", "--version"]
+        try:
+            entry()
+        except SystemExit:
+            pass
+        print(seen[0], file=sys.stderr)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stderr.strip() == "['mpidml.__main__', 'mpidml.errors', 'mpidml.guard']", proc.stderr
