@@ -4,7 +4,6 @@ import os
 import sys
 
 from mpidml.guard import Guard
-from mpidml.threads import pin_blas_threads
 
 
 def reopen_closed_std():
@@ -28,7 +27,8 @@ def reopen_closed_std():
 
 
 def entry():
-    Guard().install()
+    Guard().install()               # first: a signal in any later import would kill the rank
+    from mpidml.threads import pin_blas_threads
     reopen_closed_std()
     pin_blas_threads(sys.argv[1:])
     from mpidml.cli import main  # numpy loads here, after the pinning

@@ -273,8 +273,8 @@ def _output_problem(path, inputs):
     if path.endswith(os.sep):
         return "ends in /, so it names a directory, not a file"
     target = os.path.realpath(path)
-    try:
-        mode = os.stat(target).st_mode
+    try:    # `path` as open() follows it: /dev/stdout resolves to no name realpath can show
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as e:                    # a name too long, a symlink loop, a file used as a directory

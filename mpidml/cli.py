@@ -21,7 +21,7 @@ from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
 from .guard import Interrupted, installed
-from .progress import quiet_stdout
+from .progress import output_lost, quiet_stdout
 
 log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
@@ -537,11 +537,14 @@ def _check_swept_alone(grid, given):
 
 
 class _Handler(logging.StreamHandler):
-    """A progress line to a closed pipe (`mpidml ... | head`) ends the output, not the run."""
+    """A progress line stdout cannot take (a closed pipe, `mpidml ... | head`; a full disk)
+    ends the output, not the run; a rank's stderr that cannot be written has no one to tell."""
 
     def handleError(self, record):
-        if isinstance(sys.exc_info()[1], BrokenPipeError):
-            quiet_stdout()
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            if self.stream is sys.stdout:
+                output_lost(error)
             return
         super().handleError(record)
 

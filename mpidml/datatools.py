@@ -263,7 +263,7 @@ def _select(src, names, columns, index=()):
         if li in dropped:
             raise UsageError(f"{src}: column {columns.label!r} is the label and cannot be dropped")
     else:
-        li, how = _guess_label(src, names, rest, [j for j in index if j not in dropped])
+        li, how = _guess_label(src, names, [j for j in range(len(names)) if j not in index], dropped, index)
     if columns.features is None:
         fi = [j for j in rest if j != li]
     else:
@@ -275,18 +275,27 @@ def _select(src, names, columns, index=()):
     return li, how, fi
 
 
-def _guess_label(src, names, candidates, by_name_only=()):
-    """The one candidate (or column of `by_name_only`) named like a label (LABEL_NAMES,
-    any case), else the last candidate; two such names are refused rather than one picked."""
+def _guess_label(src, names, candidates, dropped, by_name_only=()):
+    """The one column named like a label (LABEL_NAMES, any case) among `candidates` and
+    `by_name_only` (pandas' index: the label by its name only), else the last candidate;
+    two such names are refused rather than one picked. --drop resolves two such names, but
+    a dropped column is never replaced by a guess: dropping the one column that would be
+    the label (by its name, or as the last) would make some feature the label."""
     hits = sorted(j for j in (*candidates, *by_name_only) if names[j].lower() in LABEL_NAMES)
-    if len(hits) > 1:
-        shown = " and ".join(repr(names[j]) for j in hits)
+    kept = [j for j in hits if j not in dropped]
+    if len(kept) > 1:
+        shown = " and ".join(repr(names[j]) for j in kept)
         raise UsageError(f"{src}: columns {shown} could each be the label; name it with --label")
-    if hits:
-        return hits[0], "named like a label"
-    if not candidates:
+    if kept:
+        return kept[0], "named like a label"
+    rest = [j for j in candidates if j not in dropped]
+    if not rest:
         raise UsageError(f"{src}: every column is dropped")
-    return candidates[-1], "the last column; --label names another"
+    default = hits[0] if hits else candidates[-1]
+    if default in dropped:
+        raise UsageError(f"{src}: --drop {names[default]} drops the column that would be the label "
+                         f"({'named like a label' if hits else 'the last'}); name the label with --label")
+    return default, "the last column; --label names another"
 
 
 def _positions(src, names, positions, name, option):
@@ -648,7 +657,7 @@ def _csv_number(src, text, kind, label, where, i):
 # -- NPY / NPZ --
 @contextlib.contextmanager
 def _numpy_source(src, fmt, label_type):
-    (xs, ys), how = (_load_npy(src), "the last column") if fmt == "npy" else _load_npz(src)
+    (xs, ys), how, left_out = (_load_npy(src), "the last column", ()) if fmt == "npy" else _load_npz(src)
     if xs.ndim != 2 or xs.shape[1] == 0 or xs.dtype.kind not in "biuf":
         raise UsageError(f"{src}: X must be a 2-D numeric array (rows, features), has shape {xs.shape} "
                          f"and dtype {xs.dtype}")
@@ -657,7 +666,7 @@ def _numpy_source(src, fmt, label_type):
     if ys.ndim != 1 or len(ys) != len(xs):
         raise UsageError(f"{src}: y must hold one label per row of X: X has shape {xs.shape}, y {ys.shape}")
     kind = _kind(src, _array_kind(src, ys), label_type, None)
-    yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), ())
+    yield Table(None, how, None, kind, _array_batches(src, xs, ys, kind), left_out)
 
 
 def _load_npy(src):
@@ -669,7 +678,8 @@ def _load_npy(src):
 
 
 def _load_npz(src):
-    """(X, y) and the name of y's array."""
+    """(X, y), the name of y's array and the arrays not read, named in the summary (an
+    X_test and y_test, a second candidate like target beside y: none is dropped unsaid)."""
     def load():
         with np.load(src, allow_pickle=False) as z:
             xk = next((k for k in ("X", "x", "data", "features") if k in z.files), None)
@@ -677,7 +687,9 @@ def _load_npz(src):
             if xk is None or yk is None:
                 raise UsageError(f"{src}: needs arrays named X and y (has {', '.join(z.files) or 'none'}); "
                                  "save them with np.savez(path, X=X, y=y)")
-            return (z[xk], z[yk]), f"array {yk!r}"
+            rest = [k for k in z.files if k not in (xk, yk)]
+            left_out = [f"array{'s' * (len(rest) > 1)} {', '.join(rest)}"] if rest else []
+            return (z[xk], z[yk]), f"array {yk!r}", left_out
     return _load(src, ZIP_MAGICS, "NPZ (zip)", load)
 
 

@@ -26,7 +26,7 @@ from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_ou
 from .comm import drive
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
-from .provenance import MODEL_OPTIONS, SPLIT_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
+from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
@@ -196,8 +196,10 @@ class Job:
             self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
             resume = self.resumes[0][1]
             # in place before the data is described: the split must be the saved run's
-            if cfg.sweep:           # a sweep's model options are its grid's; its models share the split
-                adopted = adopt_model_options(cfg, self.resumes[0][0], resume.model_options(), SPLIT_OPTIONS)
+            if cfg.sweep:           # its swept options are its grid's; its models share the split and the rest
+                swept = {key for key, _ in cfg.sweep}
+                adopted = adopt_model_options(cfg, self.resumes[0][0], resume.model_options(),
+                                              [k for k in MODEL_OPTIONS if k not in swept])
                 self._check_grid()
             else:
                 adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())

@@ -92,9 +92,23 @@ def redraw(out, text):
         out.write(text)
         out.flush()
         return True
-    except BrokenPipeError:
-        quiet_stdout()
+    except OSError as e:
+        output_lost(e)
         return False
+
+
+def output_lost(error):
+    """stdout cannot be written: a closed pipe (`| head`: the reader has what it wanted) or
+    a full or failing disk under `> run.log` (said once on stderr). Either ends the output,
+    not the run."""
+    if not isinstance(error, BrokenPipeError):
+        try:
+            sys.stderr.write(f"mpidml: warning: stdout: cannot write ({error.strerror or error}); "
+                             "the rest of the output is dropped\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+    quiet_stdout()
 
 
 def quiet_stdout():

@@ -12,6 +12,7 @@ from .comm import drive
 from .errors import UsageError
 from .evaluate import from_sums, partial_sums, predict
 from .partition import balanced_sizes
+from .progress import quiet_stdout
 from .topology import gather_layout
 
 log = logging.getLogger("mpidml")
@@ -23,15 +24,31 @@ def run(args, group, report):
     if args.command == "predict":
         return predict_command(args, group)
     if args.command == "info":
-        return info(group)
+        return _printing(lambda: info(group))
     # data and plot are single-process tools: rank 0 works, the others wait for its verdict
     if args.command == "data":
         from . import datatools
-        return _collective(group, lambda: datatools.run(args))
+        work = (lambda: _printing(lambda: datatools.run(args))) if args.data_command == "inspect" else None
+        return _collective(group, work or (lambda: datatools.run(args)))
     if args.command == "plot":
         from .plot import plot
         return _collective(group, lambda: plot(args.metrics, args.out))
     raise UsageError(f"unknown command {args.command}", agreed=True)
+
+
+def _printing(work):
+    """Run a command whose product is what it prints (info, data inspect): a stdout that
+    cannot take it (a full disk under `> out.txt`) is one line naming stdout, exit 2, not an
+    internal error; a closed pipe (`| head`) stays the reader's choice."""
+    try:
+        return work()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if e.filename is not None:          # a file's error, not the output's
+            raise
+        quiet_stdout()
+        raise UsageError(f"stdout: cannot write ({e.strerror or e})") from None
 
 
 def _collective(group, work):

@@ -1,11 +1,13 @@
 """Command line, configuration precedence, subcommands, thread pinning."""
 import json
+import os
 
 import h5py
 import numpy as np
 import pytest
 from conftest import DIGITS, mpiexec, train
 
+from mpidml import datatools
 from mpidml.cli import make_config, parse
 from mpidml.errors import UsageError
 from mpidml.threads import pin_blas_threads
@@ -263,6 +265,34 @@ def test_a_closed_stdout_drops_the_output(tmp_path):
         assert proc.returncode == 0 and not quiet_lines(proc.stderr), (args, proc.stderr)
     with h5py.File(tmp_path / "p.h5") as f:
         assert f["labels"].shape == (200,)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_stdout_on_a_full_disk_is_one_line(tmp_path):
+    """`mpidml ... > run.log` on a full disk: training printed logging's traceback for every
+    line, --progress-bar, info and data inspect ended in an internal error (exit 1). A run
+    now warns once and goes on, its output dropped; a command whose product is its output
+    says stdout cannot take it (exit 2)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = tmp_path / "m.json"
+
+    def run(*args):
+        with open("/dev/full", "w") as full:
+            return subprocess.run([sys.executable, "-m", "mpidml", *map(str, args)], stdout=full,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60)
+    for bar in ([], ["--progress-bar"]):
+        proc = run("--epochs", "2", "--metrics-json", out, *bar)
+        assert proc.returncode == 0 and proc.stderr == ("mpidml: warning: stdout: cannot write (No space left on "
+                                                        "device); the rest of the output is dropped\n"), proc.stderr
+        assert json.loads(out.read_text())["status"] == "complete"
+    for args in (["info"], ["data", "inspect", out.with_name("d.h5")]):
+        if args[0] == "data":
+            datatools.synth(str(args[-1]), 50, 2, 2)
+        proc = run(*args)
+        assert (proc.returncode, proc.stderr) == (2, "mpidml: error: stdout: cannot write (No space left on device)\n")
 
 
 def test_data_that_convert_reads_is_pointed_at_it(tmp_path):

@@ -77,6 +77,19 @@ def test_convert_string_labels_npz_npy(tmp_path):
         assert b["train/y"].dtype == np.float64
 
 
+def test_convert_npz_names_the_arrays_it_leaves_out(tmp_path):
+    """An NPZ's other arrays (X_test and y_test, target beside y) were dropped without a
+    word; the summary now names them."""
+    rows = np.arange(8.0).reshape(4, 2)
+    np.savez(tmp_path / "t.npz", X=rows, y=np.arange(4) % 2, X_test=rows, y_test=np.arange(4) % 2)
+    summary = convert(tmp_path / "t.npz", tmp_path / "t.h5")
+    assert summary.endswith("label array 'y': 2 classes; left out arrays X_test, y_test"), summary
+    np.savez(tmp_path / "u.npz", X=rows, y=np.arange(4) % 2, target=np.arange(4.0))
+    assert convert(tmp_path / "u.npz", tmp_path / "u.h5").endswith("; left out array target")
+    np.savez(tmp_path / "v.npz", X=rows, y=np.arange(4) % 2)
+    assert "left out" not in convert(tmp_path / "v.npz", tmp_path / "v.h5")
+
+
 def test_data_commands_from_the_command_line(tmp_path):
     out = tmp_path / "c.h5"
     mpiexec(1, ["data", "synth", "--samples", "300", "--features", "4", "--classes", "3", "--out", out], check=0)
@@ -460,3 +473,18 @@ def test_convert_drop_and_missing_values(tmp_path):
         convert(src, tmp_path / "x.h5", features="a", drop="id")
     src.write_text("a,label\nNA,1\n")
     _refused(src, "no data rows left after --dropna", dropna=True)
+
+
+def test_convert_drop_never_makes_a_feature_the_label(tmp_path):
+    """--drop of the column named like a label (or of the last, the default label) took
+    the last remaining column, a feature, as the label: diabetes' --drop target trained
+    on s6. It is refused, naming --label; --drop still settles two label-like names."""
+    src = tmp_path / "d.csv"
+    src.write_text("a,b,target\n1,2,0.5\n3,4,1.5\n")
+    _refused(src, "--drop target drops the column that would be the label .named like a label.; name the label "
+             "with --label", drop="target")
+    src.write_text("a,b,c\n1,2,0.5\n3,4,1.5\n")
+    _refused(src, "--drop c drops the column that would be the label .the last.", drop="c")
+    assert "label column 'b' (--label)" in convert(src, tmp_path / "c.h5", drop="c", label="b")
+    src.write_text("target,a,label\n1,2,0\n3,4,1\n")
+    assert "label column 'label' (named like a label)" in convert(src, tmp_path / "t.h5", drop="target")

@@ -230,6 +230,18 @@ def test_check_output_names_what_is_there(tmp_path, make, kind):
         check_output(str(tmp_path / "x"), "--out")
 
 
+def test_check_output_follows_a_magic_link_as_open_would():
+    """/dev/stdout on a pipe (/proc/self/fd/N) resolves to no name a path can show
+    (realpath: /proc/PID/fd/pipe:[...]), so it passed the check; the run trained, then
+    failed writing 'pipe:[...]: No such file'. It is refused before any work."""
+    r, w = os.pipe()
+    try:
+        with pytest.raises(UsageError, match=f"^--metrics-json /proc/self/fd/{w}: is a FIFO, not a regular file$"):
+            check_output(f"/proc/self/fd/{w}", "--metrics-json")
+    finally:
+        os.close(r), os.close(w)
+
+
 def test_the_longest_legal_name_works(tmp_path):
     atomic_write_bytes(tmp_path / ("n" * 255), b"{}")
     assert os.listdir(tmp_path) == ["n" * 255]

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MPIEXEC, ROOT, Job, mpiexec, quiet_lines, rank_pids
+from conftest import MPIEXEC, ROOT, Job, mpiexec, quiet_lines, rank_pids, refused
 from test_batch import _site_env
 
 from mpidml.checkpoint import ModelFile
@@ -196,6 +196,16 @@ def test_resume_keeps_the_saved_split_on_a_rechunked_copy_and_refuses_another(tm
         assert f"trained with {option} {saved}, this run asks for {option} {value}" in proc.stderr
 
 
+def test_resume_without_validation_refuses_validation_rows(tmp_path, blobs):
+    """A file trained without validation records --validation-fraction 0, which was taken
+    for "not recorded": resuming with --validation-fraction 0.2 carved validation rows out
+    of rows the model had trained on and scored them, without a word."""
+    model = tmp_path / "m.h5"
+    mpiexec(1, ["--quiet", "--data", blobs, "--epochs", "1", "--save", model], check=0)
+    refused(1, ["--data", blobs, "--resume", model, "--epochs", "2", "--validation-fraction", "0.2"],
+            "trained with --validation-fraction 0.0, this run asks for --validation-fraction 0.2")
+
+
 def _catches(pid, sig):
     """Whether process `pid` has a handler for `sig` (/proc's SigCgt mask)."""
     try:
@@ -276,15 +286,6 @@ def test_a_signal_the_job_was_started_ignoring_stays_ignored(data):
         job.close()
 
 
-def test_resume_refuses_validation_the_file_was_trained_without(tmp_path, data):
-    """A single run records --validation-fraction 0: validation rows asked for on resume
-    would be rows it trained on (0 was skipped as 'not recorded')."""
-    model = tmp_path / "v.h5"
-    mpiexec(1, ["--quiet", "--data", data, "--model", "softmax", "--epochs", "1", "--save", model], check=0)
-    proc = mpiexec(1, ["--data", data, "--resume", model, "--epochs", "2", "--validation-fraction", "0.3"], check=2)
-    assert "trained with --validation-fraction 0.0, this run asks for --validation-fraction 0.3" in proc.stderr
-
-
 def test_resume_checks_every_sweep_file_against_the_adopted_split(tmp_path, data):
     """A sweep takes its split from its first file; another file trained on another split is
     refused, not resumed on the wrong rows."""
@@ -297,3 +298,27 @@ def test_resume_checks_every_sweep_file_against_the_adopted_split(tmp_path, data
         f.attrs["config"] = json.dumps(dict(json.loads(f.attrs["config"]), test_fraction=0.3))
     proc = mpiexec(1, [*net, "--resume", sweep, "--epochs", "2"], check=2)
     assert "model-001.h5 was trained with test-fraction 0.3, its sweep point has 0.2" in proc.stderr
+
+
+def test_the_guard_is_installed_before_any_other_mpidml_module_loads():
+    """Ctrl-C to the group 0.15 s after a 3-rank launch killed a rank with KeyboardInterrupt
+    in `from mpidml.threads import ...`, a line of mpidml's __main__ that ran before the
+    handlers (MPICH's banner, exit 11). The guard now comes first."""
+    code = """if True:
+        import sys
+        import mpidml.guard as guard
+        seen, install = [], guard.Guard.install
+        def spy(self):
+            seen.append(sorted(m for m in sys.modules if m.startswith("mpidml.")))
+            return install(self)
+        guard.Guard.install = spy
+        from mpidml.__main__ import entry
+        sys.argv = ["mpidml", "--version"]
+        try:
+            entry()
+        except SystemExit:
+            pass
+        print(seen[0], file=sys.stderr)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stderr.strip() == "['mpidml.__main__', 'mpidml.errors', 'mpidml.guard']", proc.stderr

@@ -108,6 +108,18 @@ def test_a_sweep_from_a_config_table(tmp_path):
         make_config(parse(["--config", str(toml)]), environ={})
 
 
+def test_a_sweep_resumes_with_the_command_that_saved_it(tmp_path, blobs):
+    """A sweep of the default model (auto: softmax, no hidden layer) saved hidden [] and
+    its resume, the same command, was refused: 'trained with hidden [], its sweep point
+    has [128]'. Options neither swept nor given come from the files, as for one run."""
+    grid = ["--quiet", "--data", blobs, "--sweep", "lr=0.1 0.2", "--save-dir", tmp_path / "s"]
+    mpiexec(1, [*grid, "--epochs", "1"], check=0)
+    mpiexec(1, [*grid, "--epochs", "2", "--resume", tmp_path / "s"], check=0)
+    assert [ModelFile.load(tmp_path / "s" / f"model-00{i}.h5").epoch for i in (0, 1)] == [2, 2]
+    refused(1, [*grid, "--epochs", "3", "--resume", tmp_path / "s", "--optimizer", "adam"],
+            "trained with --optimizer momentum, this run asks for --optimizer adam")
+
+
 def test_a_stopped_sweep_resumes_to_the_same_models(tmp_path):
     """SIGTERM mid-sweep: every model checkpoints where it stopped (exit 75); the same
     command with --resume DIR ends with the models of a sweep never interrupted."""
