@@ -1461,28 +1461,10 @@ DEEP_ONLY |= {f"{c.name}-n{n}" for c in [*CASES[FIRST_20:], *DISK_CASES, *SIGNAL
               for n in c.ranks} - DEFAULT_20
 DEEP_ONLY |= {"option_validation_fraction_almost_one", "option_early_stopping_without_validation", "env_threads_zero"}
 
-# Failing today, by cause (strict xfail: a fix makes them XPASS, and then the mark must go).
-CONFIG = "issue 20, destroyed files: --config is not among the inputs an output may not overwrite"
-ROTATION = "issue 20, destroyed files: --keep-checkpoints rotation keeps another run's files and deletes its own"
-KEEP_NAMES = "issue 20: only the first --keep-checkpoints name is checked (a later one a directory, or an input)"
-EMPTY_VALIDATION = "issue 20, silent results: --validation-fraction 1e-9 holds out 0 rows, used as a validation set"
-SWEEP_NO_VALIDATION = "issue 20, silent results: a sweep with no validation rows picks model 0 without a warning"
-RESUME_SPLIT = "issue 20, silent results: --resume with another --block-rows or validation fraction changes the split"
-API_UINT64 = "issue 20, silent results: the API wraps uint64 labels >= 2**63 to negative classes"
-DISK_FULL = "issue 20, crashes: a full disk is exit 1 with HDF5 internals, or a segfault at exit with the banner"
-COMMUNICATORS = "issue 20, crashes: a sweep of more than ~2040 models fails with 'Too many communicators'"
-WARMUP = "issue 20, crashes: --warmup-epochs 1e308 overflows (exit 1)"
-EDITED = "issue 20, crashes: hand-edited model files (stopped_at, unknown optimizer) are internal errors"
-CLOSED_STDOUT = "issue 20, crashes: a closed stdout (>&-) is an internal error"
-API_RANKS = "issue 20, hangs and crashes: API ranks given different parameters are not checked as the command line's"
-STARTUP = "issue 20, hangs: the stall timeout does not cover start-up (fit on one rank only)"
-SIGNAL_AT_START = "issue 20, hangs and crashes: a signal in the first 0.3 s gives the banner (or a traceback)"
-SIGNAL_ANY = ("issue 20, hangs and crashes: a signal during start-up, a second one, or SIGUSR2/SIGHUP mid-checkpoint "
-              "(exit 15/255, the banner, Hydra's lines, a temporary left); racy: the moment decides")
-DROPPED = "issue 20, everyday use: settings silently dropped (--lr beside --sweep lr, MPIDML_SWEEP, MPIDML_THREADS)"
+# Failing today, by case name (or NAME-nN) -> the cause: strict xfails, so that a fix shows up
+# as XPASS and its mark must go. Issue 20's 60-odd known failures are all fixed: none is left.
 KNOWN = {}
-# cases that fail in some runs only: a plain xfail, not strict (ids, NAME-nN)
-RACY = set()
+RACY = set()        # ids (NAME-nN) of known failures that fail in some runs only: a plain xfail
 
 
 def params(cases, in_process=False):
