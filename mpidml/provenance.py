@@ -23,10 +23,11 @@ SAMPLED_ROWS = 64
 # default follows the file's HDF5 chunking, so a re-chunked copy would split otherwise);
 # validation rows are drawn per rank with partition_seed.
 SPLIT_OPTIONS = ("test_fraction", "partition", "block_rows", "partition_seed", "validation_fraction")
-# the saved values that mean "a file from before the option was recorded": block_rows 0 was
-# the default then (the chunking's size, not recorded); validation_fraction 0 is recorded (no
-# validation rows: validation asked for on resume would score rows the model trained on)
-UNRECORDED = {"block_rows": (None, 0), "validation_fraction": (None,)}
+# saved values that, besides a missing one, mean "a file from before the option was
+# recorded": block_rows 0 was the default then (the chunking's size, not recorded);
+# validation_fraction 0 is recorded (no validation rows: validation asked for on resume
+# would score rows the model trained on)
+UNRECORDED = {"block_rows": (0,)}
 # options that define the model or the rows it trains on: a resumed run takes them from the
 # file; given on the command line (or config, environment) they must agree with it
 MODEL_OPTIONS = ("model", "hidden", "activation", "dtype", "optimizer", "standardize", *SPLIT_OPTIONS)
@@ -107,7 +108,7 @@ def adopt_model_options(cfg, model_path, saved_config, keys=MODEL_OPTIONS):
     taken = {}
     for key in keys:
         saved, now = saved_config.get(key), getattr(cfg, key)
-        if saved in UNRECORDED.get(key, ()):
+        if saved is None or saved in UNRECORDED.get(key, ()):
             continue            # a file from before it was recorded: nothing to compare with
         if key == "hidden":
             saved, now = list(saved), list(now)
