@@ -1121,11 +1121,26 @@ for _sig in ("TERM", "INT", "USR1", "USR2", "HUP"):
                         _twice)
 
 
-def signal_outcome(sig, rc, out, err, left):
+def temporaries_left(out, killed):
+    """The temporaries left in `out`. Where mpiexec itself died of the signal (MPICH's dies of
+    HUP and USR2), it killed its ranks outright (SIGKILL), so a rank mid-write could not remove
+    its own: then the next write into the folder, by a new process, must remove it, once the
+    killed writers are gone (reaped: up to a few seconds)."""
+    def left():
+        return sorted(p.name for p in out.iterdir() if p.name.startswith(".mpidml-"))
+    deadline = time.monotonic() + 5
+    while killed and left() and time.monotonic() < deadline:
+        subprocess.run([sys.executable, "-c", "import sys; from mpidml.checkpoint import atomic_write_bytes; "
+                        "atomic_write_bytes(sys.argv[1], b'')", str(out / "next")], check=True, timeout=30)
+        time.sleep(0.2)
+    return left()
+
+
+def signal_outcome(sig, rc, out, err):
     """What is wrong with the end of a signalled run. A caught signal: its code (75 stopped with a
     checkpoint, 130 Ctrl-C, or 128 + N) and one line. Another: ended by it (128 + N; mpiexec
-    itself killed by it, -N, has no one left to print), at most one line. Never a banner, a
-    traceback, or a temporary left in the output folder."""
+    itself killed by it, -N, has no one left to print), at most one line. Never a banner or a
+    traceback (temporaries: see temporaries_left)."""
     number = getattr(signal, "SIG" + sig)
     codes = CAUGHT.get(sig, {75, 128 + number, -number})
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("mpidml: warning:")]
@@ -1133,7 +1148,6 @@ def signal_outcome(sig, rc, out, err, left):
     if len(lines) != 1 and not (rc == -number and len(lines) < 2):
         found.append(f"{len(lines)} lines on stderr, not 1")
     found += [f"{needle!r} in the output" for needle in ("Traceback", "BAD TERMINATION") if needle in out + err]
-    found += [f"temporary {name} left" for name in left]
     return found
 
 
@@ -1583,14 +1597,14 @@ def test_signal(c, n, tmp_path, assets):
         stdout, stderr = "", ""
         found = [f"no end {LIMIT_S} s after the signal"]
     else:
-        left = sorted(p.name for p in out.iterdir() if p.name.startswith(".mpidml-"))
-        found = signal_outcome(sig, proc.returncode, stdout, stderr, left)
+        found = signal_outcome(sig, proc.returncode, stdout, stderr)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)     # whatever of this job's group is left
         except OSError:
             pass
         proc.communicate()
+    found += [f"temporary {name} left" for name in temporaries_left(out, proc.returncode < 0)]
     c = dataclasses.replace(c, what=what)
     assert not found, report(c, n, tmp_path, argv, found) + f"  exit {proc.returncode} after " \
         f"{time.monotonic() - t0:.1f} s\n  stdout: {stdout[-1500:]}\n  stderr: {stderr[-3000:]}"
@@ -1612,7 +1626,8 @@ def test_api(c, n, tmp_path):
     found = problems(proc.returncode, proc.stdout, proc.stderr, elapsed, c.expect, c.limit)
     outcomes = [(tmp_path / f"outcome.{r}").read_text().strip() if (tmp_path / f"outcome.{r}").exists() else "none"
                 for r in range(n)]
-    if proc.returncode in OK_CODES and set(outcomes) != {str(proc.returncode)}:
+    callers = outcomes[:1] if c.build == "fit_on_rank_0_only" else outcomes     # the others never call fit
+    if proc.returncode in OK_CODES and set(callers) != {str(proc.returncode)}:
         found.append(f"the ranks ended differently: {outcomes}")
     assert not found, report(c, n, tmp_path, [c.build], found, proc, elapsed)
 
