@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import UsageError
 from .optim import SLOTS
+from .partition import PARTITION_MODES
 
 log = logging.getLogger("mpidml")
 
@@ -266,6 +267,12 @@ _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.
                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
 
 
+def _not_regular(mode):
+    """What a file of `mode` that is not a regular file is, as a reason not to write it."""
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+    return f"is {kind}, not a regular file"
+
+
 def _output_problem(path, inputs):
     """Why `path` may not be written, or None."""
     if not path:
@@ -280,8 +287,7 @@ def _output_problem(path, inputs):
     except OSError as e:                    # a name too long, a symlink loop, a file used as a directory
         return f"cannot write ({e.strerror})"
     if mode is not None and not stat.S_ISREG(mode):
-        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
-        return f"is {kind}, not a regular file"
+        return _not_regular(mode)
     same = next((f"{opt} {p}" for opt, p in inputs if p and _same_file(target, p)), None)
     if same:
         return f"is the same file as {same}"
@@ -362,7 +368,7 @@ _CONFIG = {
     "standardize": (lambda v: isinstance(v, bool), "true or false"),
     "test_fraction": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "partition_seed": (lambda v: _is_count(v) and v < 2 ** 63, "a seed (0 to 2**63-1)"),
-    "partition": (_choice("blocks", "contiguous"), "blocks or contiguous"),
+    "partition": (_choice(*PARTITION_MODES), " or ".join(PARTITION_MODES)),
     "block_rows": (_optional(_is_count), "a count"),
     "validation_fraction": (_optional(lambda v: _number(v) and 0 <= v < 1), "null or a number in [0, 1)"),
     "epochs": (_is_count, "a count"),
@@ -586,8 +592,7 @@ def _replace_problem(path):
     except OSError as e:
         return f"cannot write ({e.strerror})"
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
-        return f"is {kind}, not a regular file"
+        return _not_regular(mode)
     if _series(path) is None:
         return "is not an mpidml model file"
     return None

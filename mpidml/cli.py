@@ -21,6 +21,7 @@ from .abort import abort, leave_it_to_rank_0
 from .config import TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
 from .guard import Interrupted, installed
+from .partition import PARTITION_MODES
 from .progress import output_lost, quiet_stdout
 
 log = logging.getLogger("mpidml")
@@ -169,7 +170,7 @@ def add_train_options(p):
                    help=f"held-out share when the file has no /test (default {d.test_fraction})")
     g.add_argument("--distribute", choices=("scatter", "read"), default=S,
                    help="rank 0 streams partitions to the ranks, or each rank reads its own rows (default scatter)")
-    g.add_argument("--partition", choices=("blocks", "contiguous"), default=S,
+    g.add_argument("--partition", choices=PARTITION_MODES, default=S,
                    help="rows to ranks: seeded permutation of row blocks, or contiguous runs (default blocks)")
     g.add_argument("--block-rows", type=_positive_int, default=S, metavar="R",
                    help="rows per partition block (default: about 1/1024 of the rows, whole HDF5 chunks)")

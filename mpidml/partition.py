@@ -87,9 +87,12 @@ def _cut(starts, lengths, bounds):
     return parts
 
 
+PARTITION_MODES = ("blocks", "contiguous")     # --partition
+
+
 def make_plan(n_rows, nranks, test_rows=0, block_rows=None, partition_seed=0, mode="blocks"):
     """The partition plan; see the module docstring."""
-    if mode not in ("blocks", "contiguous"):
+    if mode not in PARTITION_MODES:
         raise ValueError(f"unknown partition mode {mode!r}")
     block_rows = int(block_rows or default_block_rows(n_rows))
     nblocks = -(-n_rows // block_rows)
