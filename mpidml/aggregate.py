@@ -58,13 +58,16 @@ class Averager:
     """The averaging schedule of one model: every `every` local steps, blocking, or (with
     `merge_after` D, 0 for the default) overlapped and merged D steps later."""
 
-    def __init__(self, group, state, weight, every=1, merge_after=None, optimizer=None):
+    def __init__(self, group, state, weight, every=1, merge_after=None, optimizer=None, keep_state=False):
         self.group, self.state, self.weight = group, state, weight
         self.overlap = merge_after is not None
         self.every, self.merge_after = every, merge_after or default_merge_after(every)
         self.optimizer = optimizer      # merges the delta through its update rule (Optimizer.absorb)
+        # keep_state: average out of place, so that a collective a lost rank broke leaves this
+        # rank's state whole for the survivors to go on from (elastic.py); one copy per average
+        self.keep_state = keep_state
         self.snap = np.empty_like(state) if self.overlap else None
-        self.buf = np.empty_like(state) if self.overlap else None
+        self.buf = np.empty_like(state) if self.overlap or keep_state else None
         self.requested, self.done = Event(), Event()
         self.in_flight = self.stopping = False
         self.merge_at = -1
@@ -93,8 +96,13 @@ class Averager:
 
     def blocking(self):
         """Generator: average the state now."""
-        self.state *= self.weight
-        yield from self.group.allreduce(self.state, "average")
+        if not self.keep_state:
+            self.state *= self.weight
+            yield from self.group.allreduce(self.state, "average")
+            return
+        np.multiply(self.state, self.weight, out=self.buf)
+        yield from self.group.allreduce(self.buf, "average")
+        self.state[...] = self.buf
 
     def start(self):
         """Snapshot the state, start the Iallreduce of its weighted copy right away, and

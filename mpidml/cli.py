@@ -18,7 +18,7 @@ import sys
 
 from . import __version__, sweep
 from .abort import abort, leave_it_to_rank_0
-from .config import TrainConfig, bundled_dataset
+from .config import ON_FAILURE, TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
 from .guard import Interrupted, installed
 from .partition import PARTITION_MODES
@@ -223,6 +223,13 @@ def add_train_options(p):
     g.add_argument("--stall-timeout", type=_stall_timeout, default=S, metavar="S",
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
                         f"stopped (0: never; default {d.stall_timeout:g})")
+    g.add_argument("--on-failure", choices=ON_FAILURE, default=S,
+                   help="when a rank is lost: continue with the others (needs Open MPI's mpirun --with-ft ulfm; "
+                        "the default there) or stop, checkpointed, exit 75 (the default elsewhere, where the MPI "
+                        "ends the job)")
+    g.add_argument("--min-ranks", type=_positive_int, default=S, metavar="M",
+                   help="with --on-failure continue: stop (checkpointed, exit 75) when fewer than M ranks are left "
+                        "(default 1)")
     g.add_argument("--wait", choices=("auto", "spin", "nap"), default=S,
                    help="how a rank waits for a collective: spin (keep polling MPI for up to 0.2 s, then nap; "
                         "fastest with a core per rank), nap (poll 2 ms, then sleep; for more ranks than cores), "
@@ -631,11 +638,11 @@ def main(argv=None):
                 guard.disarm()               # reporting it: a signal now changes nothing
             raise
     except Stopped as e:                     # every rank stopped together, checkpointed
-        if rank == 0:
+        if getattr(e, "reporter", rank == 0):
             sys.stderr.write(f"mpidml: {e}\n")
         return e.code
     except MpidmlError as e:
-        if e.agreed and rank != 0:
+        if e.agreed and not getattr(e, "reporter", rank == 0):     # rank 0, or the one after a lost rank 0
             return e.code
         if getattr(e, "silent", False):      # another rank reports this one
             abort(comm, e.code)

@@ -3,6 +3,8 @@ import dataclasses
 import os
 import sys
 
+ON_FAILURE = ("continue", "stop")       # --on-failure: what the survivors of a lost rank do (elastic.py)
+
 
 def bundled_dataset():
     """The UCI optical digits file shipped with mpidml (repo checkout or installed copy)."""
@@ -54,6 +56,8 @@ class TrainConfig:
     metrics_json: str = ""
     trace: str = ""
     stall_timeout: float = 300.0
+    on_failure: str = ""           # a lost rank: continue (the MPI can: ULFM) or stop; "": continue where it can
+    min_ranks: int = 1             # fewer ranks left: stop, checkpointed (exit 75)
     wait: str = "auto"             # how a rank waits in a collective: auto, spin, nap
     quiet: bool = False
     verbose: bool = False          # every epoch line, however many and fast

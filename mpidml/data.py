@@ -630,3 +630,30 @@ def _check_scale(mean, std, dtype, name):
         j = int(np.argmin(fits))
         raise UsageError(f"{name}: column {j} has mean {mean[j]:.3g} and std {std[j]:.3g}, beyond what {dtype} "
                          "standardizes; rescale the column", agreed=True)
+
+
+def runs_of(rows):
+    """Sorted file rows as (start, length) runs of consecutive rows."""
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+        return np.empty((0, 2), np.int64)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate([[0], breaks])]
+    lengths = np.diff(np.concatenate([[0], breaks, [len(rows)]]))
+    return np.stack([starts, lengths], axis=1)
+
+
+def read_file_rows(info, rows, dtype, test=False):
+    """The sorted file `rows` of the training datasets (or with `test`, of the test
+    datasets), features as `dtype` and labels encoded as distribute gives them: (X, y, a
+    UsageError or None). For the survivors of a lost rank, who take its rows over."""
+    if test and info["test"]["source"] == "dataset":
+        x, y, total = info["test"]["x"], info["test"]["y"], info["test"]["rows"]
+    else:
+        x, y, total = info["x"], info["y"], info["rows"]
+    X = np.empty((len(rows), info["features"]), dtype)
+    Y = np.empty(len(rows), dtype if info["task"] == "regression" else np.int32)
+    job = Job(x, y, total, None, X, Y, None)
+    with _open_for(info) as opened:
+        err = Source(opened, info, job, dtype, class_array(info)).fill(runs_of(rows), X, Y)
+    return X, Y, err

@@ -32,3 +32,10 @@ STOPPED = 75        # EX_TEMPFAIL (sysexits.h): stopped by a signal after a chec
 class Stopped(MpidmlError):
     """Every rank stopped on --checkpoint-signal, checkpointed: exit STOPPED. Not an error."""
     code = STOPPED
+
+
+class RanksLost(MpidmlError):
+    """Ranks were lost and the job cannot go on with the rest (--on-failure stop, fewer than
+    --min-ranks left, or a failure while starting): the latest consistent state is
+    checkpointed where --save asks, exit STOPPED so that batch scripts requeue."""
+    code = STOPPED

@@ -18,12 +18,14 @@ import sys
 import time
 
 import numpy as np
+from mpi4py import MPI
 
 from . import data as datamod
 from . import progress
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .comm import drive
+from .elastic import Elastic
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
 from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
@@ -132,6 +134,8 @@ class Job:
         self.printed = 0            # a sweep's epoch lines settled so far (see _sweep_lines)
         self.models = []
         self.series = {}            # model index: its checkpoint series, see series_of
+        self.elastic = Elastic(self)    # what the survivors of a lost rank do
+        self.halted = None          # why the survivors of a lost rank stopped (elastic.py)
 
     # -- setup ------------------------------------------------------------------------
     def setup(self):
@@ -151,6 +155,7 @@ class Job:
         warning = self.layout.warning()
         if warning and g.rank == 0:
             log.warning(f"mpidml: warning: {warning}")
+        self.elastic.track(self.layout)
         self.kind = info["model"]["kind"]
         t0 = self.clock()
         if self.source:         # rows in memory: nothing to read, nothing to show
@@ -191,6 +196,7 @@ class Job:
         the source's info, `described`); the returned dict is what every rank learns (JSON)."""
         cfg = self.cfg
         check_outputs(cfg)
+        self.elastic.check()
         adopted, resume = {}, None
         if cfg.resume:
             self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
@@ -259,10 +265,17 @@ class Job:
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
             mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
-            models.append(Model(self, mcfg, i, overrides,
-                                models[i - COMMUNICATORS].group if i >= COMMUNICATORS else None))
+            models.append(Model(self, mcfg, i, overrides))
+        self.fork_models(models)
         cfg.epochs = max(m.cfg.epochs for m in models)
         return models
+
+    def fork_models(self, models=None):
+        """Each model's group: a communicator of its own for the first COMMUNICATORS, then
+        the one of the model COMMUNICATORS before it (see _lane)."""
+        models = self.models if models is None else models
+        for i, model in enumerate(models):
+            model.group = self.group.fork(models[i - COMMUNICATORS].group if i >= COMMUNICATORS else None)
 
     def _scaling(self, saved):
         """Generator: the standardization statistics, from the resumed model or computed
@@ -381,7 +394,9 @@ class Job:
         return None
 
     def partitioning(self):
-        return [self.info["partition"], self.info["block_rows"], self.info["partition_seed"]]
+        """What the partitions follow from; after a lost rank's rows were dealt out, not the plan."""
+        plan = [self.info["partition"], self.info["block_rows"], self.info["partition_seed"]]
+        return plan + ["redealt"] if self.elastic.redealt else plan
 
     # -- progress -------------------------------------------------------------------------
     def monitor(self):
@@ -504,17 +519,30 @@ class Job:
     def train(self, signals):
         """Run every model's tasks to completion (or to the step where all ranks agreed to
         stop on one of `signals`, a StopSignals); returns train_s, the loop without scoring."""
-        cfg = self.cfg
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
         t0 = self.clock()
-        for lane in range(min(COMMUNICATORS, len(self.models))):
-            self.sched.spawn(self._lane(self.models[lane::COMMUNICATORS], signals), f"lane {lane}")
-        if progress.style(cfg, self.group.rank) == "bar":
-            self.bar = True
-            self.sched.spawn(self.monitor(), "monitor")
-        self.sched.run()
+        while self.halted is None:
+            for lane in range(min(COMMUNICATORS, len(self.models))):
+                models = [m for m in self.models[lane::COMMUNICATORS] if not m.finished]
+                if models:
+                    self.sched.spawn(self._lane(models, signals), f"lane {lane}")
+            if progress.style(self.cfg, self.group.rank) == "bar":
+                self.bar = True
+                self.sched.spawn(self.monitor(), "monitor")
+            try:
+                self.sched.run()
+                break
+            except MPI.Exception as e:      # a rank was lost: go on with the others, or stop
+                self.sched.clear()
+                self.elastic.recover(e, signals)
         self._print_held()          # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
+
+    def take_over(self):
+        """This rank is rank 0 now (the old one was lost): it prints the progress from here on."""
+        if log.handlers:            # the command line's logging (cli.setup_logging): rank 0's now
+            from .cli import setup_logging
+            setup_logging(0, self.cfg.quiet)
 
     def _lane(self, models, signals):
         """Task: the models that share one communicator (every COMMUNICATORS-th of a sweep: MPI
@@ -565,6 +593,7 @@ class Job:
             doc["test"] = best.final
         if best.validation is not None:
             doc["validation"] = best.validation
+        doc["failures"] = self.elastic.document()
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
                              "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
@@ -653,7 +682,13 @@ def train(cfg, group, tracer=None, signals=None, job=None):
     `job`: a Job the caller made (with a data source, or to read its models afterwards)."""
     t_start = time.perf_counter()
     job = job or Job(cfg, group, tracer)
-    drive(job.setup(), "setup")
+    while True:
+        try:
+            drive(job.setup(), "setup")
+            break
+        except MPI.Exception as e:      # a rank lost before training: start again without it, or stop
+            job.elastic.lost_in_setup(e)
+    group = job.group
     if job.complete:
         if group.rank == 0:
             log.info(f"mpidml: {job.complete}")
@@ -667,20 +702,22 @@ def train(cfg, group, tracer=None, signals=None, job=None):
                  f"{group.size} ranks; {what}; "
                  f"sync {cfg.sync} every {cfg.sync_every}{' overlapped' if cfg.overlap else ''}")
     train_s = job.train(signals or StopSignals(()))
-    models = job.models
+    group, models = job.group, job.models
     comm_s = group.comm_s + sum(m.group.comm_s for m in models)
     by_label = dict(group.comm_s_by_label)
     for m in models:
         for label, seconds in m.group.comm_s_by_label.items():
             by_label[label] = by_label.get(label, 0.0) + seconds
     compute_s = sum(m.compute_s for m in models)
-    per_rank = drive(group.gather_json({"rss": peak_rss_mb(), "compute_s": compute_s, "comm_s": comm_s,
-                                        "comm_wait_s": job.sched.idle_s, "collective_s": by_label},
-                                       label="report"), "report")
+    mine = {"rss": peak_rss_mb(), "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": job.sched.idle_s,
+            "collective_s": by_label}
+    per_rank = job.elastic.retry(lambda: job.group.gather_json(mine, label="report"), "report")
+    group = job.group
     for m in models:
         m.group.close()
     if tracer is not None:
-        payloads = drive(group.gather_json(tracer.payload(), label="trace"), "trace")
+        payloads = job.elastic.retry(lambda: job.group.gather_json(tracer.payload(), label="trace"), "trace")
+        group = job.group
         if group.rank == 0:
             from .trace import write
             write(cfg.trace, payloads)
@@ -712,7 +749,7 @@ def train(cfg, group, tracer=None, signals=None, job=None):
     })
     if stopped:
         stop = stopped[0].stopped_at
-        doc["stopped"] = {k: stop[k] for k in ("signal", "epoch", "step", "steps")}
+        doc["stopped"] = {k: stop.get(k) for k in ("signal", "cause", "epoch", "step", "steps")}
         if cfg.metrics_json:
             atomic_write_json(cfg.metrics_json, doc, indent=1)
         raise Stopped(stopped_line(cfg, stop, len(models), sum(not m.started for m in models)), agreed=True)
@@ -724,6 +761,8 @@ def stopped_line(cfg, stop, n_models=1, unstarted=0):
     started (trainer.Model.run)."""
     where = (f"in epoch {stop['epoch'] + 1} after step {stop['step']} of {stop['steps']}" if stop["step"]
              else f"after epoch {stop['epoch']}")
+    if stop.get("cause"):           # the survivors of a lost rank stopped (elastic.py)
+        where = f"at the start of epoch {stop['epoch'] + 1}"
     if n_models == 1:
         kept = (f"checkpoint {cfg.save}; continue with --resume {cfg.save}" if cfg.save
                 else "no --save, so the progress is lost")
@@ -732,4 +771,4 @@ def stopped_line(cfg, stop, n_models=1, unstarted=0):
                 else "no --save-dir, so the progress is lost")
         if unstarted:
             kept += f" ({unstarted} of the {n_models} models not started yet)"
-    return f"stopped by {stop['signal']} {where}: {kept} (exit {Stopped.code})"
+    return f"stopped by {stop.get('cause') or stop['signal']} {where}: {kept} (exit {Stopped.code})"

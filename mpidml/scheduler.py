@@ -135,7 +135,7 @@ class Scheduler:
         """Move tasks whose request, event or sleep finished to the ready queue."""
         if self.requests:
             reqs = [r[1] for r in self.requests]
-            done = MPI.Request.Testsome(reqs)
+            done = _testsome(reqs)
             if done:
                 done = set(done)
                 keep = []
@@ -167,6 +167,11 @@ class Scheduler:
                 (self.ready.append(task) if now >= wake else keep.append([task, wake]))
             self.sleepers = keep
 
+    def clear(self):
+        """Forget every task (after run() ended with an exception), keeping the idle time."""
+        self.ready.clear()
+        self.requests, self.sleepers, self.waiting_events, self.tasks = [], [], [], []
+
     def _nap(self):
         """Sleep in growing naps until some task can run; count it as idle time."""
         start = self.clock()
@@ -188,3 +193,23 @@ class Scheduler:
         self.idle_s += end - start
         if self.tracer:
             self.tracer.span("blocked", "wait", start, end)
+
+
+_STATUSES = []      # reused: Testsome runs in the tightest polling loop
+
+
+def _testsome(requests):
+    """MPI Testsome, raising the failed request's own error (a peer lost, a communicator
+    revoked: see ft.py) rather than MPI_ERR_IN_STATUS, which says only that one failed."""
+    while len(_STATUSES) < len(requests):
+        _STATUSES.append(MPI.Status())
+    statuses = _STATUSES[:len(requests)]
+    try:
+        return MPI.Request.Testsome(requests, statuses)
+    except MPI.Exception as e:
+        if e.Get_error_class() != MPI.ERR_IN_STATUS:
+            raise
+        code = next((s.Get_error() for s in statuses if s.Get_error() != MPI.SUCCESS), None)
+        if code is None:
+            raise
+        raise MPI.Exception(code) from None

@@ -14,6 +14,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
     import numpy as np
 
     from .comm import Group, drive
+    from .errors import MpidmlError
     from .job import Job, train
     from .stop import parse_signals, watching
     group = Group(comm, cfg.stall_timeout)
@@ -29,12 +30,17 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
         with np.errstate(all="ignore"), watching(parse_signals(cfg.checkpoint_signal)) as signals:
             doc = train(cfg, group, tracer, signals, job)
             if everywhere:
-                doc = drive(group.bcast_json(doc, label="document"), "document")
-            if comm.rank == 0 and doc is not None and summary:
+                doc = job.elastic.retry(lambda: job.group.bcast_json(doc, label="document"), "document")
+            if job.group.rank == 0 and doc is not None and summary:     # rank 0 may be another now
                 report(doc, cfg.metrics_json, cfg.quiet)
+    except MpidmlError as e:
+        e.reporter = (job.group if job else group).rank == 0    # says it for all (cli.main)
+        raise
     finally:
         for model in job.models if job else ():
             model.group.free()
+        if job is not None and job.group is not group:
+            job.group.free()
         group.free()         # before MPI finalizes, also when every rank ends on an error
     return doc, job
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from . import ft
 from .aggregate import Averager
 from .errors import DivergedError
 from .evaluate import from_sums, partial_sums
@@ -32,9 +33,9 @@ from .stop import StopVote
 class Model:
     """One model of the job: `cfg` is the job's configuration with this model's overrides."""
 
-    def __init__(self, job, cfg, index=0, overrides=None, share=None):
+    def __init__(self, job, cfg, index=0, overrides=None):
         self.job, self.cfg, self.index, self.overrides = job, cfg, index, dict(overrides or {})
-        self.group = job.group.fork(share)      # share: the group of the model before it on that communicator
+        self.group = None       # a communicator of its own: job.Job.fork_models
         self.dtype = job.dtype
         self.clock = time.perf_counter
         info = job.info
@@ -54,6 +55,9 @@ class Model:
         self.stopped_at = self.stopped_early = None
         self.started = self.finished = False    # started: this job trained it (or scored it, trained already)
         self.t_start = self.t_end = None
+        self.sched = None
+        self.segment = None             # Segment: where the survivors of a lost rank go on (elastic.py)
+        self.epoch_order, self.done = None, 0   # this epoch's minibatch order, steps applied from it
 
     def describe(self):
         """The overrides in words, for progress lines: `lr=0.1 hidden=64`."""
@@ -67,7 +71,9 @@ class Model:
         seen: one vote first, and after a stop it never starts (its file and metrics say so;
         --resume starts it). On return every collective it started has completed."""
         self._spawn(sched, signals)
-        self.t_start = self.clock()
+        if self.t_start is None:
+            self.t_start = self.clock()
+        lost = False        # a rank was lost: the survivors agree where it goes on (elastic.py)
         try:
             if late and (yield from self._vote_now()):
                 yield from self._stop(self.start_epoch, self.start_step, list(self.start_loss))
@@ -76,9 +82,13 @@ class Model:
             yield from self._train()
             if self.best is not None and self.stopped_at is None:
                 self._restore_best()
+        except BaseException as e:
+            lost = isinstance(e, GeneratorExit) or ft.is_failure(e)
+            raise
         finally:
             self.t_end = self.clock()
-            self._finish()
+            if not lost:
+                self._finish()
 
     def _spawn(self, sched, signals):
         """The stop vote, the averager and the tasks beside the training."""
@@ -88,17 +98,20 @@ class Model:
         if self.cfg.sync == "average":
             weight = self.dtype.type(len(self.job.part.y) / self.job.n_total)
             self.averager = Averager(self.group, self.opt.state, weight, self.cfg.sync_every,
-                                     self.cfg.merge_after if self.cfg.overlap else None, self.opt)
+                                     self.cfg.merge_after if self.cfg.overlap else None, self.opt,
+                                     keep_state=self.job.elastic.active)
         tag = "" if len(self.job.models) == 1 else f" {self.index}"
         if self.averager is not None and self.cfg.overlap:
             sched.spawn(self.averager.communicator(), "communicator" + tag)
-        sched.spawn(self.prefetch(), "prefetch" + tag)
+        resumed = self.segment is not None and self.segment.epoch == self.start_epoch
+        sched.spawn(self.prefetch(self.start_epoch + resumed), "prefetch" + tag)
 
-    def prefetch(self):
+    def prefetch(self, first):
         """Task: compute each epoch's minibatch order ahead of the trainer, until it finished
-        (a model that stopped early computed every epoch's order left, without a yield)."""
+        (a model that stopped early computed every epoch's order left, without a yield); not
+        the epoch a Segment goes on with."""
         n = len(self.job.part.y)
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        for epoch in range(first, self.cfg.epochs):
             if self.finished:
                 return
             rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
@@ -126,15 +139,14 @@ class Model:
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.job.part
         B, K = cfg.batch_size, cfg.sync_every
         sizes = np.array(part.sizes)
-        steps = self.step_total = self._steps()
+        steps = self._steps()
         lr_at = schedule(cfg.schedule, cfg.lr, steps * cfg.epochs, steps, int(cfg.warmup_epochs * steps),
                          cfg.step_epochs, cfg.gamma)
-        # global batch size at each step (all ranks know every partition size)
-        per_rank = np.clip(sizes[:, None] - np.arange(steps)[None, :] * B, 0, B)
-        global_batch = per_rank.sum(axis=0)
         gradients = cfg.sync == "gradients"
         averager = self.averager
-        rows = min(B, int(sizes.max()))             # a batch beyond the partition is the partition
+        segment, self.segment = self.segment, None
+        largest = max(int(sizes.max()), max(segment.counts) if segment else 0)
+        rows = min(B, largest)                      # a batch beyond the partition is the partition
         xb = np.empty((rows, part.X.shape[1]), part.X.dtype)
         yb = np.empty(rows, part.y.dtype)
         grad = np.empty(net.size, self.dtype)
@@ -144,16 +156,27 @@ class Model:
             self.epoch = epoch
             t_epoch = self.clock()
             comm0, idle0, compute0 = g.comm_s, self.sched.idle_s, self.compute_s
-            if epoch not in self.orders:
-                yield self.order_ready
-            order = self.orders.pop(epoch)
-            self.order_ready.clear()
-            self.order_taken.set()
-            first = self.start_step if epoch == self.start_epoch else 0
-            loss_sum, count = self.start_loss if first else (0.0, 0)
-            self.running = (loss_sum, count)
+            self.epoch_order = None
+            if segment is not None and segment.epoch == epoch:      # going on after a lost rank
+                order, counts, first, (loss_sum, count) = segment.order, np.array(segment.counts), 0, segment.running
+            else:
+                if epoch not in self.orders:
+                    yield self.order_ready
+                order = self.orders.pop(epoch)
+                self.order_ready.clear()
+                self.order_taken.set()
+                counts = sizes
+                first = self.start_step if epoch == self.start_epoch else 0
+                loss_sum, count = self.start_loss if first else (0.0, 0)
+            # the steps of this pass, and the global batch size at each (all ranks know every count)
+            last = self.step_total = -(-int(counts.max()) // B)
+            per_rank = np.clip(counts[:, None] - np.arange(last)[None, :] * B, 0, B)
+            global_batch = per_rank.sum(axis=0)
+            lr_from = epoch * steps + max(0, steps - last)      # a shorter pass ends where the epoch does
+            last -= 1
+            self.epoch_order, self.done, self.running = order, first, (loss_sum, count)
             check_average = functools.partial(self._check_finite, epoch=epoch)
-            for s in range(first, steps):
+            for s in range(first, last + 1):
                 self.step_index = s
                 t0 = self.clock()
                 idx = order[s * B:(s + 1) * B]
@@ -166,10 +189,9 @@ class Model:
                     loss = net.loss_grad(w, xb[:m], yb[:m], grad, poll)
                     loss_sum += loss * m
                     count += m
-                    self.running = (loss_sum, count)
                 else:
                     grad[...] = 0
-                lr = lr_at(epoch * steps + s)
+                lr = lr_at(lr_from + s)
                 if gradients:
                     grad *= self.dtype.type(m / global_batch[s])
                     t1 = self.clock()
@@ -181,17 +203,21 @@ class Model:
                         self._check_finite(w, epoch)
                 elif m:
                     opt.step(grad, lr)
+                self.done, self.running = s + 1, (loss_sum, count)     # in the state: what a lost rank keeps
                 t1 = self.clock()
                 self.compute_s += t1 - t0
                 if trace:
                     trace.span(self._track("trainer"), "step", t0, t1)
                 if not gradients:
-                    yield from averager.after_step(s, steps - 1, check_average)
+                    yield from averager.after_step(s, last, check_average)
                 yield
-                if (s + 1) % K == 0 and s < steps - 1 and (yield from self.vote.poll()):
+                if (s + 1) % K == 0 and s < last and (yield from self.vote.poll()):
                     if averager is not None and averager.overlap:
                         yield from averager.end_epoch()     # one global model to checkpoint
-                    yield from self._stop(epoch, s + 1, [loss_sum, count])
+                    if counts is sizes:
+                        yield from self._stop(epoch, s + 1, [loss_sum, count])
+                    else:           # within a pass after a lost rank: --resume starts the epoch over
+                        yield from self._stop(epoch, 0, None)
                     return
             # epoch end: a full synchronisation, so every rank holds the global model
             if not gradients:
@@ -206,6 +232,7 @@ class Model:
             test = (yield from self.evaluate(part.test_X, part.test_y)) if part.test_X is not None else None
             val = (yield from self.evaluate(part.val_X, part.val_y)) if part.val_X is not None else None
             wall = self.clock() - t_epoch
+            self.epoch_order = None
             entry = self._record(epoch, red[0] / max(red[1], 1), test, val, wall, wall - (self.eval_s - eval0),
                                  red[1], g.comm_s - comm0, self.sched.idle_s - idle0, self.compute_s - compute0)
             self.job.epoch_done(self, entry)
@@ -221,10 +248,46 @@ class Model:
 
     def _finish(self):
         self.finished = True
-        self.order_taken.set()            # the prefetch task ends
-        if self.averager is not None:
-            self.averager.stop()
+        if self.sched is not None:
+            self.order_taken.set()            # the prefetch task ends
+            if self.averager is not None:
+                self.averager.stop()
         self.job.model_done(self)
+
+    # -- after a lost rank (elastic.py) ---------------------------------------------------
+    def position(self):
+        """What the survivors take from the one furthest on: its records (JSON)."""
+        best = None if self.best is None else [self.best[0], self.best[1], self.best[3], self.best[4]]
+        return {"history": self.history, "final": self.final, "validation": self.validation,
+                "stopped_early": self.stopped_early, "stopped_at": self.stopped_at, "best": best,
+                "best_epoch": getattr(self, "best_epoch", None)}
+
+    def adopt(self, position):
+        """Take the records of `position`; the best state's buffer is broadcast after."""
+        self.history, self.final, self.validation = position["history"], position["final"], position["validation"]
+        self.stopped_early, self.stopped_at = position["stopped_early"], position["stopped_at"]
+        if position["best_epoch"] is not None:
+            self.best_epoch = position["best_epoch"]
+        self.best = None
+        if position["best"] is not None:
+            loss, epoch, test, val = position["best"]
+            self.best = (loss, epoch, np.empty_like(self.opt.state), test, val)
+
+    def finish_as_agreed(self):
+        """The one furthest on had finished this model: so has this rank."""
+        self.started = True
+        self.t_end = self.clock()
+        self._finish()
+
+    def stop_as_agreed(self, epoch, cause):
+        """Stopped at the start of `epoch` (its weights keep the steps taken in it), as a
+        stop signal would have it, for `cause` (the survivors do not go on)."""
+        self.stopped_at = {"epoch": epoch, "step": 0, "steps": self._steps(), "signal": None, "cause": cause,
+                           "ranks": self.group.size, "batch_size": self.cfg.batch_size,
+                           "partition": self.job.partitioning(), "loss": None}
+        self.started = True
+        self.t_end = self.clock()
+        self._finish()
 
     def _stop(self, epoch, step, partial_loss):
         """Generator: every rank stops at local step `step` of `epoch` (0: at its start),
@@ -271,7 +334,7 @@ class Model:
 
     # -- records -----------------------------------------------------------------------
     def _record(self, epoch, train_loss, test, val, wall, train_wall, samples, comm_s, idle_s, compute_s):
-        entry = {"epoch": epoch + 1, "train_loss": float(train_loss)}
+        entry = {"epoch": epoch + 1, "train_loss": float(train_loss), "rows": int(samples)}
         key = "r2" if self.job.info["task"] == "regression" else "accuracy"
         if test is not None:
             entry["test_loss"], entry["test_" + key] = test["loss"], test[key]

@@ -1,0 +1,399 @@
+"""Going on without a lost rank (--on-failure continue, under an MPI with ULFM: ft.py).
+
+In data-parallel training every survivor already holds the model, so a lost rank costs
+only its local steps since the last average and the rows it held. When a collective
+fails (ft.is_failure), the rank's scheduler ends every task, and `Elastic.recover`:
+  1. revokes every communicator of the job and shrinks it to the survivors (ft.shrink),
+     with a new Group and one fork per model on the result;
+  2. agrees, model by model, on one state to go on from: the leading survivor (the one
+     furthest on: finished, epochs recorded, steps into the epoch) gives the history and
+     scores; the weights are the survivors' own states averaged, weighted by their rows
+     (each kept its state whole: averages run out of place, aggregate.Averager);
+  3. deals the lost ranks' rows (training, validation and test, as file rows: Holdings)
+     to the survivors in balanced runs, which each reads from the file itself;
+  4. gives each model a Segment: the rest of the epoch on this rank, its own rows not yet
+     trained on in this epoch and its share of the lost rows, so the epoch still sees every
+     row (the lost rank's rows of this epoch are trained on again, whole).
+The new rank 0 takes over the progress lines and every output. Below --min-ranks, with
+--on-failure stop, or when the rows cannot be read again (the Python API's own arrays),
+the survivors stop instead at the agreed state, checkpointed as after a stop signal
+(exit 75, for batch scripts to requeue). A rank lost before training (while the data is
+distributed) makes the survivors start again from the start-up at their new size.
+"""
+import dataclasses
+import logging
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from . import ft
+from .comm import Group, drive
+from .data import plan_for, read_file_rows
+from .errors import RanksLost, UsageError
+from .partition import balanced_sizes, slabs
+
+log = logging.getLogger("mpidml")
+
+
+@dataclasses.dataclass
+class Segment:
+    """Where a model goes on within `epoch` after a lost rank: this rank's minibatch order
+    for the rest of the epoch, every rank's count of rows in it (the global batch sizes),
+    and this rank's loss sum and rows trained so far in the epoch."""
+    epoch: int
+    order: np.ndarray
+    counts: list
+    running: tuple
+
+
+@dataclasses.dataclass
+class Failure:
+    """One lost rank, as the metrics document records it (`failures`)."""
+    rank: int               # in MPI_COMM_WORLD, as mpirun names it
+    host: str
+    epoch: int = 0          # the epoch (from 1) in which it was lost; 0: before training
+    step: int = 0           # steps into that epoch
+    ranks_after: int = 0
+    recovery_s: float = 0.0
+
+    def line(self, when=None):
+        when = when or f"in epoch {self.epoch} after step {self.step}"
+        return (f"mpidml: warning: lost rank {self.rank} (host {self.host}) {when}; {self.ranks_after} ranks go "
+                f"on (recovered in {self.recovery_s:.2f} s)")
+
+
+@dataclasses.dataclass
+class Rows:
+    """File rows in the order of a rank's arrays: training, validation and test (the test
+    rows are the test dataset's, or the training dataset's where the test set is a split)."""
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @staticmethod
+    def concat(rows):
+        return Rows(*(np.concatenate([getattr(r, k) for r in rows]) if rows else np.empty(0, np.int64)
+                      for k in ("train", "val", "test")))
+
+
+def expand(ranges):
+    """A plan's (file_start, length, offset) ranges as the file rows they hold, in order."""
+    if not len(ranges):
+        return np.empty(0, np.int64)
+    return np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n, _ in ranges])
+
+
+class Holdings:
+    """Which file rows every rank holds: the same on every rank, a pure function of the plan
+    the data was distributed by (data.distribute, job.split_validation) and of the ranks
+    lost since. Rank r holds pieces[r]: the plan's rows of an original rank (an int, computed
+    when needed: a lost rank's rows only) and Rows dealt to it since."""
+
+    def __init__(self, info, size, validation_fraction, seed):
+        self.info, self.fraction, self.seed = info, validation_fraction, seed
+        self.plan = plan_for(info, size)
+        test = info["test"]
+        self.test = (self.plan.test if test and test["source"] == "split" else
+                     slabs(test["rows"], size)[0] if test else [np.empty((0, 3), np.int64)] * size)
+        self.pieces = [[q] for q in range(size)]
+
+    def rows_of(self, rank):
+        return Rows.concat([self._original(p) if isinstance(p, int) else p for p in self.pieces[rank]])
+
+    def _original(self, q):
+        """Original rank q's rows, its validation rows drawn as split_validation drew them."""
+        rows = expand(self.plan.ranges[q])
+        n = len(rows)
+        val = np.empty(0, np.int64)
+        if self.fraction:
+            held = np.sort(np.random.default_rng([self.seed, q, 1]).choice(n, int(round(self.fraction * n)),
+                                                                          replace=False))
+            keep = np.ones(n, bool)
+            keep[held] = False
+            rows, val = rows[keep], rows[held]
+        return Rows(rows, val, expand(self.test[q]))
+
+    def deal(self, lost):
+        """Deal the `lost` ranks' rows to the others in balanced runs (each sorted, so it
+        reads in few runs); returns each survivor's new Rows, in the new rank order."""
+        gone = Rows.concat([self.rows_of(r) for r in lost])
+        alive = [r for r in range(len(self.pieces)) if r not in lost]
+        shares = []
+        for k in ("train", "val", "test"):
+            rows = getattr(gone, k)
+            bounds = np.concatenate([[0], np.cumsum(balanced_sizes(len(rows), len(alive)))])
+            shares.append([np.sort(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+        dealt = [Rows(*parts) for parts in zip(*shares)]
+        self.pieces = [self.pieces[r] + [d] for r, d in zip(alive, dealt)]
+        return dealt
+
+
+class Elastic:
+    """The job's answer to a lost rank (see the module docstring)."""
+
+    def __init__(self, job):
+        self.job = job
+        self.ability = ft.fault_tolerance()
+        self.active = self.ability.available
+        cfg = job.cfg
+        self.policy = cfg.on_failure or ("continue" if self.active else "stop")
+        cfg.on_failure = self.policy            # the metrics and model files say which
+        self.failures = []
+        self.redealt = False        # the partitions are no longer the plan's (Job.partitioning)
+        self.holdings = None
+        self.dealt = []             # Rows dealt to this rank, not read yet
+        group = job.group
+        self.comm = group.comm      # the communicator the next shrink starts from
+        self.world = MPI.Group.Translate_ranks(group.comm.Get_group(), list(range(group.size)),
+                                               MPI.COMM_WORLD.Get_group())
+        self.hosts = ["?"] * group.size
+
+    def check(self):
+        """Rank 0, before any work: --min-ranks fits the job; continuing is possible here."""
+        cfg, size = self.job.cfg, self.job.group.size
+        if cfg.min_ranks > size:
+            raise UsageError(f"--min-ranks {cfg.min_ranks} is more than the {size} ranks of this job")
+        if cfg.on_failure == "continue" and not self.active:
+            log.warning(f"mpidml: warning: --on-failure continue: {self.ability.why}")
+
+    def track(self, layout):
+        """After distribution: every rank's host, and the rows it holds (file data only:
+        the Python API's arrays cannot be read again)."""
+        self.hosts = [None] * self.job.group.size
+        for host in layout.hosts:
+            for r in host.ranks:
+                self.hosts[r] = host.name
+        job = self.job
+        if self.active and job.source is None:
+            self.holdings = Holdings(job.info, job.group.size, job.cfg.validation_fraction, job.cfg.partition_seed)
+
+    # -- losing ranks ---------------------------------------------------------------
+    def regroup(self):
+        """Revoke and shrink until a new Group of the survivors stands (another rank may die
+        meanwhile); the job and its models move to it. Returns the Failures (to complete)."""
+        job, lost_now = self.job, []
+        while True:
+            comms = [self.comm, job.group.comm, job.group.notes] + [m.group.comm for m in job.models]
+            try:
+                new, lost = ft.shrink(comms, self.comm)
+            except MPI.Exception as e:
+                if not ft.is_failure(e):
+                    raise
+                continue
+            lost_now += [Failure(int(self.world[r]), self.hosts[r] or "?") for r in lost]
+            self.world = [w for r, w in enumerate(self.world) if r not in lost]
+            self.hosts = [h for r, h in enumerate(self.hosts) if r not in lost]
+            if self.holdings is not None:
+                self.dealt.append(self.holdings.deal(lost)[new.Get_rank()])
+            self.comm = new
+            try:
+                self._move(new)
+                return lost_now
+            except MPI.Exception as e:
+                if not ft.is_failure(e):
+                    raise
+
+    def _move(self, comm):
+        """The job's group and every model's fork on `comm`, their time in collectives kept."""
+        job, old = self.job, self.job.group
+        for g in [old] + [m.group for m in job.models]:
+            g._pongs = []           # answers on a revoked communicator: never to complete
+        group = Group(comm, old.stall_timeout, old.tracer)
+        group.comm_s_by_label = old.comm_s_by_label
+        job.group = group
+        spent = [model.group.comm_s_by_label for model in job.models]
+        job.fork_models()
+        for model, seconds in zip(job.models, spent):
+            model.group.comm_s_by_label = seconds
+        if group.rank == 0 and old.rank != 0:
+            job.take_over()
+
+    def lost_in_setup(self, exc):
+        """A rank lost while the job starts: the survivors start again at their size, or stop."""
+        if not (self.active and ft.is_failure(exc)):
+            raise exc
+        t0 = time.perf_counter()
+        self.job.models = []        # ranks may have built them or not: none to fork on the new group
+        failures = self.regroup()
+        self.dealt = []
+        self._record(failures, 0, 0, t0, "before training")
+        if self.policy == "stop" or self.job.group.size < self.job.cfg.min_ranks:
+            raise RanksLost(f"{self._lost_words(failures)} before training: {self._why_stop()} (exit "
+                            f"{RanksLost.code})", agreed=True)
+
+    def retry(self, make, label):
+        """drive(make()) on the job's group, again on the survivors' after a lost rank (for
+        the collectives after training: the report, the trace)."""
+        while True:
+            try:
+                return drive(make(), label)
+            except MPI.Exception as e:
+                if not (self.active and ft.is_failure(e)):
+                    raise
+                t0 = time.perf_counter()
+                self._record(self.regroup(), 0, 0, t0, "after training")
+
+    def recover(self, exc, signals):
+        """During training: regroup, agree on each model's state, take the lost rows over and
+        give each model its Segment; or stop every model at the agreed state (see the module
+        docstring). Returns True to go on training, False when the models were stopped."""
+        if not (self.active and ft.is_failure(exc)):
+            raise exc
+        t0 = time.perf_counter()
+        failures = self.regroup()
+        fresh = len(self.job.part.y)            # the rows from here on are the lost ranks'
+        while True:
+            try:
+                where = drive(self._agree_all(), "recover")
+                go_on = self._go_on()
+                if go_on:
+                    drive(self._take_rows(), "recover")
+                    segments = drive(self._segments(where, fresh, len(self.failures) + len(failures)), "recover")
+                break
+            except MPI.Exception as e:
+                if not ft.is_failure(e):
+                    raise
+                failures += self.regroup()
+        epoch, step = self._front(where)
+        self.redealt = self.redealt or go_on
+        if go_on:
+            for model, segment in segments.items():
+                model.start_epoch, model.start_step, model.start_loss = segment.epoch, 0, (0.0, 0)
+                model.segment = segment
+        else:
+            self._stop(where, failures)
+        self._record(failures, epoch, step, t0)
+        return go_on
+
+    def _go_on(self):
+        return (self.policy == "continue" and self.job.group.size >= self.job.cfg.min_ranks
+                and self.holdings is not None)
+
+    def _why_stop(self):
+        cfg, size = self.job.cfg, self.job.group.size
+        if self.policy == "stop":
+            return "--on-failure stop"
+        if size < cfg.min_ranks:
+            return f"{size} ranks left, fewer than --min-ranks {cfg.min_ranks}"
+        return "the rows of a lost rank cannot be read again (arrays given in Python)"
+
+    @staticmethod
+    def _lost_words(failures):
+        return "lost " + ", ".join(f"rank {f.rank} ({f.host})" for f in failures)
+
+    def _record(self, failures, epoch, step, t0, when=None):
+        seconds = time.perf_counter() - t0
+        for f in failures:
+            f.epoch, f.step, f.ranks_after, f.recovery_s = epoch, step, self.job.group.size, seconds
+            if self.job.group.rank == 0:
+                log.warning(f.line(when))
+        self.failures += failures
+
+    # -- agreeing ---------------------------------------------------------------------
+    def _agree_all(self):
+        """Generator: the agreed state of every model that started somewhere; returns
+        {model: (agreed epoch, this rank's own rows left in it or None, running loss, leader's step)}."""
+        where = {}
+        for model in self.job.models:
+            agreed = yield from self._agree(model)
+            if agreed is not None:
+                where[model] = agreed
+        return where
+
+    def _agree(self, model):
+        g, part = self.job.group, self.job.part
+        mine = np.zeros((g.size, 6), np.int64)
+        mine[g.rank] = (model.started, model.finished, len(model.history), model.epoch, model.done, model.opt.t)
+        yield from g.allreduce(mine, "recover")
+        if not mine[:, 0].any():
+            return None                         # not started anywhere: it trains as planned
+        leader = max(range(g.size), key=lambda r: (*mine[r, 1:5], -r))
+        meta = yield from g.bcast_json(model.position() if g.rank == leader else None, leader, "recover")
+        model.adopt(meta)
+        model.opt.t = int(mine[:, 5].max())
+        if meta["best"] is not None:
+            yield from g.bcast(model.best[2], leader, "recover")
+        epochs = len(model.history)
+        if mine[leader, 1] or epochs >= model.cfg.epochs or model.stopped_early:
+            yield from g.bcast(model.opt.state, leader, "recover")      # it is done: the leader's final model
+            if not model.finished:
+                model.finish_as_agreed()
+            return None
+        rows = np.array([len(part.y)], np.float64)
+        yield from g.allreduce(rows, "recover")
+        mean = model.opt.state * model.dtype.type(len(part.y) / rows[0])
+        yield from g.allreduce(mean, "recover")
+        model.opt.state[...] = mean
+        own = None
+        if model.epoch == epochs and model.epoch_order is not None:     # the rest of this epoch
+            own = model.epoch_order[model.done * model.cfg.batch_size:]
+        return epochs, own, model.running if own is not None else (0.0, 0), int(mine[leader, 4])
+
+    def _front(self, where):
+        """The epoch (from 1) and step the furthest model had reached, for the record."""
+        if not where:
+            return 0, 0
+        epoch, _, _, step = max(where.values(), key=lambda w: (w[0], w[3]))
+        return epoch + 1, step
+
+    def _take_rows(self):
+        """Generator: read the rows dealt to this rank, scaled as the job's, and append them;
+        every rank learns of a read error (UsageError, agreed)."""
+        job, part = self.job, self.job.part
+        err = None
+        for rows in self.dealt:
+            got = {}
+            for key, test in (("train", False), ("val", False), ("test", True)):
+                X, y, e = read_file_rows(job.info, getattr(rows, key), job.dtype, test)
+                err = err or e
+                job.scaling.apply(X)
+                if key != "test" and job.scaling.y_mean is not None:
+                    y -= job.dtype.type(job.scaling.y_mean)
+                    y /= job.dtype.type(job.scaling.y_std)
+                got[key] = (X, y)
+            part.X, part.y = (np.concatenate([a, b]) for a, b in zip((part.X, part.y), got["train"]))
+            if part.val_X is not None:
+                part.val_X, part.val_y = (np.concatenate([a, b]) for a, b in zip((part.val_X, part.val_y), got["val"]))
+            if part.test_X is not None:
+                part.test_X, part.test_y = (np.concatenate([a, b])
+                                            for a, b in zip((part.test_X, part.test_y), got["test"]))
+        self.dealt = []
+        yield from job.group.agree(err, "recover")
+        g = job.group
+        counts = np.zeros((3, g.size), np.int64)
+        counts[:, g.rank] = (len(part.y), 0 if part.val_y is None else len(part.val_y),
+                             0 if part.test_y is None else len(part.test_y))
+        yield from g.allreduce(counts, "recover")
+        part.sizes, part.val_sizes, test_sizes = (c.tolist() for c in counts)
+        if part.test_X is not None:
+            part.test_sizes = test_sizes
+
+    def _segments(self, where, fresh, failures):
+        """Generator: each model's Segment: its own rows left in the epoch (all of them for
+        a rank that had not begun it) and the rows dealt since `fresh`, shuffled."""
+        g, n = self.job.group, len(self.job.part.y)
+        segments = {}
+        for model, (epoch, own, running, _) in where.items():
+            seed = model.cfg.seed
+            if own is None:
+                order = np.random.default_rng([seed, g.rank, epoch]).permutation(n)
+            else:
+                order = np.concatenate([own, np.arange(fresh, n)])
+                order = order[np.random.default_rng([seed, g.rank, epoch, failures]).permutation(len(order))]
+            counts = np.zeros(g.size, np.int64)
+            counts[g.rank] = len(order)
+            yield from g.allreduce(counts, "recover")
+            segments[model] = Segment(epoch, order, counts.tolist(), tuple(running))
+        return segments
+
+    def _stop(self, where, failures):
+        """Stop every model that was training at the agreed state, at the start of its epoch
+        (the weights keep the steps taken in it), as a stop signal would; the job trains no more."""
+        cause = f"{self._lost_words(failures)}; {self._why_stop()}"
+        for model, (epoch, *_rest) in where.items():
+            model.stop_as_agreed(epoch, cause)
+        self.job.halted = cause
+
+    def document(self):
+        return [dataclasses.asdict(f) for f in self.failures]

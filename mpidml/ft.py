@@ -1,0 +1,61 @@
+"""Surviving a lost rank: what the MPI library can do, and the revoke-shrink step.
+
+Open MPI's ULFM extension (`mpirun --with-ft ulfm`) reports a dead peer as an error of
+class MPI_ERR_PROC_FAILED (or _PENDING, for a wildcard receive or probe) in whichever
+call touches it, and MPI_ERR_REVOKED on a communicator another rank revoked. A survivor
+that sees either revokes every communicator of the job, so that no other survivor stays
+waiting in a collective on any of them, and shrinks the job's communicator to the ranks
+still alive (Shrink agrees on that set fault-tolerantly). What the survivors then do with
+their models and rows is the job's (job.Job.recover). MPICH (ch4) has no ULFM: a lost
+rank ends the job, as mpiexec decides.
+"""
+import dataclasses
+import os
+
+from mpi4py import MPI
+
+FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING",
+                                                             "ERR_REVOKED") if hasattr(MPI, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultTolerance:
+    """Whether this run's MPI can go on without a lost rank, and why (for `mpidml info`)."""
+    available: bool
+    why: str
+
+
+def fault_tolerance():
+    library = MPI.Get_library_version().strip().splitlines()[0]
+    if "Open MPI" not in library:
+        name = "MPICH" if "MPICH" in library else library.split(",")[0]
+        return FaultTolerance(False, f"{name} has no ULFM: a lost rank ends the job")
+    version = library.split(",")[0].strip()
+    if os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true", "enable", "yes"):
+        return FaultTolerance(True, f"{version} with ULFM (mpirun --with-ft ulfm): the survivors go on")
+    return FaultTolerance(False, f"{version} without fault tolerance: launch with mpirun --with-ft ulfm "
+                                 "to go on without a lost rank")
+
+
+def is_failure(exc):
+    """True for the MPI errors that mean a rank is gone or a survivor revoked the communicator."""
+    return isinstance(exc, MPI.Exception) and exc.Get_error_class() in FAILURE_CLASSES
+
+
+def shrink(comms, comm):
+    """Revoke every communicator in `comms`, then shrink `comm` to the ranks alive; returns
+    (the new communicator, the lost ranks as COMM_WORLD ranks). Collective over the survivors."""
+    for c in comms:
+        try:
+            c.Revoke()
+        except MPI.Exception:           # freed, or revoked already: nothing to wake on it
+            pass
+    new = comm.Shrink()
+    old_group, new_group = comm.Get_group(), new.Get_group()
+    alive = set(MPI.Group.Translate_ranks(new_group, list(range(new.Get_size())), old_group))
+    lost = [r for r in range(comm.Get_size()) if r not in alive]
+    world = MPI.COMM_WORLD.Get_group()
+    lost = [int(r) for r in MPI.Group.Translate_ranks(old_group, lost, world)]
+    for g in (old_group, new_group, world):
+        g.Free()
+    return new, lost
