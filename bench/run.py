@@ -808,10 +808,10 @@ def mpi_measure(launch, python, env, path, epochs, repeat):
 def bench_mpis(args):
     if not os.access(os.path.join(args.openmpi, "mpirun"), os.X_OK):
         return "MPICH against Open MPI", f"Not run: no Open MPI in {args.openmpi} (`make install MPI=openmpi`)."
-    rows_n = 100_000 if args.quick else 200_000
+    rows_n = 200_000 if args.quick else 500_000
     path = synth(f"mpis-{rows_n}.h5", "--samples", rows_n, "--features", 100, "--classes", 10, "--noise", 1.5,
                  "--test-samples", 10_000)
-    epochs, repeat = 3, 1 if args.quick else 2
+    epochs, repeat = 3, 1 if args.quick else 3
     cores = len(os.sched_getaffinity(0))
     launchers = mpi_launchers(args)
     places = [(n, f"1 host{', oversubscribed' if n > cores else ''}", lambda one, two, n=n: one(n))
