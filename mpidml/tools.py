@@ -256,15 +256,21 @@ def _write_csv(tmp, recv, classes):
 
 
 def info(group):
-    """Versions, MPI library, ranks, BLAS and its threads, hosts and cores (rank 0 prints)."""
+    """Versions, MPI library and whether it survives a lost rank, ranks, BLAS and its
+    threads, hosts and cores (rank 0 prints)."""
     import h5py
     import mpi4py
     from mpi4py import MPI
+
+    from mpidml.ft import fault_tolerance
+    ft = fault_tolerance()
     lines = {
         "mpidml": __version__, "python": platform.python_version(), "numpy": np.__version__,
         "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version, "mpi4py": mpi4py.__version__,
-        "mpi_library": MPI.Get_library_version().strip().splitlines()[0].strip(),
-        "mpi_standard": "%d.%d" % MPI.Get_version(), "ranks": group.size,
+        # Open MPI ends the string with a NUL, which made `mpidml info | grep` call it binary
+        "mpi_library": MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].strip(),
+        "mpi_standard": "%d.%d" % MPI.Get_version(),
+        "fault_tolerance": f"{'yes' if ft.available else 'no'}: {ft.why}", "ranks": group.size,
         "processor": platform.processor() or platform.machine(),
     }
     try:

