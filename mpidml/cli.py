@@ -660,6 +660,17 @@ def main(argv=None):
         _fatal(f"rank {rank}: out of memory; use a smaller --batch-size, --hidden or --chunk-mb, or more ranks "
                "(less data per rank)", 2, comm, alone=True, debug=debug, everywhere=True)
         return 2
+    except MPI.Exception as e:
+        from .ft import lost_ranks
+        lost = lost_ranks(comm)
+        if lost:
+            ranks = ", ".join(f"rank {r}" for r in lost)
+            _fatal(f"lost {ranks} while the job started (nothing trained yet); start it again (exit {STOPPED})",
+                   STOPPED, comm, alone=True, debug=debug)
+            return STOPPED
+        _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
+               everywhere=True)
+        return 1
     except Exception as e:
         _fatal(f"rank {rank}: internal error: {type(e).__name__}: {e}", 1, comm, alone=True, debug=debug,
                everywhere=True)

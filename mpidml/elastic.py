@@ -22,6 +22,9 @@ distributed) makes the survivors start again from the start-up at their new size
 """
 import dataclasses
 import logging
+import os
+import signal
+import sys
 import time
 
 import numpy as np
@@ -55,7 +58,8 @@ class Failure:
     epoch: int = 0          # the epoch (from 1) in which it was lost; 0: before training
     step: int = 0           # steps into that epoch
     ranks_after: int = 0
-    recovery_s: float = 0.0
+    recovery_s: float = 0.0     # from this rank's noticing to training again
+    resumed_at: float = 0.0     # when (Unix time): with the time of the death, the whole gap
 
     def line(self, when=None):
         when = when or f"in epoch {self.epoch} after step {self.step}"
@@ -148,6 +152,7 @@ class Elastic:
         self.world = MPI.Group.Translate_ranks(group.comm.Get_group(), list(range(group.size)),
                                                MPI.COMM_WORLD.Get_group())
         self.hosts = ["?"] * group.size
+        self.death = planned_death(int(self.world[group.rank]))
 
     def check(self):
         """Rank 0, before any work: --min-ranks fits the job; continuing is possible here."""
@@ -286,6 +291,7 @@ class Elastic:
         seconds = time.perf_counter() - t0
         for f in failures:
             f.epoch, f.step, f.ranks_after, f.recovery_s = epoch, step, self.job.group.size, seconds
+            f.resumed_at = time.time()
             if self.job.group.rank == 0:
                 log.warning(f.line(when))
         self.failures += failures
@@ -397,3 +403,28 @@ class Elastic:
 
     def document(self):
         return [dataclasses.asdict(f) for f in self.failures]
+
+
+def planned_death(world_rank, environ=os.environ):
+    """MPIDML_KILL=R@E:S[,...]: rank R of MPI_COMM_WORLD kills itself (SIGKILL) in epoch E
+    (from 1) once S steps of it are applied: a fault injected at an exact point, for the
+    tests and the benchmark of recovery. Returns (E - 1, S) for this rank, or None."""
+    text = environ.get("MPIDML_KILL", "").strip()
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            rank, when = item.split("@")
+            epoch, step = when.split(":")
+            rank, epoch, step = int(rank), int(epoch), int(step)
+        except ValueError:
+            raise UsageError(f"MPIDML_KILL: expected RANK@EPOCH:STEP[,...], got {item!r}", agreed=True) from None
+        if rank == world_rank:
+            return epoch - 1, step
+    return None
+
+
+def die(epoch, step):
+    """The death MPIDML_KILL planned: say when, then SIGKILL (no handler, no clean-up)."""
+    sys.stderr.write(f"mpidml: MPIDML_KILL: rank {MPI.COMM_WORLD.Get_rank()} dies in epoch {epoch + 1} after "
+                     f"step {step} at {time.time():.6f}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)

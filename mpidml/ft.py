@@ -44,7 +44,7 @@ def is_failure(exc):
 
 def shrink(comms, comm):
     """Revoke every communicator in `comms`, then shrink `comm` to the ranks alive; returns
-    (the new communicator, the lost ranks as COMM_WORLD ranks). Collective over the survivors."""
+    (the new communicator, the lost ranks as ranks of `comm`). Collective over the survivors."""
     for c in comms:
         try:
             c.Revoke()
@@ -53,9 +53,17 @@ def shrink(comms, comm):
     new = comm.Shrink()
     old_group, new_group = comm.Get_group(), new.Get_group()
     alive = set(MPI.Group.Translate_ranks(new_group, list(range(new.Get_size())), old_group))
-    lost = [r for r in range(comm.Get_size()) if r not in alive]
-    world = MPI.COMM_WORLD.Get_group()
-    lost = [int(r) for r in MPI.Group.Translate_ranks(old_group, lost, world)]
-    for g in (old_group, new_group, world):
+    for g in (old_group, new_group):
         g.Free()
-    return new, lost
+    return new, [r for r in range(comm.Get_size()) if r not in alive]
+
+
+def lost_ranks(comm=MPI.COMM_WORLD):
+    """The ranks of `comm` the MPI knows to have failed (ULFM), for an MPI error no survivor
+    could go on from (a rank lost while the job starts); [] elsewhere."""
+    try:
+        failed = comm.Get_failed()
+        ranks = MPI.Group.Translate_ranks(failed, list(range(failed.Get_size())), comm.Get_group())
+    except (NotImplementedError, MPI.Exception):
+        return []
+    return [int(r) for r in ranks]

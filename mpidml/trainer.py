@@ -22,6 +22,7 @@ import numpy as np
 
 from . import ft
 from .aggregate import Averager
+from .elastic import die
 from .errors import DivergedError
 from .evaluate import from_sums, partial_sums
 from .models import build
@@ -145,6 +146,7 @@ class Model:
         gradients = cfg.sync == "gradients"
         averager = self.averager
         segment, self.segment = self.segment, None
+        death = self.job.elastic.death         # MPIDML_KILL: a fault injected here (tests, benchmarks)
         largest = max(int(sizes.max()), max(segment.counts) if segment else 0)
         rows = min(B, largest)                      # a batch beyond the partition is the partition
         xb = np.empty((rows, part.X.shape[1]), part.X.dtype)
@@ -204,6 +206,8 @@ class Model:
                 elif m:
                     opt.step(grad, lr)
                 self.done, self.running = s + 1, (loss_sum, count)     # in the state: what a lost rank keeps
+                if death == (epoch, s + 1):
+                    die(epoch, s + 1)
                 t1 = self.clock()
                 self.compute_s += t1 - t0
                 if trace:
