@@ -401,7 +401,8 @@ def _stop_problem(at, epoch):
         return f"attribute stopped_at has epoch {at['epoch']}, the file's epoch is {epoch}"
     if at["step"] > at["steps"]:
         return f"attribute stopped_at has step {at['step']} of {at['steps']}"
-    if not isinstance(at.get("partition"), list) or not isinstance(at.get("signal"), str):
+    # a stop signal's name, or (the survivors of a lost rank stopped: elastic.py) its cause
+    if not isinstance(at.get("partition"), list) or not isinstance(at.get("signal") or at.get("cause"), str):
         return "attribute stopped_at has no partition list or signal name"
     loss = at.get("loss")
     pair = _list_of(_number)

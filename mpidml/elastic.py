@@ -407,8 +407,9 @@ class Elastic:
 
 def planned_death(world_rank, environ=os.environ):
     """MPIDML_KILL=R@E:S[,...]: rank R of MPI_COMM_WORLD kills itself (SIGKILL) in epoch E
-    (from 1) once S steps of it are applied: a fault injected at an exact point, for the
-    tests and the benchmark of recovery. Returns (E - 1, S) for this rank, or None."""
+    (from 1) once S steps of it are applied (R@0:0: before the data is distributed): a fault
+    injected at an exact point, for the tests and the benchmark of recovery. Returns
+    (E - 1, S) for this rank, or None."""
     text = environ.get("MPIDML_KILL", "").strip()
     for item in filter(None, (t.strip() for t in text.split(","))):
         try:

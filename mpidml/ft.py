@@ -30,11 +30,11 @@ def fault_tolerance():
     if "Open MPI" not in library:
         name = "MPICH" if "MPICH" in library else library.split(",")[0]
         return FaultTolerance(False, f"{name} has no ULFM: a lost rank ends the job")
-    version = library.split(",")[0].strip()
+    version = library.split(",")[0].replace("Open MPI v", "Open MPI ").strip()
     if os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true", "enable", "yes"):
         return FaultTolerance(True, f"{version} with ULFM (mpirun --with-ft ulfm): the survivors go on")
-    return FaultTolerance(False, f"{version} without fault tolerance: launch with mpirun --with-ft ulfm "
-                                 "to go on without a lost rank")
+    return FaultTolerance(False, f"{version} without --with-ft ulfm: a lost rank ends the job (launch with "
+                                 "mpirun --with-ft ulfm to go on without it)")
 
 
 def is_failure(exc):

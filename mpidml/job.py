@@ -25,7 +25,7 @@ from . import progress
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .comm import drive
-from .elastic import Elastic
+from .elastic import Elastic, die
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
 from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
@@ -156,6 +156,8 @@ class Job:
         if warning and g.rank == 0:
             log.warning(f"mpidml: warning: {warning}")
         self.elastic.track(self.layout)
+        if self.elastic.death == (-1, 0):       # MPIDML_KILL=R@0:0: while the data is distributed
+            die(-1, 0)
         self.kind = info["model"]["kind"]
         t0 = self.clock()
         if self.source:         # rows in memory: nothing to read, nothing to show
