@@ -32,7 +32,25 @@ def entry():
     reopen_closed_std()
     pin_blas_threads(sys.argv[1:])
     from mpidml.cli import main  # numpy loads here, after the pinning
-    return main()
+    code = main()
+    from mpidml import ft
+    if ft.shrunk:
+        leave_without_finalize(code)
+    return code
+
+
+def leave_without_finalize(code):
+    """Exit now, skipping MPI_Finalize, in a job whose communicator was shrunk: Open MPI
+    5.0's finalize fences every process the job started, and with one of them dead the
+    survivors sometimes waited in that fence for ever (about 1 run in 20 here, both
+    survivors in ompi_mpi_finalize, the metrics written and complete). Every output is
+    written by now; mpirun takes the exit code as it is."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

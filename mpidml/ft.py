@@ -14,6 +14,7 @@ import os
 
 from mpi4py import MPI
 
+shrunk = False          # a communicator of this process was shrunk (see __main__.leave_without_finalize)
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING",
                                                              "ERR_REVOKED") if hasattr(MPI, name))
 
@@ -50,7 +51,9 @@ def shrink(comms, comm):
             c.Revoke()
         except MPI.Exception:           # freed, or revoked already: nothing to wake on it
             pass
+    global shrunk
     new = comm.Shrink()
+    shrunk = True
     old_group, new_group = comm.Get_group(), new.Get_group()
     alive = set(MPI.Group.Translate_ranks(new_group, list(range(new.Get_size())), old_group))
     for g in (old_group, new_group):
