@@ -923,6 +923,11 @@ def recovery_row(n, where, run, lost):
             "yes" if whole else f"**no** ({[h['rows'] for h in doc['history']]} of {rows})"]
 
 
+def hung_note(run):
+    """A hung run's command, and how far its metrics say it got."""
+    return f"    {run.command}\n    (metrics status: {run.doc.get('status', 'none written')})\n"
+
+
 def without_ft(launch):
     """The same Open MPI launch without ULFM (`--with-ft ulfm` dropped)."""
     i = launch.index("--with-ft")
@@ -947,13 +952,13 @@ def bench_elastic(args):
         where = f"1 host{', oversubscribed' if n > cores else ''}"
         run = run_elastic(one(n), python, env, path, epochs, kill=f"1@2:{mid}")
         recovery.append(recovery_row(n, where, run, 1))
-        hung += [run.command] if run.returncode == "hung" else []
+        hung += [hung_note(run)] if run.returncode == "hung" else []
         progress(f"elastic N={n} {where}, rank 1 lost at 2:{mid}: {recovery[-1][2:]}")
     if two:
         mid = rows_n // 4 // ELASTIC_BATCH // 2
         run = run_elastic(two(4, 2), python, env, path, 2, kill=f"3@2:{mid}")
         recovery.append(recovery_row(4, "2 simulated hosts, 2 per host (rank 3 on the second)", run, 3))
-        hung += [run.command] if run.returncode == "hung" else []
+        hung += [hung_note(run)] if run.returncode == "hung" else []
         progress(f"elastic N=4 over 2 hosts, rank 3 lost at 2:{mid}: {recovery[-1][2:]}")
     text = (f"Softmax regression, plain SGD, batch {ELASTIC_BATCH}, K=16, on synthetic {rows_n // 1000}k x 50 "
             f"(10 classes, float32), {epochs} epochs (2 over two hosts), under Open MPI's `mpirun --with-ft ulfm`. "
@@ -970,7 +975,8 @@ def bench_elastic(args):
     if not two:
         text += "\n\nThe two-host row is missing: shared/multihost's mpirun-2hosts --check failed here."
     if hung:
-        text += (f"\n\nHung (ended after {ELASTIC_TIMEOUT} s):\n\n" + "".join(f"    {c}\n" for c in hung))
+        text += (f"\n\nHung (ended after {ELASTIC_TIMEOUT} s; the metrics' status when it was ended, `complete` if "
+                 "training had finished and the job hung on its way out):\n\n" + "\n".join(hung))
     text += "\n\n" + ft_overhead(one, mpich, python, {**env, **mpich_env}, path)
     return title, text
 
