@@ -34,17 +34,26 @@ def entry():
     from mpidml.cli import main  # numpy loads here, after the pinning
     code = main()
     from mpidml import ft
-    if ft.shrunk:
-        leave_without_finalize(code)
+    if ft.shrunk is not None:
+        leave_without_finalize(code, ft.shrunk)
     return code
 
 
-def leave_without_finalize(code):
+def leave_without_finalize(code, survivors):
     """Exit now, skipping MPI_Finalize, in a job whose communicator was shrunk: Open MPI
     5.0's finalize fences every process the job started, and with one of them dead the
     survivors sometimes waited in that fence for ever (about 1 run in 20 here, both
-    survivors in ompi_mpi_finalize, the metrics written and complete). Every output is
-    written by now; mpirun takes the exit code as it is."""
+    survivors in ompi_mpi_finalize, the metrics written and complete). The survivors leave
+    together (a barrier): mpirun ends a job's other processes once one has left without
+    finalizing, and rank 0 may still be writing the checkpoint or its last line."""
+    from mpi4py import MPI
+
+    from mpidml.ft import loud_again
+    try:
+        survivors.Barrier()
+    except MPI.Exception:           # another rank lost meanwhile: leave all the same
+        pass
+    loud_again()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

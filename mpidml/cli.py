@@ -609,7 +609,9 @@ def run_command(args, comm):
             e.agreed = True                      # same options, same verdict on every rank
             raise
         setup_logging(comm.rank, cfg.quiet)
-        from . import session
+        from . import ft, session
+        if ft.fault_tolerance().available:
+            ft.quiet_libnbc()
         session.run(cfg, comm)
         return 0
     setup_logging(comm.rank)

@@ -56,15 +56,18 @@ class Failure:
     rank: int               # in MPI_COMM_WORLD, as mpirun names it
     host: str
     epoch: int = 0          # the epoch (from 1) in which it was lost; 0: before training
-    step: int = 0           # steps into that epoch
+    step: int = 0           # steps into that epoch of the survivor furthest on
     ranks_after: int = 0
     recovery_s: float = 0.0     # from this rank's noticing to training again
     resumed_at: float = 0.0     # when (Unix time): with the time of the death, the whole gap
 
-    def line(self, when=None):
-        when = when or f"in epoch {self.epoch} after step {self.step}"
-        return (f"mpidml: warning: lost rank {self.rank} (host {self.host}) {when}; {self.ranks_after} ranks go "
-                f"on (recovered in {self.recovery_s:.2f} s)")
+    def line(self, when=None, going_on=True):
+        when = when or f"in epoch {self.epoch} (the furthest rank after step {self.step})"
+        ranks = f"{self.ranks_after} rank{'s' * (self.ranks_after != 1)}"
+        if not going_on:
+            return f"mpidml: warning: lost rank {self.rank} (host {self.host}) {when}; {ranks} left"
+        return f"mpidml: warning: lost rank {self.rank} (host {self.host}) {when}; {ranks} go on " \
+               f"(recovered in {self.recovery_s:.2f} s)"
 
 
 @dataclasses.dataclass
@@ -152,7 +155,7 @@ class Elastic:
         self.world = MPI.Group.Translate_ranks(group.comm.Get_group(), list(range(group.size)),
                                                MPI.COMM_WORLD.Get_group())
         self.hosts = ["?"] * group.size
-        self.death = planned_death(int(self.world[group.rank]))
+        self.death = planned_death(int(self.world[group.rank]), MPI.COMM_WORLD.Get_size())
 
     def check(self):
         """Rank 0, before any work: --min-ranks fits the job; continuing is possible here."""
@@ -222,8 +225,9 @@ class Elastic:
         self.job.models = []        # ranks may have built them or not: none to fork on the new group
         failures = self.regroup()
         self.dealt = []
-        self._record(failures, 0, 0, t0, "before training")
-        if self.policy == "stop" or self.job.group.size < self.job.cfg.min_ranks:
+        stop = self.policy == "stop" or self.job.group.size < self.job.cfg.min_ranks
+        self._record(failures, 0, 0, t0, "before training", going_on=not stop)
+        if stop:
             raise RanksLost(f"{self._lost_words(failures)} before training: {self._why_stop()} (exit "
                             f"{RanksLost.code})", agreed=True)
 
@@ -268,7 +272,7 @@ class Elastic:
                 model.segment = segment
         else:
             self._stop(where, failures)
-        self._record(failures, epoch, step, t0)
+        self._record(failures, epoch, step, t0, going_on=go_on)
         return go_on
 
     def _go_on(self):
@@ -287,13 +291,13 @@ class Elastic:
     def _lost_words(failures):
         return "lost " + ", ".join(f"rank {f.rank} ({f.host})" for f in failures)
 
-    def _record(self, failures, epoch, step, t0, when=None):
+    def _record(self, failures, epoch, step, t0, when=None, going_on=True):
         seconds = time.perf_counter() - t0
         for f in failures:
             f.epoch, f.step, f.ranks_after, f.recovery_s = epoch, step, self.job.group.size, seconds
             f.resumed_at = time.time()
             if self.job.group.rank == 0:
-                log.warning(f.line(when))
+                log.warning(f.line(when, going_on))
         self.failures += failures
 
     # -- agreeing ---------------------------------------------------------------------
@@ -405,7 +409,7 @@ class Elastic:
         return [dataclasses.asdict(f) for f in self.failures]
 
 
-def planned_death(world_rank, environ=os.environ):
+def planned_death(world_rank, world_size, environ=os.environ):
     """MPIDML_KILL=R@E:S[,...]: rank R of MPI_COMM_WORLD kills itself (SIGKILL) in epoch E
     (from 1) once S steps of it are applied (R@0:0: before the data is distributed): a fault
     injected at an exact point, for the tests and the benchmark of recovery. Returns
@@ -416,8 +420,13 @@ def planned_death(world_rank, environ=os.environ):
             rank, when = item.split("@")
             epoch, step = when.split(":")
             rank, epoch, step = int(rank), int(epoch), int(step)
+            valid = 0 <= rank < world_size and ((epoch, step) == (0, 0) or (epoch >= 1 and step >= 1))
         except ValueError:
-            raise UsageError(f"MPIDML_KILL: expected RANK@EPOCH:STEP[,...], got {item!r}", agreed=True) from None
+            valid = False
+        if not valid:
+            raise UsageError(f"MPIDML_KILL: expected RANK@EPOCH:STEP[,...] with a rank of the {world_size}, an "
+                             f"epoch and a step from 1 (or RANK@0:0: before the data is distributed), got {item!r}",
+                             agreed=True)
         if rank == world_rank:
             return epoch - 1, step
     return None

@@ -11,10 +11,12 @@ rank ends the job, as mpiexec decides.
 """
 import dataclasses
 import os
+import sys
+import threading
 
 from mpi4py import MPI
 
-shrunk = False          # a communicator of this process was shrunk (see __main__.leave_without_finalize)
+shrunk = None           # the survivors' communicator after the last shrink (__main__.leave_without_finalize)
 FAILURE_CLASSES = frozenset(getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING",
                                                              "ERR_REVOKED") if hasattr(MPI, name))
 
@@ -52,8 +54,7 @@ def shrink(comms, comm):
         except MPI.Exception:           # freed, or revoked already: nothing to wake on it
             pass
     global shrunk
-    new = comm.Shrink()
-    shrunk = True
+    new = shrunk = comm.Shrink()
     old_group, new_group = comm.Get_group(), new.Get_group()
     alive = set(MPI.Group.Translate_ranks(new_group, list(range(new.Get_size())), old_group))
     for g in (old_group, new_group):
@@ -70,3 +71,74 @@ def lost_ranks(comm=MPI.COMM_WORLD):
     except (NotImplementedError, MPI.Exception):
         return []
     return [int(r) for r in ranks]
+
+
+class LibnbcFilter:
+    """Open MPI's libnbc writes `NBC_Progress: an error 75 was found during schedule 0x...
+    - aborting the schedule` and a blank line to stderr for every non-blocking collective a
+    lost rank broke, with no setting to silence it: noise for the user, since the survivors
+    go on and say so in one line of their own. While installed, stderr (descriptor 2) is a
+    pipe that a thread copies to the real stderr, those lines left out."""
+    NOISE = b"NBC_Progress: an error "
+
+    def __init__(self):
+        self.real = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.thread = threading.Thread(target=self._copy, args=(read,), name="stderr filter", daemon=True)
+        self.thread.start()
+
+    def _copy(self, read):
+        pending, skip_blank = b"", False
+        while True:
+            chunk = os.read(read, 65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = []
+            for line in lines:
+                if line.startswith(self.NOISE) or (skip_blank and not line.strip()):
+                    skip_blank = line.startswith(self.NOISE)
+                    continue
+                skip_blank = False
+                kept.append(line + b"\n")
+            self._write(b"".join(kept))
+        self._write(pending)
+        os.close(read)
+
+    def _write(self, data):
+        while data:
+            data = data[os.write(self.real, data):]
+
+    def remove(self):
+        """The real stderr back, everything written so far passed on."""
+        if self.real is None:
+            return
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.real, 2)          # closes the pipe's only writer: the thread reads its end
+        self.thread.join(timeout=5)
+        os.close(self.real)
+        self.real = None
+
+
+_filter = None
+
+
+def quiet_libnbc():
+    """Install the LibnbcFilter for this process's life (the command line, where the MPI can
+    go on without a lost rank); removed at exit, before MPI finalizes."""
+    global _filter
+    if _filter is None:
+        import atexit
+        _filter = LibnbcFilter()
+        atexit.register(loud_again)
+
+
+def loud_again():
+    """Remove the LibnbcFilter (at exit, or before leaving without finalizing)."""
+    if _filter is not None:
+        _filter.remove()

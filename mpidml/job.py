@@ -179,6 +179,9 @@ class Job:
         self.scaling = yield from self._scaling(info.get("scaling"))
         self._standardize()
         self.models = self._build_models(info["model"].get("epochs"))
+        if cfg.save or cfg.save_dir:    # every rank knows each checkpoint series: a new rank 0 continues it
+            ids = [self.series_of(m) for m in self.models] if g.rank == 0 else None
+            self.series = dict(enumerate((yield from g.bcast_json(ids, label="series"))))
         for model in self.models:
             yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
 
@@ -763,8 +766,6 @@ def stopped_line(cfg, stop, n_models=1, unstarted=0):
     started (trainer.Model.run)."""
     where = (f"in epoch {stop['epoch'] + 1} after step {stop['step']} of {stop['steps']}" if stop["step"]
              else f"after epoch {stop['epoch']}")
-    if stop.get("cause"):           # the survivors of a lost rank stopped (elastic.py)
-        where = f"at the start of epoch {stop['epoch'] + 1}"
     if n_models == 1:
         kept = (f"checkpoint {cfg.save}; continue with --resume {cfg.save}" if cfg.save
                 else "no --save, so the progress is lost")
@@ -773,4 +774,6 @@ def stopped_line(cfg, stop, n_models=1, unstarted=0):
                 else "no --save-dir, so the progress is lost")
         if unstarted:
             kept += f" ({unstarted} of the {n_models} models not started yet)"
-    return f"stopped by {stop.get('cause') or stop['signal']} {where}: {kept} (exit {Stopped.code})"
+    if stop.get("cause"):           # the survivors of a lost rank stopped (elastic.py)
+        return f"stopped at the start of epoch {stop['epoch'] + 1}: {stop['cause']}: {kept} (exit {Stopped.code})"
+    return f"stopped by {stop['signal']} {where}: {kept} (exit {Stopped.code})"

@@ -42,8 +42,8 @@ def train(tmp_path, n, *args, env=None, check=0, name="m.json", timeout=90):
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
-def data_args(data):
-    return ["--data", data, "--model", "mlp", "--hidden", "32", "--epochs", EPOCHS, "--batch-size", "64",
+def data_args(data, epochs=EPOCHS):
+    return ["--data", data, "--model", "mlp", "--hidden", "32", "--epochs", epochs, "--batch-size", "64",
             "--validation-fraction", "0.1", "--quiet"]
 
 
@@ -90,6 +90,7 @@ def test_rank_lost_mid_epoch_the_others_finish(data, baseline, tmp_path, sync):
     assert failure["epoch"] == 2 and failure["ranks_after"] == 2 and failure["recovery_s"] < 5
     assert doc["data"]["partition_sizes"] == [4320, 4320]       # 9600 rows less 10 % validation, over 2
     assert "lost rank 1 (host " in lost_lines(proc)[0] and "in epoch 2" in lost_lines(proc)[0]
+    assert "NBC_Progress" not in proc.stderr            # libnbc's noise, filtered out (ft.LibnbcFilter)
     with h5py.File(tmp_path / "m.h5") as f:          # attributes hold JSON
         assert json.loads(f.attrs["epoch"]) == EPOCHS and json.loads(f.attrs["ranks"]) == 2
 
@@ -131,7 +132,9 @@ def test_too_few_left_stop_checkpointed_and_resume(data, tmp_path, how):
     model = tmp_path / "m.h5"
     proc, doc = train(tmp_path, 3, *data_args(data), *how, "--save", model, env={"MPIDML_KILL": "2@2:20"},
                       check=75)
-    stops = [ln for ln in proc.stderr.splitlines() if ln.startswith("mpidml: stopped by lost rank 2")]
+    stops = [ln for ln in proc.stderr.splitlines() if ln.startswith("mpidml: stopped at the start of epoch 2: lost "
+                                                                    "rank 2 (")]
+    assert "2 ranks left" in lost_lines(proc)[0], proc.stderr
     assert len(stops) == 1 and f"continue with --resume {model}" in stops[0], proc.stderr
     assert doc["status"] == "stopped" and doc["stopped"]["epoch"] == 1 and len(doc["history"]) == 1
     with h5py.File(model) as f:
@@ -163,14 +166,14 @@ def test_a_rank_killed_from_outside(data, baseline, tmp_path):
     """SIGKILL from outside, while the job trains (a node's failure), not at a chosen step."""
     tag = f"elastic-{os.getpid()}-{time.monotonic_ns()}"
     out = tmp_path / "m.json"
-    args = [*data_args(data), "--epochs", "6", "--metrics-json", out]
+    args = [*data_args(data, 40), "--metrics-json", out]     # epochs of ~0.05 s: the kill lands within training
     job = popen_mpirun(3, args, env={"MPIDML_TEST_TAG": tag})
     try:
         victim = None
         deadline = time.monotonic() + 60
         while victim is None and time.monotonic() < deadline:
             doc = json.loads(out.read_text()) if out.exists() else {}
-            if len(doc.get("history", [])) >= 1:            # epoch 1 is done: kill rank 1 in epoch 2
+            if len(doc.get("history", [])) >= 2:            # epoch 2 is done: kill rank 1 in a later one
                 ranks = {int(env.get(b"OMPI_COMM_WORLD_RANK", b"-1")): pid for pid, env in pids_by_tag(tag).items()}
                 victim = ranks.get(1)
             time.sleep(0.05)
@@ -184,7 +187,7 @@ def test_a_rank_killed_from_outside(data, baseline, tmp_path):
     assert job.returncode == 0, stderr
     doc = json.loads(out.read_text())
     assert doc["status"] == "complete" and [f["rank"] for f in doc["failures"]] == [1]
-    assert [h["rows"] for h in doc["history"]] == [doc["data"]["train_samples"]] * 6
+    assert [h["rows"] for h in doc["history"]] == [doc["data"]["train_samples"]] * 40
 
 
 @pytest.mark.skipif(subprocess.run([MULTIHOST, "--check"], capture_output=True).returncode != 0
@@ -202,3 +205,12 @@ def test_a_rank_on_the_second_host_lost(data, tmp_path):
     assert doc["status"] == "complete"
     assert [(f["rank"], f["host"]) for f in doc["failures"]] == [(3, "node-mh2")]
     assert [h["rows"] for h in doc["history"]] == [doc["data"]["train_samples"]] * EPOCHS
+
+
+def test_checkpoint_rotation_goes_on_after_rank_0_is_lost(data, tmp_path):
+    """--keep-checkpoints K: the new rank 0 continues the old one's series (it knew its id),
+    so the epochs the old rank 0 saved are rotated out too."""
+    proc, doc = train(tmp_path, 3, *data_args(data, 5), "--save", tmp_path / "m.h5", "--checkpoint-every", "1",
+                      "--keep-checkpoints", "2", env={"MPIDML_KILL": "0@4:5"})
+    assert doc["status"] == "complete" and [f["rank"] for f in doc["failures"]] == [0]
+    assert sorted(p.name for p in tmp_path.glob("m.epoch*.h5")) == ["m.epoch0004.h5", "m.epoch0005.h5"]
