@@ -320,7 +320,8 @@ class Elastic:
             return None                         # not started anywhere: it trains as planned
         leader = max(range(g.size), key=lambda r: (*mine[r, 1:5], -r))
         meta = yield from g.bcast_json(model.position() if g.rank == leader else None, leader, "recover")
-        model.adopt(meta)
+        if g.rank != leader:
+            model.adopt(meta)
         model.opt.t = int(mine[:, 5].max())
         if meta["best"] is not None:
             yield from g.bcast(model.best[2], leader, "recover")
@@ -355,6 +356,8 @@ class Elastic:
         for rows in self.dealt:
             got = {}
             for key, test in (("train", False), ("val", False), ("test", True)):
+                if not len(getattr(rows, key)):         # none (no validation, no test set): nothing to read
+                    continue
                 X, y, e = read_file_rows(job.info, getattr(rows, key), job.dtype, test)
                 err = err or e
                 job.scaling.apply(X)
@@ -362,10 +365,11 @@ class Elastic:
                     y -= job.dtype.type(job.scaling.y_mean)
                     y /= job.dtype.type(job.scaling.y_std)
                 got[key] = (X, y)
-            part.X, part.y = (np.concatenate([a, b]) for a, b in zip((part.X, part.y), got["train"]))
-            if part.val_X is not None:
+            if "train" in got:
+                part.X, part.y = (np.concatenate([a, b]) for a, b in zip((part.X, part.y), got["train"]))
+            if "val" in got:
                 part.val_X, part.val_y = (np.concatenate([a, b]) for a, b in zip((part.val_X, part.val_y), got["val"]))
-            if part.test_X is not None:
+            if "test" in got:
                 part.test_X, part.test_y = (np.concatenate([a, b])
                                             for a, b in zip((part.test_X, part.test_y), got["test"]))
         self.dealt = []

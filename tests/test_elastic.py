@@ -214,3 +214,14 @@ def test_checkpoint_rotation_goes_on_after_rank_0_is_lost(data, tmp_path):
                       "--keep-checkpoints", "2", env={"MPIDML_KILL": "0@4:5"})
     assert doc["status"] == "complete" and [f["rank"] for f in doc["failures"]] == [0]
     assert sorted(p.name for p in tmp_path.glob("m.epoch*.h5")) == ["m.epoch0004.h5", "m.epoch0005.h5"]
+
+
+def test_no_test_set_and_early_stopping(data, tmp_path):
+    """No held-out test rows (nothing of them to deal) and early stopping's best state, which
+    the one furthest on hands the others."""
+    proc, doc = train(tmp_path, 3, *data_args(data, 6), "--test-fraction", "0", "--early-stopping", "2",
+                      env={"MPIDML_KILL": "2@2:20"})
+    assert doc["status"] == "complete" and [f["rank"] for f in doc["failures"]] == [2]
+    assert doc["data"]["test_samples"] == 0 and doc["data"]["validation_samples"] == 1200
+    assert all(h["rows"] == doc["data"]["train_samples"] for h in doc["history"])
+    assert doc["validation"]["accuracy"] > 0.8
