@@ -981,7 +981,7 @@ def bench_elastic(args):
     return title, text
 
 
-def ft_overhead(ulfm, mpich, openmpi_python, env, path, n=2, repeat=3, epochs=12):
+def ft_overhead(ulfm, mpich, openmpi_python, env, path, n=2, repeat=5, epochs=24):
     """Steady-state samples/s with fault tolerance on against off (Open MPI with and without
     `--with-ft ulfm`), MPICH for reference: best of `repeat`, interleaved so that the machine's
     noise falls on all three alike."""

@@ -438,7 +438,7 @@ def planned_death(world_rank, world_size, environ=os.environ):
 
 def die(epoch, step):
     """The death MPIDML_KILL planned: say when, then SIGKILL (no handler, no clean-up)."""
-    sys.stderr.write(f"mpidml: MPIDML_KILL: rank {MPI.COMM_WORLD.Get_rank()} dies in epoch {epoch + 1} after "
-                     f"step {step} at {time.time():.6f}\n")
     sys.stderr.flush()
+    os.write(ft.real_stderr(), f"mpidml: MPIDML_KILL: rank {MPI.COMM_WORLD.Get_rank()} dies in epoch {epoch + 1} "
+                               f"after step {step} at {time.time():.6f}\n".encode())
     os.kill(os.getpid(), signal.SIGKILL)

@@ -138,6 +138,12 @@ def quiet_libnbc():
         atexit.register(loud_again)
 
 
+def real_stderr():
+    """The descriptor of the real stderr: for a line that must get out before this process
+    dies at once (the LibnbcFilter's thread would not copy it in time)."""
+    return _filter.real if _filter is not None and _filter.real is not None else 2
+
+
 def loud_again():
     """Remove the LibnbcFilter (at exit, or before leaving without finalizing)."""
     if _filter is not None:
