@@ -19,7 +19,12 @@ MPIEXEC = os.environ.get("MPIEXEC") or os.path.join(BIN, "mpiexec")
 def mpiexec(n, args, timeout=60, script=None, env=None, check=None):
     """Run `python -m mpidml ARGS` (or a script) on n ranks; a hang fails after `timeout` s."""
     target = [script] if script else ["-m", "mpidml"]
-    cmd = [MPIEXEC, "-n", str(n), sys.executable, *target, *map(str, args)]
+    return launch([MPIEXEC, "-n", str(n), sys.executable, *target, *map(str, args)], timeout, env, check)
+
+
+def launch(cmd, timeout, env=None, check=None):
+    """Run a launcher's command line; a hang fails after `timeout` s, an exit code other than
+    `check` (where given) fails with the output."""
     e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
@@ -61,15 +66,7 @@ def mpirun_command(n, args, script=None, ft=True, env=None):
 
 def mpirun(n, args, timeout=60, script=None, ft=True, env=None, check=None):
     """`mpiexec`'s counterpart under Open MPI (see mpirun_command): a hang fails after `timeout` s."""
-    cmd = mpirun_command(n, args, script, ft, env)
-    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{exc.stdout}\n{exc.stderr}")
-    if check is not None:
-        assert proc.returncode == check, f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    return launch(mpirun_command(n, args, script, ft, env), timeout, env, check)
 
 
 def popen_mpirun(n, args, script=None, ft=True, env=None):

