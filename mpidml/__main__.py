@@ -34,7 +34,7 @@ def entry():
     from mpidml.cli import main  # numpy loads here, after the pinning
     code = main()
     from mpidml import ft
-    if ft.shrunk is not None:
+    if ft.shrunk is not None or ft.lost_ranks():
         leave_without_finalize(code, ft.shrunk)
     return code
 
@@ -50,7 +50,8 @@ def leave_without_finalize(code, survivors):
 
     from mpidml.ft import loud_again
     try:
-        survivors.Barrier()
+        if survivors is not None:   # None: a rank lost with no shrink after it (the job's end)
+            survivors.Barrier()
     except MPI.Exception:           # another rank lost meanwhile: leave all the same
         pass
     loud_again()

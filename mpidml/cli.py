@@ -224,9 +224,9 @@ def add_train_options(p):
                    help="end the job when a collective waits longer than S seconds, naming the ranks that "
                         f"stopped (0: never; default {d.stall_timeout:g})")
     g.add_argument("--on-failure", choices=ON_FAILURE, default=S,
-                   help="when a rank is lost: continue with the others (needs Open MPI's mpirun --with-ft ulfm; "
-                        "the default there) or stop, checkpointed, exit 75 (the default elsewhere, where the MPI "
-                        "ends the job)")
+                   help="when a rank is lost: continue with the others, or stop, checkpointed, exit 75; both need "
+                        "Open MPI's mpirun --with-ft ulfm (continue is the default there); under MPICH the launcher "
+                        "ends the job")
     g.add_argument("--min-ranks", type=_positive_int, default=S, metavar="M",
                    help="with --on-failure continue: stop (checkpointed, exit 75) when fewer than M ranks are left "
                         "(default 1)")

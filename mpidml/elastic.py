@@ -177,14 +177,48 @@ class Elastic:
             self.holdings = Holdings(job.info, job.group.size, job.cfg.validation_fraction, job.cfg.partition_seed)
 
     # -- losing ranks ---------------------------------------------------------------
+    # -- phases: every survivor ends each one knowing whether all did ----------------
+    def attempt(self, work, *args):
+        """`work(*args)` as (True, its result), or (False, None) when a lost rank (or a
+        revoke) broke it."""
+        try:
+            return True, work(*args)
+        except MPI.Exception as e:
+            if not (self.active and ft.is_failure(e)):
+                raise
+            return False, None
+
+    def settle(self, ok):
+        """The end of a phase (setup, training, a recovery, the report): True when every
+        survivor completed it, False when any met a lost rank. A collective can complete on
+        some ranks and fail on others, so without this one survivor went on to the next
+        phase's collectives while another shrank: ULFM's Agree (fault tolerant, the same
+        answer everywhere) decides. A rank that failed revokes first, so that none stays
+        waiting in a collective of the phase."""
+        if not self.active:
+            return ok
+        if not ok:
+            self._revoke()
+        try:
+            return bool(self.comm.Agree(int(ok)))
+        except MPI.Exception as e:
+            if not ft.is_failure(e):
+                raise
+            return False
+
+    def _revoke(self):
+        job = self.job
+        ft.revoke([self.comm, job.group.comm, job.group.notes] + [m.group.comm for m in job.models])
+
     def regroup(self):
-        """Revoke and shrink until a new Group of the survivors stands (another rank may die
-        meanwhile); the job and its models move to it. Returns the Failures (to complete)."""
-        job, lost_now = self.job, []
+        """Shrink until a new Group of the survivors stands and every survivor knows it
+        (another rank may die meanwhile); the job and its models move to it. Returns the
+        Failures (to complete)."""
+        lost_now = []
         while True:
-            comms = [self.comm, job.group.comm, job.group.notes] + [m.group.comm for m in job.models]
+            self._revoke()
             try:
-                new, lost = ft.shrink(comms, self.comm)
+                new, lost = ft.shrink(self.comm)
             except MPI.Exception as e:
                 if not ft.is_failure(e):
                     raise
@@ -194,19 +228,19 @@ class Elastic:
             self.hosts = [h for r, h in enumerate(self.hosts) if r not in lost]
             if self.holdings is not None:
                 self.dealt.append(self.holdings.deal(lost)[new.Get_rank()])
-            self.comm = new
-            try:
-                self._move(new)
+            old, self.comm = self.comm, new
+            ft.free(old)
+            if self.settle(self.attempt(self._move, new)[0]):
                 return lost_now
-            except MPI.Exception as e:
-                if not ft.is_failure(e):
-                    raise
 
     def _move(self, comm):
-        """The job's group and every model's fork on `comm`, their time in collectives kept."""
+        """The job's group and every model's fork on `comm`, their time in collectives kept;
+        the old ones (revoked) freed."""
         job, old = self.job, self.job.group
         for g in [old] + [m.group for m in job.models]:
             g._pongs = []           # answers on a revoked communicator: never to complete
+            ft.free(g.comm if g.owns_comm else None, g.notes if g.owns_notes else None)
+            g.owns_comm = g.owns_notes = False
         group = Group(comm, old.stall_timeout, old.tracer)
         group.comm_s_by_label = old.comm_s_by_label
         job.group = group
@@ -217,11 +251,16 @@ class Elastic:
         if group.rank == 0 and old.rank != 0:
             job.take_over()
 
-    def lost_in_setup(self, exc):
-        """A rank lost while the job starts: the survivors start again at their size, or stop."""
-        if not (self.active and ft.is_failure(exc)):
-            raise exc
+    def setup(self):
+        """The job's setup, again without the ranks lost meanwhile (the survivors start over
+        at their size), or RanksLost when they may not go on."""
+        job = self.job
+        while not self.settle(self.attempt(drive, job.setup(), "setup")[0]):
+            self._lost_in_setup()
+
+    def _lost_in_setup(self):
         t0 = time.perf_counter()
+        self._revoke()
         self.job.models = []        # ranks may have built them or not: none to fork on the new group
         failures = self.regroup()
         self.dealt = []
@@ -235,45 +274,64 @@ class Elastic:
         """drive(make()) on the job's group, again on the survivors' after a lost rank (for
         the collectives after training: the report, the trace)."""
         while True:
-            try:
-                return drive(make(), label)
-            except MPI.Exception as e:
-                if not (self.active and ft.is_failure(e)):
-                    raise
-                t0 = time.perf_counter()
-                self._record(self.regroup(), 0, 0, t0, "after training")
+            ok, value = self.attempt(drive, make(), label)
+            if self.settle(ok):
+                return value
+            t0 = time.perf_counter()
+            self._record(self.regroup(), self._epochs_done(), 0, t0, "after training")
 
-    def recover(self, exc, signals):
-        """During training: regroup, agree on each model's state, take the lost rows over and
-        give each model its Segment; or stop every model at the agreed state (see the module
-        docstring). Returns True to go on training, False when the models were stopped."""
-        if not (self.active and ft.is_failure(exc)):
-            raise exc
+    def finish(self):
+        """After rank 0's last writes (the model files, the metrics): when rank 0 was lost
+        meanwhile, they may be incomplete, and the survivors say so with RanksLost (exit 75);
+        a rank lost after rank 0 had written everything is only recorded."""
+        if self.settle(True):
+            return
+        t0, rank0 = time.perf_counter(), self.world[0]
+        failures = self.regroup()
+        self._record(failures, self._epochs_done(), 0, t0, "after training", going_on=False)
+        if any(f.rank == rank0 for f in failures):
+            raise RanksLost(f"lost rank {rank0} while it wrote the outputs: they may be incomplete; the last "
+                            f"checkpoint stands (exit {RanksLost.code})", agreed=True)
+
+    def _epochs_done(self):
+        return max((len(m.history) for m in self.job.models), default=0)
+
+    def recover(self):
+        """During training, after a phase that a lost rank broke: regroup, agree on each
+        model's state, take the lost rows over and give each model its Segment; or stop every
+        model at the agreed state (see the module docstring)."""
         t0 = time.perf_counter()
         failures = self.regroup()
         fresh = len(self.job.part.y)            # the rows from here on are the lost ranks'
         while True:
-            try:
-                where = drive(self._agree_all(), "recover")
-                go_on = self._go_on()
-                if go_on:
-                    drive(self._take_rows(), "recover")
-                    segments = drive(self._segments(where, fresh, len(self.failures) + len(failures)), "recover")
+            ok, out = self.attempt(self._agree_and_deal, fresh, len(self.failures) + len(failures))
+            if self.settle(ok):
                 break
-            except MPI.Exception as e:
-                if not ft.is_failure(e):
-                    raise
-                failures += self.regroup()
+            failures += self.regroup()
+        where, segments, unreadable = out["where"], out["segments"], out["unreadable"]
         epoch, step = self._front(where)
+        go_on = segments is not None
         self.redealt = self.redealt or go_on
         if go_on:
             for model, segment in segments.items():
-                model.start_epoch, model.start_step, model.start_loss = segment.epoch, 0, (0.0, 0)
                 model.segment = segment
         else:
-            self._stop(where, failures)
+            self._stop(where, failures, unreadable)
         self._record(failures, epoch, step, t0, going_on=go_on)
-        return go_on
+
+    def _agree_and_deal(self, fresh, failures):
+        """The recovery's collectives: the models' agreed states, then (going on) the lost
+        rows read and each model's Segment. A lost rank's rows that cannot be read here stop
+        the survivors, checkpointed (a UsageError agreed by all, kept as the cause)."""
+        where = drive(self._agree_all(), "recover")
+        if not self._go_on():
+            return {"where": where, "segments": None, "unreadable": None}
+        try:
+            drive(self._take_rows(), "recover")
+        except UsageError as e:
+            return {"where": where, "segments": None, "unreadable": str(e)}
+        segments = drive(self._segments(where, fresh, failures), "recover")
+        return {"where": where, "segments": segments, "unreadable": None}
 
     def _go_on(self):
         return (self.policy == "continue" and self.job.group.size >= self.job.cfg.min_ranks
@@ -302,22 +360,30 @@ class Elastic:
 
     # -- agreeing ---------------------------------------------------------------------
     def _agree_all(self):
-        """Generator: the agreed state of every model that started somewhere; returns
-        {model: (agreed epoch, this rank's own rows left in it or None, running loss, leader's step)}."""
+        """Generator: the agreed state of every model still training somewhere; returns
+        {model: (agreed epoch, this rank's own rows left in it or None, running loss, leader's
+        step)}. One table of every model's position on every rank first: models that none has
+        started, or that all have finished, need nothing more (a sweep of a thousand models
+        resent every finished one's state on every loss)."""
+        g, models = self.job.group, self.job.models
+        table = np.zeros((len(models), g.size, 6), np.int64)
+        for i, m in enumerate(models):
+            table[i, g.rank] = (m.started, m.finished, len(m.history), m.epoch, m.done, m.opt.t)
+        yield from g.allreduce(table, "recover")
+        rows = np.array([len(self.job.part.y)], np.float64)
+        yield from g.allreduce(rows, "recover")
         where = {}
-        for model in self.job.models:
-            agreed = yield from self._agree(model)
-            if agreed is not None:
-                where[model] = agreed
+        for model, mine in zip(models, table):
+            if mine[:, 0].any() and not mine[:, 1].all():
+                agreed = yield from self._agree(model, mine, rows[0])
+                if agreed is not None:
+                    where[model] = agreed
         return where
 
-    def _agree(self, model):
-        g, part = self.job.group, self.job.part
-        mine = np.zeros((g.size, 6), np.int64)
-        mine[g.rank] = (model.started, model.finished, len(model.history), model.epoch, model.done, model.opt.t)
-        yield from g.allreduce(mine, "recover")
-        if not mine[:, 0].any():
-            return None                         # not started anywhere: it trains as planned
+    def _agree(self, model, mine, total_rows):
+        """Generator: one model's agreed state (see _agree_all), `mine` its positions on every
+        rank, `total_rows` the survivors' training rows."""
+        g = self.job.group
         leader = max(range(g.size), key=lambda r: (*mine[r, 1:5], -r))
         meta = yield from g.bcast_json(model.position() if g.rank == leader else None, leader, "recover")
         if g.rank != leader:
@@ -331,9 +397,7 @@ class Elastic:
             if not model.finished:
                 model.finish_as_agreed()
             return None
-        rows = np.array([len(part.y)], np.float64)
-        yield from g.allreduce(rows, "recover")
-        mean = model.opt.state * model.dtype.type(len(part.y) / rows[0])
+        mean = model.opt.state * model.dtype.type(len(self.job.part.y) / total_rows)
         yield from g.allreduce(mean, "recover")
         model.opt.state[...] = mean
         own = None
@@ -401,10 +465,10 @@ class Elastic:
             segments[model] = Segment(epoch, order, counts.tolist(), tuple(running))
         return segments
 
-    def _stop(self, where, failures):
+    def _stop(self, where, failures, unreadable=None):
         """Stop every model that was training at the agreed state, at the start of its epoch
         (the weights keep the steps taken in it), as a stop signal would; the job trains no more."""
-        cause = f"{self._lost_words(failures)}; {self._why_stop()}"
+        cause = f"{self._lost_words(failures)}; {unreadable or self._why_stop()}"
         for model, (epoch, *_rest) in where.items():
             model.stop_as_agreed(epoch, cause)
         self.job.halted = cause

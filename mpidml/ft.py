@@ -6,7 +6,7 @@ call touches it, and MPI_ERR_REVOKED on a communicator another rank revoked. A s
 that sees either revokes every communicator of the job, so that no other survivor stays
 waiting in a collective on any of them, and shrinks the job's communicator to the ranks
 still alive (Shrink agrees on that set fault-tolerantly). What the survivors then do with
-their models and rows is the job's (job.Job.recover). MPICH (ch4) has no ULFM: a lost
+their models and rows is elastic.Elastic's. MPICH (ch4) has no ULFM: a lost
 rank ends the job, as mpiexec decides.
 """
 import dataclasses
@@ -45,14 +45,18 @@ def is_failure(exc):
     return isinstance(exc, MPI.Exception) and exc.Get_error_class() in FAILURE_CLASSES
 
 
-def shrink(comms, comm):
-    """Revoke every communicator in `comms`, then shrink `comm` to the ranks alive; returns
-    (the new communicator, the lost ranks as ranks of `comm`). Collective over the survivors."""
+def revoke(comms):
+    """Revoke every communicator in `comms`, so that no rank stays waiting on any of them."""
     for c in comms:
         try:
             c.Revoke()
         except MPI.Exception:           # freed, or revoked already: nothing to wake on it
             pass
+
+
+def shrink(comm):
+    """Shrink `comm` (revoked) to the ranks alive; returns (the new communicator, the lost
+    ranks as ranks of `comm`). Collective over the survivors, fault tolerant."""
     global shrunk
     new = shrunk = comm.Shrink()
     old_group, new_group = comm.Get_group(), new.Get_group()
@@ -60,6 +64,17 @@ def shrink(comms, comm):
     for g in (old_group, new_group):
         g.Free()
     return new, [r for r in range(comm.Get_size()) if r not in alive]
+
+
+def free(*comms):
+    """Free communicators a lost rank left revoked (None: skipped): a job that survives many
+    losses would otherwise keep every generation's."""
+    for c in comms:
+        if c is not None:
+            try:
+                c.Free()
+            except MPI.Exception:
+                pass
 
 
 def lost_ranks(comm=MPI.COMM_WORLD):

@@ -18,13 +18,11 @@ import sys
 import time
 
 import numpy as np
-from mpi4py import MPI
 
 from . import data as datamod
 from . import progress
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
-from .comm import drive
 from .elastic import Elastic, die
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
@@ -487,11 +485,12 @@ class Job:
         self._show(f"epoch {entry['epoch']:>3}/{epochs}  train_loss {entry['train_loss']:.4f}{metric}"
                    f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}", entry["epoch"], epochs)
 
-    def _sweep_lines(self):
+    def _sweep_lines(self, show=True):
         """Rank 0: the sweep's epoch lines that are settled, then the metrics. Its models
         train in generations of COMMUNICATORS (see _lane): the line for epoch E of a
         generation is settled once each of its models has trained that epoch or finished,
-        and printed when some model trained it in this run."""
+        and printed when some model trained it in this run. `show` False: counted, not printed
+        (a new rank 0: the lost one printed them)."""
         epochs, size = self.cfg.epochs, COMMUNICATORS
         total, settled = -(-len(self.models) // size) * epochs, self.printed
         while self.printed < total:
@@ -502,9 +501,9 @@ class Job:
                 break
             self.printed += 1
             training = sum(m.start_epoch < epoch <= len(m.history) for m in models)
-            if training:
+            if training and show:
                 self._show(self._sweep_line(epoch, models, training), self.printed, total)
-        if settled < self.printed < total:
+        if settled < self.printed < total and show:
             self._write_running()
 
     def _sweep_line(self, epoch, models, training):
@@ -534,20 +533,21 @@ class Job:
             if progress.style(self.cfg, self.group.rank) == "bar":
                 self.bar = True
                 self.sched.spawn(self.monitor(), "monitor")
-            try:
-                self.sched.run()
+            if self.elastic.settle(self.elastic.attempt(self.sched.run)[0]):
                 break
-            except MPI.Exception as e:      # a rank was lost: go on with the others, or stop
-                self.sched.clear()
-                self.elastic.recover(e, signals)
+            self.sched.clear()              # a rank was lost: go on with the others, or stop
+            self.elastic.recover()
         self._print_held()          # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
 
     def take_over(self):
-        """This rank is rank 0 now (the old one was lost): it prints the progress from here on."""
+        """This rank is rank 0 now (the old one was lost): it prints the progress from here
+        on, after the sweep lines the old one printed (those of the epochs settled here)."""
         if log.handlers:            # the command line's logging (cli.setup_logging): rank 0's now
             from .cli import setup_logging
             setup_logging(0, self.cfg.quiet)
+        if len(self.models) > 1:
+            self._sweep_lines(show=False)
 
     def _lane(self, models, signals):
         """Task: the models that share one communicator (every COMMUNICATORS-th of a sweep: MPI
@@ -687,12 +687,7 @@ def train(cfg, group, tracer=None, signals=None, job=None):
     `job`: a Job the caller made (with a data source, or to read its models afterwards)."""
     t_start = time.perf_counter()
     job = job or Job(cfg, group, tracer)
-    while True:
-        try:
-            drive(job.setup(), "setup")
-            break
-        except MPI.Exception as e:      # a rank lost before training: start again without it, or stop
-            job.elastic.lost_in_setup(e)
+    job.elastic.setup()                 # a rank lost before training: start again without it, or stop
     group = job.group
     if job.complete:
         if group.rank == 0:

@@ -203,7 +203,7 @@ def _testsome(requests):
     revoked: see ft.py) rather than MPI_ERR_IN_STATUS, which says only that one failed."""
     while len(_STATUSES) < len(requests):
         _STATUSES.append(MPI.Status())
-    statuses = _STATUSES[:len(requests)]
+    statuses = _STATUSES                # MPI fills the first len(requests)
     try:
         return MPI.Request.Testsome(requests, statuses)
     except MPI.Exception as e:

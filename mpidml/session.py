@@ -33,6 +33,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
                 doc = job.elastic.retry(lambda: job.group.bcast_json(doc, label="document"), "document")
             if job.group.rank == 0 and doc is not None and summary:     # rank 0 may be another now
                 report(doc, cfg.metrics_json, cfg.quiet)
+            job.elastic.finish()        # rank 0 lived to write them all, or exit 75
     except MpidmlError as e:
         e.reporter = (job.group if job else group).rank == 0    # says it for all (cli.main)
         raise

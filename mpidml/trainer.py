@@ -104,8 +104,9 @@ class Model:
         tag = "" if len(self.job.models) == 1 else f" {self.index}"
         if self.averager is not None and self.cfg.overlap:
             sched.spawn(self.averager.communicator(), "communicator" + tag)
-        resumed = self.segment is not None and self.segment.epoch == self.start_epoch
-        sched.spawn(self.prefetch(self.start_epoch + resumed), "prefetch" + tag)
+        # the epoch a Segment goes on with (after a lost rank) has its order already
+        sched.spawn(self.prefetch(self.start_epoch if self.segment is None else self.segment.epoch + 1),
+                    "prefetch" + tag)
 
     def prefetch(self, first):
         """Task: compute each epoch's minibatch order ahead of the trainer, until it finished
@@ -154,12 +155,13 @@ class Model:
         grad = np.empty(net.size, self.dtype)
         w = opt.weights
         trace = self.job.tracer
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch if segment is None else segment.epoch, cfg.epochs):
             self.epoch = epoch
             t_epoch = self.clock()
             comm0, idle0, compute0 = g.comm_s, self.sched.idle_s, self.compute_s
             self.epoch_order = None
-            if segment is not None and segment.epoch == epoch:      # going on after a lost rank
+            resumed_pass = segment is not None and segment.epoch == epoch     # going on after a lost rank
+            if resumed_pass:
                 order, counts, first, (loss_sum, count) = segment.order, np.array(segment.counts), 0, segment.running
             else:
                 if epoch not in self.orders:
@@ -218,10 +220,10 @@ class Model:
                 if (s + 1) % K == 0 and s < last and (yield from self.vote.poll()):
                     if averager is not None and averager.overlap:
                         yield from averager.end_epoch()     # one global model to checkpoint
-                    if counts is sizes:
-                        yield from self._stop(epoch, s + 1, [loss_sum, count])
-                    else:           # within a pass after a lost rank: --resume starts the epoch over
+                    if resumed_pass:        # within a pass after a lost rank: --resume starts the epoch over
                         yield from self._stop(epoch, 0, None)
+                    else:
+                        yield from self._stop(epoch, s + 1, [loss_sum, count])
                     return
             # epoch end: a full synchronisation, so every rank holds the global model
             if not gradients:
@@ -286,9 +288,7 @@ class Model:
     def stop_as_agreed(self, epoch, cause):
         """Stopped at the start of `epoch` (its weights keep the steps taken in it), as a
         stop signal would have it, for `cause` (the survivors do not go on)."""
-        self.stopped_at = {"epoch": epoch, "step": 0, "steps": self._steps(), "signal": None, "cause": cause,
-                           "ranks": self.group.size, "batch_size": self.cfg.batch_size,
-                           "partition": self.job.partitioning(), "loss": None}
+        self.stopped_at = self._stop_point(epoch, 0, cause=cause)
         self.started = True
         self.t_end = self.clock()
         self._finish()
@@ -298,10 +298,13 @@ class Model:
         holding the global model; rank 0 keeps what the checkpoint needs to continue there."""
         yield from self.vote.close()
         losses = yield from self.group.gather_json(partial_loss, label="stop")
-        self.stopped_at = {"epoch": epoch, "step": step, "steps": self._steps(),
-                           "signal": self.vote.signals.name, "ranks": self.group.size,
-                           "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
-                           "loss": losses if step else None}
+        self.stopped_at = self._stop_point(epoch, step, self.vote.signals.name, losses=losses if step else None)
+
+    def _stop_point(self, epoch, step, signal=None, cause=None, losses=None):
+        """Where the run stopped, as the model file records it (`stopped_at`; Job._mid_epoch)."""
+        return {"epoch": epoch, "step": step, "steps": self._steps(), "signal": signal, "cause": cause,
+                "ranks": self.group.size, "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
+                "loss": losses}
 
     def _score_as_resumed(self):
         part = self.job.part

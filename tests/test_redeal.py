@@ -1,12 +1,18 @@
 """Holdings (elastic.py): the file rows every rank holds, as the survivors of a lost rank
 compute them without any message, must be the rows distribution and the validation split
 gave it; dealing a lost rank's rows hands each of them to exactly one survivor."""
+import os
+
+import h5py
 import numpy as np
 import pytest
+from conftest import mpiexec
 
 from mpidml.data import Partition, plan_for
 from mpidml.elastic import Holdings, expand
 from mpidml.job import split_validation
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def info(rows=1003, test=None):
@@ -51,3 +57,20 @@ def test_dealing_gives_every_lost_row_to_one_survivor_once():
     held.deal([0])                                      # and once more: the dealt rows move on with it
     everything = np.concatenate([held.rows_of(r).train for r in range(2)])
     assert np.array_equal(np.sort(everything), np.sort(np.concatenate([b.train for b in before])))
+
+
+@pytest.mark.parametrize("layout", ["split", "dataset"])
+@pytest.mark.parametrize("mode,how", [("blocks", "scatter"), ("contiguous", "read")])
+def test_holdings_match_the_partitions_distribute_gives(tmp_path, layout, mode, how):
+    """Not the plan read twice: the rows data.distribute actually delivered, at 3 ranks."""
+    rows = np.arange(1001)
+    X = np.stack([rows, rows % 7], axis=1).astype(np.float64)
+    y = rows % 3
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        if layout == "split":
+            f["X"], f["y"] = X, y
+        else:
+            f["train/X"], f["train/y"], f["test/X"], f["test/y"] = X[:800], y[:800], X[800:] - 800, y[800:]
+    proc = mpiexec(3, [str(path), mode, how], script=os.path.join(HERE, "redeal_check.py"), timeout=60, check=0)
+    assert all(f"rank {r} ok" in proc.stdout for r in range(3)), proc.stdout + proc.stderr   # lines may interleave
