@@ -134,7 +134,7 @@ def load(path):
 def _progress_to_stdout(rank):
     """Progress lines as the command line prints them, unless the program set up logging."""
     if not logging.getLogger("mpidml").hasHandlers():
-        from .cli import setup_logging
+        from .progress import setup_logging
         setup_logging(rank)
 
 

@@ -22,7 +22,7 @@ from .config import ON_FAILURE, TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
 from .guard import Interrupted, installed
 from .partition import PARTITION_MODES
-from .progress import output_lost, quiet_stdout
+from .progress import quiet_stdout, setup_logging
 
 log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
@@ -544,19 +544,6 @@ def _check_swept_alone(grid, given):
                              "give one of them")
 
 
-class _Handler(logging.StreamHandler):
-    """A progress line stdout cannot take (a closed pipe, `mpidml ... | head`; a full disk)
-    ends the output, not the run; a rank's stderr that cannot be written has no one to tell."""
-
-    def handleError(self, record):
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            if self.stream is sys.stdout:
-                output_lost(error)
-            return
-        super().handleError(record)
-
-
 def _check_sweep(cfg):
     """The sweep's and validation's option combinations (the effective fraction recorded)."""
     if cfg.validation_fraction is None:
@@ -580,25 +567,6 @@ def _check_sweep(cfg):
         for every in dict(cfg.sweep)["sync_every"]:
             if cfg.merge_after > every:
                 raise UsageError(f"--merge-after {cfg.merge_after} exceeds a swept --sync-every {every}")
-
-
-def setup_logging(rank, quiet=False):
-    """Rank 0's progress and results go to stdout, every warning to stderr (so that
-    `mpidml ... > out.txt` still shows them, and stdout stays the run's output); other
-    ranks log warnings alone, to stderr, marked with their rank."""
-    form = logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s")
-    warnings = _Handler(sys.stderr)
-    warnings.setLevel(logging.WARNING)
-    handlers = [warnings]
-    if rank == 0:
-        results = _Handler(sys.stdout)
-        results.addFilter(lambda record: record.levelno < logging.WARNING)
-        handlers.append(results)
-    for handler in handlers:
-        handler.setFormatter(form)
-    log.handlers[:] = handlers
-    log.propagate = False
-    log.setLevel(logging.WARNING if (quiet or rank != 0) else logging.INFO)
 
 
 def run_command(args, comm):

@@ -543,9 +543,8 @@ class Job:
     def take_over(self):
         """This rank is rank 0 now (the old one was lost): it prints the progress from here
         on, after the sweep lines the old one printed (those of the epochs settled here)."""
-        if log.handlers:            # the command line's logging (cli.setup_logging): rank 0's now
-            from .cli import setup_logging
-            setup_logging(0, self.cfg.quiet)
+        if log.handlers:            # the command line's or the API's logging: rank 0's now
+            progress.setup_logging(0, self.cfg.quiet)
         if len(self.models) > 1:
             self._sweep_lines(show=False)
 

@@ -180,3 +180,35 @@ class Progress:
         if self.how == "bar":
             redraw(self.out, "\r" + " " * self.width + "\r")
         log.info(f"{self.what}: {size(self.total)} in {self.clock() - self.start:.1f} s")
+
+
+class _Handler(logging.StreamHandler):
+    """A progress line stdout cannot take (a closed pipe, `mpidml ... | head`; a full disk)
+    ends the output, not the run; a rank's stderr that cannot be written has no one to tell."""
+
+    def handleError(self, record):
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            if self.stream is sys.stdout:
+                output_lost(error)
+            return
+        super().handleError(record)
+
+
+def setup_logging(rank, quiet=False):
+    """Rank 0's progress and results go to stdout, every warning to stderr (so that
+    `mpidml ... > out.txt` still shows them, and stdout stays the run's output); other
+    ranks log warnings alone, to stderr, marked with their rank."""
+    form = logging.Formatter("%(message)s" if rank == 0 else f"[rank {rank}] %(message)s")
+    warnings = _Handler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    handlers = [warnings]
+    if rank == 0:
+        results = _Handler(sys.stdout)
+        results.addFilter(lambda record: record.levelno < logging.WARNING)
+        handlers.append(results)
+    for handler in handlers:
+        handler.setFormatter(form)
+    log.handlers[:] = handlers
+    log.propagate = False
+    log.setLevel(logging.WARNING if (quiet or rank != 0) else logging.INFO)
