@@ -1,8 +1,11 @@
 """Going on without a lost rank (--on-failure continue, under an MPI with ULFM: ft.py).
 
 In data-parallel training every survivor already holds the model, so a lost rank costs
-only its local steps since the last average and the rows it held. When a collective
-fails (ft.is_failure), the rank's scheduler ends every task, and `Elastic.recover`:
+only its local steps since the last average and the rows it held. Every phase (setup,
+training, each recovery, the report, the last writes) ends with `settle`, ULFM's
+fault-tolerant agreement on whether every survivor completed it: a collective can complete
+on some ranks and fail on others, and no survivor may go on to the next phase while
+another recovers. When training did not complete everywhere, `Elastic.recover`:
   1. revokes every communicator of the job and shrinks it to the survivors (ft.shrink),
      with a new Group and one fork per model on the result;
   2. agrees, model by model, on one state to go on from: the leading survivor (the one
