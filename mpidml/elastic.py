@@ -313,6 +313,7 @@ class Elastic:
             failures += self.regroup()
         where, segments, unreadable = out["where"], out["segments"], out["unreadable"]
         epoch, step = self._front(where)
+        when = None if where else "after training"      # every model had finished somewhere
         go_on = segments is not None
         self.redealt = self.redealt or go_on
         if go_on:
@@ -320,7 +321,7 @@ class Elastic:
                 model.segment = segment
         else:
             self._stop(where, failures, unreadable)
-        self._record(failures, epoch, step, t0, going_on=go_on)
+        self._record(failures, epoch or self._epochs_done(), step, t0, when, going_on=go_on)
 
     def _agree_and_deal(self, fresh, failures):
         """The recovery's collectives: the models' agreed states, then (going on) the lost
