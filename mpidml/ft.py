@@ -29,6 +29,8 @@ class FaultTolerance:
 
 
 def fault_tolerance():
+    """What this run's MPI can do when a rank is lost: ULFM needs Open MPI's mpirun started
+    with --with-ft ulfm, which sets OMPI_MCA_mpi_ft_enable in every rank's environment."""
     library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
     if "Open MPI" not in library:
         name = "MPICH" if "MPICH" in library else library.split(",")[0]
