@@ -421,14 +421,22 @@ def read_rows(info, start, stop, dtype):
     """File rows [start, stop) of info's datasets x (features as `dtype`) and y (class
     indices, or float64 targets; None without y), for one rank's slab at evaluate and
     predict: (X, y, a UsageError or None)."""
-    n = stop - start
+    runs = np.array([[start, stop - start]] if stop > start else np.empty((0, 2)), np.int64)
+    return _read_runs(info, (info["x"], info["y"], info["rows"]), runs, dtype, np.float64)
+
+
+def _read_runs(info, datasets, runs, dtype, target_dtype):
+    """The file rows `runs` ((start, length) pairs) of `datasets` (features, labels or None,
+    their rows): features as `dtype`, labels as class indices or `target_dtype` targets;
+    (X, y, a UsageError or None)."""
+    x, y, total = datasets
+    n = int(runs[:, 1].sum())
     X = np.empty((n, info["features"]), dtype)
-    y = np.empty(n, np.float64 if info["task"] == "regression" else np.int32) if info["y"] else None
-    job = Job(info["x"], info["y"], info["rows"], None, X, y, None)
-    runs = np.array([[start, n]] if n else np.empty((0, 2)), np.int64)
+    Y = np.empty(n, target_dtype if info["task"] == "regression" else np.int32) if y else None
+    job = Job(x, y, total, None, X, Y, None)
     with _open_for(info) as opened:
-        err = Source(opened, info, job, dtype, class_array(info)).fill(runs, X, y)
-    return X, y, err
+        err = Source(opened, info, job, dtype, class_array(info)).fill(runs, X, Y)
+    return X, Y, err
 
 
 def distribute(group, info, how="scatter", dtype=np.float32, feedback=None):
@@ -648,12 +656,7 @@ def read_file_rows(info, rows, dtype, test=False):
     datasets), features as `dtype` and labels encoded as distribute gives them: (X, y, a
     UsageError or None). For the survivors of a lost rank, who take its rows over."""
     if test and info["test"]["source"] == "dataset":
-        x, y, total = info["test"]["x"], info["test"]["y"], info["test"]["rows"]
+        datasets = (info["test"]["x"], info["test"]["y"], info["test"]["rows"])
     else:
-        x, y, total = info["x"], info["y"], info["rows"]
-    X = np.empty((len(rows), info["features"]), dtype)
-    Y = np.empty(len(rows), dtype if info["task"] == "regression" else np.int32)
-    job = Job(x, y, total, None, X, Y, None)
-    with _open_for(info) as opened:
-        err = Source(opened, info, job, dtype, class_array(info)).fill(runs_of(rows), X, Y)
-    return X, Y, err
+        datasets = (info["x"], info["y"], info["rows"])
+    return _read_runs(info, datasets, runs_of(rows), dtype, dtype)
