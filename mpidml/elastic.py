@@ -429,9 +429,8 @@ class Elastic:
                 X, y, e = read_file_rows(job.info, getattr(rows, key), job.dtype, test)
                 err = err or e
                 job.scaling.apply(X)
-                if key != "test" and job.scaling.y_mean is not None:
-                    y -= job.dtype.type(job.scaling.y_mean)
-                    y /= job.dtype.type(job.scaling.y_std)
+                if key != "test":                       # test targets stay in the data's units
+                    job.scaling.apply_targets(y)
                 got[key] = (X, y)
             if "train" in got:
                 part.X, part.y = (np.concatenate([a, b]) for a, b in zip((part.X, part.y), got["train"]))

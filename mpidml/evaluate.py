@@ -30,6 +30,13 @@ class Scaling:
             X[a:a + rows] /= s
         return X
 
+    def apply_targets(self, y):
+        """Standardize training targets in place, in their own dtype (the model's)."""
+        if self.y_mean is not None:
+            y -= y.dtype.type(self.y_mean)
+            y /= y.dtype.type(self.y_std)
+        return y
+
     def targets_out(self, values):
         """Model outputs -> targets in the data's units."""
         if self.y_mean is None:

@@ -252,11 +252,9 @@ class Job:
         for X in (part.X, part.test_X, part.val_X):
             if X is not None:
                 s.apply(X)
-        if s.y_mean is not None:
-            for y in (part.y, part.val_y):
-                if y is not None:
-                    y -= self.dtype.type(s.y_mean)
-                    y /= self.dtype.type(s.y_std)
+        for y in (part.y, part.val_y):
+            if y is not None:
+                s.apply_targets(y)
 
     def _build_models(self, saved_epochs):
         """One Model per point of the grid (one without a sweep), each with its options; the
