@@ -28,14 +28,20 @@ class FaultTolerance:
     why: str
 
 
+def library():
+    """The MPI library's name and version, its first line (Open MPI ends the string with a
+    NUL, which made `mpidml info | grep` call the output binary)."""
+    return MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].strip()
+
+
 def fault_tolerance():
     """What this run's MPI can do when a rank is lost: ULFM needs Open MPI's mpirun started
     with --with-ft ulfm, which sets OMPI_MCA_mpi_ft_enable in every rank's environment."""
-    library = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
-    if "Open MPI" not in library:
-        name = "MPICH" if "MPICH" in library else library.split(",")[0]
+    name = library()
+    if "Open MPI" not in name:
+        name = "MPICH" if "MPICH" in name else name.split(",")[0]
         return FaultTolerance(False, f"{name} has no ULFM: a lost rank ends the job")
-    version = library.split(",")[0].replace("Open MPI v", "Open MPI ").strip()
+    version = name.split(",")[0].replace("Open MPI v", "Open MPI ").strip()
     if os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true", "enable", "yes"):
         return FaultTolerance(True, f"{version} with ULFM (mpirun --with-ft ulfm): the survivors go on")
     return FaultTolerance(False, f"{version} without --with-ft ulfm: a lost rank ends the job (launch with "

@@ -262,13 +262,12 @@ def info(group):
     import mpi4py
     from mpi4py import MPI
 
-    from mpidml.ft import fault_tolerance
+    from mpidml.ft import fault_tolerance, library
     ft = fault_tolerance()
     lines = {
         "mpidml": __version__, "python": platform.python_version(), "numpy": np.__version__,
         "h5py": h5py.version.version, "hdf5": h5py.version.hdf5_version, "mpi4py": mpi4py.__version__,
-        # Open MPI ends the string with a NUL, which made `mpidml info | grep` call it binary
-        "mpi_library": MPI.Get_library_version().replace("\0", "").strip().splitlines()[0].strip(),
+        "mpi_library": library(),
         "mpi_standard": "%d.%d" % MPI.Get_version(),
         "fault_tolerance": f"{'yes' if ft.available else 'no'}: {ft.why}", "ranks": group.size,
         "processor": platform.processor() or platform.machine(),
