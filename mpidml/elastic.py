@@ -232,7 +232,8 @@ class Elastic:
             if self.holdings is not None:
                 self.dealt.append(self.holdings.deal(lost)[new.Get_rank()])
             old, self.comm = self.comm, new
-            ft.free(old)
+            if old is not self.job.group.comm:      # the first one is the group's: _move frees it
+                ft.free(old)
             if self.settle(self.attempt(self._move, new)[0]):
                 return lost_now
 
