@@ -145,6 +145,16 @@ def _signals(text):
     return text
 
 
+def _size(text):
+    """--memory-limit: auto, or a size with a unit (stream.parse_size)."""
+    from .stream import parse_size
+    try:
+        parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _path(text):
     """A file or directory name: an empty one would silently mean none, or the bundled data."""
     if not text:
@@ -179,6 +189,19 @@ def add_train_options(p):
     g.add_argument("--chunk-mb", type=_positive_float, default=S, metavar="MB",
                    help=f"a reading rank's buffer when rows are passed on: two windows, one read while the other "
                         f"is sent (default {d.chunk_mb:g})")
+    g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=S,
+                   help="leave the rows in the file: every rank reads its rows chunk by chunk while it trains "
+                        "(default: only where a rank's rows would take more than half of --memory-limit)")
+    g.add_argument("--memory-limit", type=_size, default=S, metavar="SIZE",
+                   help="the memory each rank may use, e.g. 4G or 512M (default auto: its host's memory, "
+                        "or cgroup or address-space limit, shared by the host's ranks)")
+    g.add_argument("--stream-chunk-mb", type=_positive_float, default=S, metavar="MB",
+                   help="a streamed chunk's size; two per model are held (default 64, less where "
+                        "--memory-limit asks)")
+    g.add_argument("--stage-dir", type=_path, default=S, metavar="DIR",
+                   help="node-local scratch (e.g. $TMPDIR): rank 0 sends every rank its rows once into a "
+                        "file there, which it streams from every epoch (for files the other ranks cannot "
+                        "read); removed at the end, reused by --resume; implies --stream")
     g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=S,
                    help="scale features (and regression targets) by global mean/std (default on)")
     g.add_argument("--dtype", choices=("float32", "float64"), default=S,

@@ -45,6 +45,10 @@ class TrainConfig:
     block_rows: int = 0
     partition_seed: int = 0
     chunk_mb: float = 16
+    stream: bool = False           # leave the rows in the file, read chunk by chunk (stream.py)
+    memory_limit: str = "auto"     # a rank's memory: streaming starts where its rows would take half
+    stream_chunk_mb: float = 0     # 0: 64 MB, less where the memory limit asks
+    stage_dir: str = ""            # stream from a local copy of each rank's rows made here
     standardize: bool = True
     test_fraction: float = 0.2
     dtype: str = "float32"

@@ -20,7 +20,7 @@ import numpy as np
 from . import formats
 from .errors import UsageError
 from .h5 import node, open_h5, read_error, reading, short
-from .partition import default_block_rows, make_plan, pieces, slabs
+from .partition import default_block_rows, make_plan, pieces, slabs, validation_draw
 from .progress import Progress
 
 log = logging.getLogger("mpidml")
@@ -284,11 +284,41 @@ def warn_unintended(cfg, info, sizes):
 
 # -- distribution -------------------------------------------------------------------------
 class Partition:
-    """This rank's training rows (X, y) and its share of the test rows (test_X, test_y)."""
+    """This rank's training rows (X, y) and its share of the test rows (test_X, test_y), in
+    memory (stream.StreamedPart: left in the file)."""
+    streamed = False
 
     def __init__(self, X, y, test_X=None, test_y=None, sizes=None, test_sizes=None):
         self.X, self.y, self.test_X, self.test_y = X, y, test_X, test_y
         self.sizes, self.test_sizes = sizes, test_sizes
+        self.val_X = self.val_y = None
+        self.val_sizes = [0] * len(sizes) if sizes is not None else None
+
+    @property
+    def local_rows(self):
+        return len(self.y)
+
+    def holds(self, kind):
+        """Whether this job has rows of `kind` ("test", "val")."""
+        return getattr(self, kind + "_X") is not None
+
+    def hold_out(self, fraction, seed, rank):
+        """Hold out `fraction` of each rank's training rows for validation (seeded, per
+        rank: a representative sample wherever the partitions came from; see
+        partition.validation_draw). Sets val_X/val_y and turns `sizes` into the training
+        rows each rank keeps."""
+        held, rows = validation_draw(self.sizes, fraction, seed, rank)
+        if rows is None:
+            return
+        keep = np.ones(len(self.y), bool)
+        keep[rows] = False
+        self.val_X, self.val_y = self.X[rows], self.y[rows]
+        self.X, self.y = self.X[keep], self.y[keep]
+        self.val_sizes = held
+        self.sizes = [n - h for n, h in zip(self.sizes, held)]
+
+    def close(self, complete=False):
+        pass
 
 
 class Job:
@@ -434,7 +464,7 @@ def _read_runs(info, datasets, runs, dtype, target_dtype):
     X = np.empty((n, info["features"]), dtype)
     Y = np.empty(n, target_dtype if info["task"] == "regression" else np.int32) if y else None
     job = Job(x, y, total, None, X, Y, None)
-    with _open_for(info) as opened:
+    with open_for(info) as opened:
         err = Source(opened, info, job, dtype, class_array(info)).fill(runs, X, Y)
     return X, Y, err
 
@@ -490,7 +520,7 @@ def distribute(group, info, how="scatter", dtype=np.float32, feedback=None):
 
 
 @contextlib.contextmanager
-def _open_for(info):
+def open_for(info):
     """The file twice: for HDF5 (with a chunk cache that holds a compressed chunk or two,
     so runs of rows cut from one chunk do not decompress it once per run) and for raw
     reads (os.open); or the UsageError when this rank cannot open it (for a Source to hold:
@@ -553,7 +583,7 @@ def _send_windows(group, info, jobs, dtype, meter, mine):
     todo = sorted(((w, r == group.rank, j, r), rows, runs) for j, job in enumerate(jobs) for r in range(group.size)
                   for w, rows, runs in windows(job.ranges[r], W, n) if w in mine)
     err = None
-    with _open_for(info) as opened:
+    with open_for(info) as opened:
         src = Source(opened, info, jobs[0], dtype, class_array(info))
         xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(BUFFERS)]
         ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(BUFFERS)]
@@ -588,7 +618,7 @@ def _read_own(group, info, jobs, dtype, meter):
     """Every rank reads its own rows of every job straight into its partition, a window
     of file rows at a time (so each stretch is checked while still in cache)."""
     classes = class_array(info)
-    with _open_for(info) as opened:
+    with open_for(info) as opened:
         for job in jobs:
             src = Source(opened, info, job, dtype, classes)
             for _, rows, runs in windows(job.ranges[group.rank], info["window_rows"], job.rows):
@@ -600,34 +630,76 @@ def _read_own(group, info, jobs, dtype, meter):
 
 
 # -- standardization ---------------------------------------------------------------------
-def _chunks(n, rows=8192):
-    return ((s, min(n, s + rows)) for s in range(0, n, rows))
+class Moments:
+    """Per-column count, mean and sum of squared deviations (M2) of rows fed in order, in
+    float64: float32 values around 1e20 square beyond float32's range. The rows are taken
+    in fixed blocks of BLOCK rows of their sequence, whatever stretches they come in, each
+    block's moments computed around its own mean (no cancellation) and merged by Chan et
+    al.'s formula: one pass over the data (a stream reads it once), and the same rows in
+    the same order give the same bits, in memory or chunk by chunk."""
+    BLOCK = 8192
+
+    def __init__(self, columns):
+        self.n, self.mean, self.m2 = 0, np.zeros(columns), np.zeros(columns)
+        self.block, self.filled = np.empty((self.BLOCK, columns)), 0
+
+    def add(self, X, rows=None):
+        """The rows of X (2-D), or with `rows` the rows X[rows], next in the sequence."""
+        count = len(X) if rows is None else len(rows)
+        pos = 0
+        while pos < count:
+            take = min(self.BLOCK - self.filled, count - pos)
+            part = X[pos:pos + take] if rows is None else X[rows[pos:pos + take]]
+            self.block[self.filled:self.filled + take] = part.reshape(take, -1)
+            self.filled += take
+            pos += take
+            if self.filled == self.BLOCK:
+                self._merge_block()
+
+    def _merge_block(self):
+        block = self.block[:self.filled]
+        with np.errstate(over="ignore", invalid="ignore"):      # what overflows, _check_scale names
+            mean = np.add.reduce(block, axis=0) / self.filled
+            dev = block - mean
+            self.merge(self.filled, mean, np.add.reduce(dev * dev, axis=0))
+        self.filled = 0
+
+    def merge(self, n, mean, m2):
+        """Fold in the moments of `n` more rows."""
+        if not n:
+            return
+        total = self.n + n
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = mean - self.mean
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + m2 + delta * delta * (self.n * n / total)
+        self.n = total
+
+    def finish(self):
+        """The moments of every row fed: (n, mean, M2)."""
+        if self.filled:
+            self._merge_block()
+        return self.n, self.mean, self.m2
 
 
-def global_stats(group, X, n_total, name="the features"):
-    """Generator: global per-column mean and std, by two Allreduce passes (sums, then
-    squared deviations: no cancellation), in cache-sized chunks, in float64 throughout:
-    float32 values around 1e20 square beyond float32's range, and every feature became 0.
-    `name` (file: dataset) is named when a column's scale overflows even so."""
-    X2 = X.reshape(len(X), -1)
-    acc = np.zeros(X2.shape[1], np.float64)
-    for a, b in _chunks(len(X2)):
-        acc += np.add.reduce(X2[a:b], axis=0, dtype=np.float64)
-    yield from group.allreduce(acc, "stats")
-    mean = acc / n_total
-    acc = np.zeros_like(mean)
-    tmp = np.empty((min(8192, len(X2)), X2.shape[1]), np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):      # what overflows, _check_scale names
-        for a, b in _chunks(len(X2)):
-            d = tmp[:b - a]
-            np.subtract(X2[a:b], mean, out=d)
-            np.multiply(d, d, out=d)
-            acc += np.add.reduce(d, axis=0)
-    yield from group.allreduce(acc, "stats")
-    std = np.sqrt(acc / n_total)
-    _check_scale(mean, std, X2.dtype, name)
+def global_stats(group, moments, dtype, name="the features"):
+    """Generator: global per-column mean and std from each rank's Moments: every rank's
+    (n, mean, M2) reach every rank (one Allreduce of a table of zeros but its own row) and
+    are merged in rank order, so all ranks hold the same bits. `name` (file: dataset) is
+    named when a column's scale does not fit `dtype`, the data's."""
+    n, mean, m2 = moments.finish()
+    d = len(mean)
+    table = np.zeros((group.size, 2 * d + 1))
+    table[group.rank] = np.concatenate([[n], mean, m2])
+    yield from group.allreduce(table, "stats")
+    total = Moments(d)
+    for row in table:
+        total.merge(int(row[0]), row[1:d + 1], row[d + 1:])
+    with np.errstate(over="ignore", invalid="ignore"):
+        std = np.sqrt(total.m2 / max(total.n, 1))
+    _check_scale(total.mean, std, np.dtype(dtype), name)
     std[std == 0] = 1.0
-    return mean, std
+    return total.mean, std
 
 
 def _check_scale(mean, std, dtype, name):

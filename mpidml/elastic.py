@@ -37,7 +37,7 @@ from . import ft
 from .comm import Group, drive
 from .data import plan_for, read_file_rows
 from .errors import RanksLost, UsageError
-from .partition import balanced_sizes, slabs
+from .partition import balanced_sizes, slabs, validation_draw
 
 log = logging.getLogger("mpidml")
 
@@ -96,7 +96,7 @@ def expand(ranges):
 
 class Holdings:
     """Which file rows every rank holds: the same on every rank, a pure function of the plan
-    the data was distributed by (data.distribute, job.split_validation) and of the ranks
+    the data was distributed by (data.distribute, Partition.hold_out) and of the ranks
     lost since. Rank r holds pieces[r]: the plan's rows of an original rank (an int, computed
     when needed: a lost rank's rows only) and Rows dealt to it since."""
 
@@ -112,13 +112,12 @@ class Holdings:
         return Rows.concat([self._original(p) if isinstance(p, int) else p for p in self.pieces[rank]])
 
     def _original(self, q):
-        """Original rank q's rows, its validation rows drawn as split_validation drew them."""
+        """Original rank q's rows, its validation rows drawn as Partition.hold_out drew them."""
         rows = expand(self.plan.ranges[q])
         n = len(rows)
         val = np.empty(0, np.int64)
         if self.fraction:
-            held = np.sort(np.random.default_rng([self.seed, q, 1]).choice(n, int(round(self.fraction * n)),
-                                                                          replace=False))
+            held = validation_draw(self.plan.sizes, self.fraction, self.seed, q)[1]
             keep = np.ones(n, bool)
             keep[held] = False
             rows, val = rows[keep], rows[held]
@@ -176,7 +175,7 @@ class Elastic:
             for r in host.ranks:
                 self.hosts[r] = host.name
         job = self.job
-        if self.active and job.source is None:
+        if self.active and job.source is None and not job.streaming:
             self.holdings = Holdings(job.info, job.group.size, job.cfg.validation_fraction, job.cfg.partition_seed)
 
     # -- losing ranks ---------------------------------------------------------------
@@ -348,6 +347,8 @@ class Elastic:
             return "--on-failure stop"
         if size < cfg.min_ranks:
             return f"{size} ranks left, fewer than --min-ranks {cfg.min_ranks}"
+        if self.job.streaming:
+            return "a streamed run does not take a lost rank's rows over"
         return "the rows of a lost rank cannot be read again (arrays given in Python)"
 
     @staticmethod

@@ -20,12 +20,13 @@ import time
 import numpy as np
 
 from . import data as datamod
-from . import progress
+from . import progress, stream
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .elastic import Elastic, die
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
+from .partition import slabs
 from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
@@ -134,6 +135,7 @@ class Job:
         self.series = {}            # model index: its checkpoint series, see series_of
         self.elastic = Elastic(self)    # what the survivors of a lost rank do
         self.halted = None          # why the survivors of a lost rank stopped (elastic.py)
+        self.streaming = None       # stream.Streaming: the rows stay in the file
 
     # -- setup ------------------------------------------------------------------------
     def setup(self):
@@ -153,6 +155,10 @@ class Job:
         warning = self.layout.warning()
         if warning and g.rank == 0:
             log.warning(f"mpidml: warning: {warning}")
+        if self.source and (cfg.stream or cfg.stage_dir):
+            raise UsageError("--stream and --stage-dir read rows from a file; arrays given in Python are in "
+                             "memory already", agreed=True)
+        self.streaming = None if self.source else (yield from self._streaming(info))
         self.elastic.track(self.layout)
         if self.elastic.death == (-1, 0):       # MPIDML_KILL=R@0:0: while the data is distributed
             die(-1, 0)
@@ -160,12 +166,14 @@ class Job:
         t0 = self.clock()
         if self.source:         # rows in memory: nothing to read, nothing to show
             self.part = yield from self.source.distribute(g, info, cfg.distribute, self.dtype)
+        elif self.streaming:
+            self.part = yield from self._open_stream(info)
         else:
             self.part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype, progress.style(cfg, g.rank))
         self.distribute_s = self.clock() - t0
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
-        split_validation(self.part, cfg.validation_fraction, cfg.partition_seed, g.rank)
+        self.part.hold_out(cfg.validation_fraction, cfg.partition_seed, g.rank)
         if g.rank == 0 and not cfg.validation_fraction and len(expand(cfg.sweep)) > 1:
             log.warning("mpidml: warning: a sweep with --validation-fraction 0 has no validation rows: its best "
                         "model is chosen on the final training loss, which rewards overfitting; hold out rows "
@@ -246,9 +254,58 @@ class Job:
                             ("y_mean", resume.y_mean), ("y_std", resume.y_std))}
         return info
 
+    def _streaming(self, info):
+        """Generator: a stream.Streaming when this job leaves its rows in the file (--stream,
+        --stage-dir, or a rank whose rows would take more than STREAM_SHARE of its memory
+        limit: rank 0 says so in one line), else None. Every rank decides alike: each one's
+        need and limit reach all, and the chunk size is the smallest rank's."""
+        cfg, g = self.cfg, self.group
+        budget = stream.MemoryBudget(cfg.memory_limit, len(self.layout.host_of(g.rank).ranks))
+        plan = datamod.plan_for(info, g.size)
+        test = info["test"]
+        test_rows = 0
+        if test:
+            test_rows = (plan.test_sizes if test["source"] == "split" else slabs(test["rows"], g.size)[1])[g.rank]
+        need = (int(plan.sizes[g.rank]) + int(test_rows)) * (info["features"] * self.dtype.itemsize + 8)
+        streams = min(COMMUNICATORS, len(expand(cfg.sweep)))
+        table = np.zeros((g.size, 3))
+        table[g.rank] = (need, budget.bytes, budget.chunk_bytes(streams, cfg.stream_chunk_mb))
+        yield from g.allreduce(table, "memory")
+        over = np.flatnonzero(table[:, 0] > stream.STREAM_SHARE * table[:, 1])
+        if not (cfg.stream or cfg.stage_dir or len(over)):
+            return None
+        chunk = int(table[:, 2].min())
+        why = "--stream" if cfg.stream else "--stage-dir" if cfg.stage_dir else "auto"
+        if why == "auto" and g.rank == 0:
+            r = int(over[0])
+            limit = budget.said if cfg.memory_limit != "auto" else "auto: its host's memory shared by its ranks"
+            log.warning(f"mpidml: streaming {info['path']}: rank {r}'s rows take {stream.mb(table[r, 0])}, more "
+                        f"than {stream.STREAM_SHARE:g} of its memory limit {stream.mb(table[r, 1])} ({limit}); "
+                        f"every rank reads its rows in chunks of {stream.mb(chunk)} while it trains")
+        return stream.Streaming(plan, chunk, int(table[g.rank, 1]), why)
+
+    def _open_stream(self, info):
+        """Generator: this rank's StreamedPart, over the file or (--stage-dir) its staged copy."""
+        g, s = self.group, self.streaming
+        if self.cfg.stage_dir:
+            from .stage import stage
+            return (yield from stage(g, info, s.plan, self.cfg.stage_dir, self.dtype, s.chunk_bytes,
+                                     progress.style(self.cfg, g.rank)))
+        err = part = None
+        try:
+            part = stream.StreamedPart.of_plan(info, s.plan, g.rank, g.size, self.dtype, s.chunk_bytes)
+        except UsageError as e:
+            err = e
+        yield from g.agree(err, "validate")
+        return part
+
     def _standardize(self):
-        """Scale every rank's rows (training, test, validation) in place."""
+        """Scale every rank's rows (training, test, validation) in place; a stream scales
+        each chunk as it is read."""
         part, s = self.part, self.scaling
+        if part.streamed:
+            part.reader.scaling = s
+            return
         for X in (part.X, part.test_X, part.val_X):
             if X is not None:
                 s.apply(X)
@@ -280,18 +337,26 @@ class Job:
 
     def _scaling(self, saved):
         """Generator: the standardization statistics, from the resumed model or computed
-        from all training rows (two Allreduce passes)."""
+        from all training rows (data.Moments: one pass, one Allreduce)."""
+        g, part, info = self.group, self.part, self.info
+        regression = info["task"] == "regression"
+        wanted = saved is None and self.cfg.standardize
+        if part.streamed:       # one pass over every row: the values checked, the moments taken
+            mx, my = yield from part.survey(g, wanted, regression)
         if saved is not None:
             return Scaling.from_arrays(saved["mean"], saved["std"], saved["y_mean"], saved["y_std"])
         scaling = Scaling()
-        if not self.cfg.standardize:
+        if not wanted:
             return scaling
-        g, part = self.group, self.part
-        where = f"{self.info['path']}: dataset "
-        scaling.mean, scaling.std = yield from datamod.global_stats(g, part.X, self.n_total, where + self.info["x"])
-        if self.info["task"] == "regression":
-            ym, ys = yield from datamod.global_stats(g, part.y.astype(np.float64), self.n_total,
-                                                     where + self.info["y"])
+        if not part.streamed:
+            mx, my = datamod.Moments(info["features"]), datamod.Moments(1)
+            mx.add(part.X)
+            if regression:
+                my.add(part.y.astype(np.float64))
+        where = f"{info['path']}: dataset "
+        scaling.mean, scaling.std = yield from datamod.global_stats(g, mx, self.dtype, where + info["x"])
+        if regression:
+            ym, ys = yield from datamod.global_stats(g, my, self.dtype, where + info["y"])
             scaling.y_mean, scaling.y_std = float(ym[0]), float(ys[0])
         return scaling
 
@@ -386,13 +451,18 @@ class Job:
         at = m.attrs.get("stopped_at")
         if not at or not at["step"]:        # stopped at the epoch's start: it starts as any epoch does
             return None
-        now = {"ranks": self.group.size, "batch_size": model.cfg.batch_size, "partition": self.partitioning()}
+        now = {"ranks": self.group.size, "batch_size": model.cfg.batch_size, "partition": self.partitioning(),
+               "chunk_rows": self.chunk_rows()}
         if all(at.get(k) == v for k, v in now.items()):
             return at
         log.warning(f"mpidml: warning: {self.resumes[model.index][0]} stopped within epoch {int(m.epoch) + 1} at "
                     f"{at['ranks']} ranks, batch size {at['batch_size']}; with other ranks, batch size or "
                     "partitions that epoch starts over")
         return None
+
+    def chunk_rows(self):
+        """A stream's chunk rows (its epochs' order follows from them), or None in memory."""
+        return self.part.chunk_rows if self.part.streamed else None
 
     def partitioning(self):
         """What the partitions follow from; after a lost rank's rows were dealt out, not the plan."""
@@ -583,14 +653,16 @@ class Job:
         complete or stopped); train() adds timing and memory at the end. Top level: the
         best model's config, history and test; a sweep adds every model under `sweep`."""
         info, part, best = self.info, self.part, self.best_model()
-        val_rows = 0 if part.val_X is None else int(sum(part.val_sizes))
+        val_rows = int(sum(part.val_sizes)) if part.holds("val") else 0
         doc = {"status": status, "ranks": self.group.size, "model": self.kind, "config": best.cfg.as_dict(),
                "data": {"path": info["path"], "train_samples": self.n_total,
-                        "test_samples": 0 if part.test_X is None else int(sum(part.test_sizes)),
+                        "test_samples": int(sum(part.test_sizes)) if part.holds("test") else 0,
                         "validation_samples": val_rows,
                         "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
                         "partition_sizes": part.sizes},
                "history": best.history}
+        if self.streaming:
+            doc["data"]["stream"] = self.streaming.document(part)
         if best.final is not None:
             doc["test"] = best.final
         if best.validation is not None:
@@ -651,32 +723,6 @@ def make_directory(path, option):
         raise UsageError(f"{option} {path}: not a directory")
 
 
-def split_validation(part, fraction, seed, rank):
-    """Hold out `fraction` of each rank's training rows for validation (seeded, per rank:
-    a representative sample wherever the partitions came from). Sets part.val_X/val_y
-    (None without) and turns part.sizes into the training rows each rank keeps."""
-    part.val_X = part.val_y = None
-    part.val_sizes = [0] * len(part.sizes)
-    if not fraction:
-        return
-    held = [int(round(fraction * n)) for n in part.sizes]
-    if min(n - h for n, h in zip(part.sizes, held)) < 1:
-        raise UsageError(f"--validation-fraction {fraction:g} leaves a rank no training rows", agreed=True)
-    if min(held) < 1:           # early stopping and selection would score an empty set as 0
-        r = int(np.argmin(part.sizes))        # the smallest partition holds out the fewest
-        raise UsageError(f"--validation-fraction {fraction:g} holds out no row of the {part.sizes[r]} training "
-                         f"rows of rank {r}; give at least {1 / part.sizes[r]:.2g}, or 0 for no validation",
-                         agreed=True)
-    n = len(part.y)
-    rows = np.sort(np.random.default_rng([seed, rank, 1]).choice(n, held[rank], replace=False))
-    keep = np.ones(n, bool)
-    keep[rows] = False
-    part.val_X, part.val_y = part.X[rows], part.y[rows]
-    part.X, part.y = part.X[keep], part.y[keep]
-    part.val_sizes = held
-    part.sizes = [n - h for n, h in zip(part.sizes, held)]
-
-
 def train(cfg, group, tracer=None, signals=None, job=None):
     """The whole training job on every rank; returns the metrics document on rank 0 (None
     when a resumed run was complete already). Raises Stopped on every rank when all stopped
@@ -707,7 +753,10 @@ def train(cfg, group, tracer=None, signals=None, job=None):
             by_label[label] = by_label.get(label, 0.0) + seconds
     compute_s = sum(m.compute_s for m in models)
     mine = {"rss": peak_rss_mb(), "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": job.sched.idle_s,
-            "collective_s": by_label}
+            "collective_s": by_label, "read_s": 0.0, "read_wait_s": sum(m.read_wait_s for m in models)}
+    if job.part.streamed:
+        mine["read_s"] = job.part.reader.read_s
+        job.part.close(complete=not any(m.stopped_at for m in models))
     per_rank = job.elastic.retry(lambda: job.group.gather_json(mine, label="report"), "report")
     group = job.group
     for m in models:
@@ -741,7 +790,8 @@ def train(cfg, group, tracer=None, signals=None, job=None):
                    "comm_s": comm_s, "comm_wait_s": job.sched.idle_s,
                    "samples_per_s": samples / train_s if train_s > 0 else 0.0,
                    "per_rank": {k: [r[k] for r in per_rank]
-                                for k in ("compute_s", "comm_s", "comm_wait_s", "collective_s")}},
+                                for k in ("compute_s", "comm_s", "comm_wait_s", "collective_s", "read_s",
+                                          "read_wait_s")}},
         "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
     })
     if stopped:

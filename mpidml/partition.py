@@ -19,6 +19,8 @@ communication.
 import numpy as np
 from numpy.random import default_rng  # at import: its first use would cost 10 ms mid-run
 
+from .errors import UsageError
+
 
 def default_block_rows(n_rows, chunk_rows=None):
     """About 1024 blocks per dataset, at most 4096 rows each; whole HDF5 chunks where the
@@ -124,3 +126,21 @@ def pieces(ranges, window_rows, n_rows):
             pos = stop
     arr = np.array(out, np.int64).reshape(-1, 4)
     return arr[np.argsort(arr[:, 1], kind="stable")]
+
+
+def validation_draw(sizes, fraction, seed, rank):
+    """Validation rows held out of each rank's `sizes` training rows: (rows held per rank,
+    this rank's sorted local rows), or (None, None) without `fraction`. Seeded per rank, so
+    that in memory or streamed the same rows are held out."""
+    if not fraction:
+        return None, None
+    held = [int(round(fraction * n)) for n in sizes]
+    if min(n - h for n, h in zip(sizes, held)) < 1:
+        raise UsageError(f"--validation-fraction {fraction:g} leaves a rank no training rows", agreed=True)
+    if min(held) < 1:           # early stopping and selection would score an empty set as 0
+        r = int(np.argmin(sizes))        # the smallest partition holds out the fewest
+        raise UsageError(f"--validation-fraction {fraction:g} holds out no row of the {sizes[r]} training "
+                         f"rows of rank {r}; give at least {1 / sizes[r]:.2g}, or 0 for no validation",
+                         agreed=True)
+    rows = np.sort(default_rng([seed, rank, 1]).choice(int(sizes[rank]), held[rank], replace=False))
+    return held, rows

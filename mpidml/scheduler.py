@@ -3,7 +3,9 @@
 A task is a generator. `yield` (or `yield None`) cedes to the next runnable task;
 `yield Wait(request, timeout)` suspends until an MPI request completes (or throws
 `TimeoutError` into the task when the timeout passes); `yield Sleep(s)` suspends for a
-while; `yield event` (an `Event`) suspends until it is set; `return value` finishes the
+while; `yield event` (an `Event`) suspends until it is set; `yield future` (a
+concurrent.futures.Future: work on a thread, such as a chunk being read) suspends until
+it is done; `return value` finishes the
 task and sets `task.result`. MPICH and Open MPI progress non-blocking collectives only
 inside MPI calls, so between task steps the scheduler tests the outstanding requests
 (one Testsome). When nothing can run while a request is outstanding it polls, with a
@@ -22,6 +24,8 @@ queue in the order they were suspended. An exception in a task ends `run()` with
 import os
 import time
 from collections import deque
+from concurrent import futures
+from concurrent.futures import Future
 
 from mpi4py import MPI
 
@@ -76,6 +80,7 @@ class Scheduler:
         self.requests = []          # [task, request, deadline, label]
         self.sleepers = []          # [task, wake_time]
         self.waiting_events = []    # [task, event]
+        self.futures = []           # [task, future]
         self.tasks = []
         self.idle_s = 0.0
 
@@ -87,12 +92,12 @@ class Scheduler:
 
     def run(self):
         try:
-            while self.ready or self.requests or self.sleepers or self.waiting_events:
+            while self.ready or self.requests or self.sleepers or self.waiting_events or self.futures:
                 if self.ready:
                     self._step(self.ready.popleft())
                 self._poll()
                 if not self.ready:
-                    if not (self.requests or self.sleepers):
+                    if not (self.requests or self.sleepers or self.futures):
                         if self.waiting_events:
                             names = ", ".join(t.name for t, _ in self.waiting_events)
                             raise RuntimeError(f"deadlock: tasks wait on events nobody sets: {names}")
@@ -127,6 +132,11 @@ class Scheduler:
                 self.waiting_events.append([task, op])
         elif isinstance(op, Sleep):
             self.sleepers.append([task, self.clock() + op.seconds])
+        elif isinstance(op, Future):
+            if op.done():
+                self.ready.append(task)
+            else:
+                self.futures.append([task, op])
         else:
             task._throw = TypeError(f"task {task.name} yielded {op!r}")
             self.ready.append(task)
@@ -160,6 +170,11 @@ class Scheduler:
             for task, ev in self.waiting_events:
                 (self.ready.append(task) if ev.is_set else keep.append([task, ev]))
             self.waiting_events = keep
+        if self.futures and any(f.done() for _, f in self.futures):
+            keep = []
+            for task, fut in self.futures:
+                (self.ready.append(task) if fut.done() else keep.append([task, fut]))
+            self.futures = keep
         if self.sleepers:
             now = self.clock()
             keep = []
@@ -170,7 +185,7 @@ class Scheduler:
     def clear(self):
         """Forget every task (after run() ended with an exception), keeping the idle time."""
         self.ready.clear()
-        self.requests, self.sleepers, self.waiting_events, self.tasks = [], [], [], []
+        self.requests, self.sleepers, self.waiting_events, self.tasks, self.futures = [], [], [], [], []
 
     def _nap(self):
         """Sleep in growing naps until some task can run; count it as idle time."""
@@ -186,7 +201,10 @@ class Scheduler:
             sleep = nap
             if horizon:
                 sleep = max(0.0, min(nap, min(horizon) - self.clock()))
-            time.sleep(sleep)
+            if self.futures and not self.requests:     # a thread's work: wake the moment it is done
+                futures.wait([f for _, f in self.futures], sleep, futures.FIRST_COMPLETED)
+            else:
+                time.sleep(sleep)
             nap = min(nap * 2, self.MAX_NAP)
             self._poll()
         end = self.clock()

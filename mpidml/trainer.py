@@ -29,6 +29,7 @@ from .models import build
 from .optim import Optimizer, schedule
 from .scheduler import Event
 from .stop import StopVote
+from .stream import EpochPlan, Stream
 
 
 class Model:
@@ -46,6 +47,8 @@ class Model:
         self.opt = Optimizer(cfg.optimizer, self.net.size, self.dtype, cfg.lr, cfg.l2, self.net.weight_mask(),
                              cfg.momentum, cfg.nesterov, clip_norm=cfg.clip_norm)
         self.compute_s = self.eval_s = 0.0
+        self.read_wait_s = 0.0      # streamed: time the trainer waited for a chunk
+        self.stream = None
         self.samples = 0
         self.history = []
         self.start_epoch, self.start_step, self.start_loss = 0, 0, (0.0, 0)
@@ -96,8 +99,10 @@ class Model:
         self.sched, self.vote = sched, StopVote(self.group, signals)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
         self.averager = None
+        part = self.job.part
+        self.stream = Stream(part) if part.streamed else None      # two chunk buffers of its own
         if self.cfg.sync == "average":
-            weight = self.dtype.type(len(self.job.part.y) / self.job.n_total)
+            weight = self.dtype.type(part.local_rows / self.job.n_total)
             self.averager = Averager(self.group, self.opt.state, weight, self.cfg.sync_every,
                                      self.cfg.merge_after if self.cfg.overlap else None, self.opt,
                                      keep_state=self.job.elastic.active)
@@ -112,12 +117,15 @@ class Model:
         """Task: compute each epoch's minibatch order ahead of the trainer, until it finished
         (a model that stopped early computed every epoch's order left, without a yield); not
         the epoch a Segment goes on with."""
-        n = len(self.job.part.y)
+        part = self.job.part
         for epoch in range(first, self.cfg.epochs):
             if self.finished:
                 return
-            rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
-            self.orders[epoch] = rng.permutation(n)
+            if part.streamed:           # chunk by chunk, the same order where one chunk holds them all
+                self.orders[epoch] = EpochPlan(part, self.cfg.seed, self.group.rank, epoch)
+            else:
+                rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
+                self.orders[epoch] = rng.permutation(part.local_rows)
             self.order_ready.set()
             while epoch in self.orders and not self.finished:       # until the trainer took it
                 yield self.order_taken
@@ -150,8 +158,9 @@ class Model:
         death = self.job.elastic.death         # MPIDML_KILL: a fault injected here (tests, benchmarks)
         largest = max(int(sizes.max()), max(segment.counts) if segment else 0)
         rows = min(B, largest)                      # a batch beyond the partition is the partition
-        xb = np.empty((rows, part.X.shape[1]), part.X.dtype)
-        yb = np.empty(rows, part.y.dtype)
+        xb = np.empty((rows, self.job.info["features"]), self.dtype)
+        yb = np.empty(rows, self.dtype if self.job.info["task"] == "regression" else np.int32)
+        stream = self.stream
         grad = np.empty(net.size, self.dtype)
         w = opt.weights
         trace = self.job.tracer
@@ -183,11 +192,18 @@ class Model:
             for s in range(first, last + 1):
                 self.step_index = s
                 t0 = self.clock()
-                idx = order[s * B:(s + 1) * B]
-                m = len(idx)
+                if stream is None:
+                    idx = order[s * B:(s + 1) * B]
+                    m = len(idx)
+                    if m:
+                        np.take(part.X, idx, axis=0, out=xb[:m])
+                        np.take(part.y, idx, out=yb[:m])
+                else:
+                    m = max(0, min(B, order.rows - s * B))
+                    if m:
+                        yield from stream.batch(order, s * B, m, xb, yb)
+                        t0 = self.clock()       # waiting for a chunk is no computing
                 if m:
-                    np.take(part.X, idx, axis=0, out=xb[:m])
-                    np.take(part.y, idx, out=yb[:m])
                     # while an overlapped average is in flight, progress it between layers too
                     poll = g.poke if averager is not None and averager.in_flight else None
                     loss = net.loss_grad(w, xb[:m], yb[:m], grad, poll)
@@ -235,8 +251,8 @@ class Model:
             if not np.isfinite(red[0]):
                 raise self._diverged(epoch)
             eval0 = self.eval_s
-            test = (yield from self.evaluate(part.test_X, part.test_y)) if part.test_X is not None else None
-            val = (yield from self.evaluate(part.val_X, part.val_y)) if part.val_X is not None else None
+            test = (yield from self.score_rows("test")) if part.holds("test") else None
+            val = (yield from self.score_rows("val")) if part.holds("val") else None
             wall = self.clock() - t_epoch
             self.epoch_order = None
             entry = self._record(epoch, red[0] / max(red[1], 1), test, val, wall, wall - (self.eval_s - eval0),
@@ -254,6 +270,10 @@ class Model:
 
     def _finish(self):
         self.finished = True
+        if self.stream is not None:
+            self.stream.close()
+            self.read_wait_s += self.stream.wait_s
+            self.stream = None
         if self.sched is not None:
             self.order_taken.set()            # the prefetch task ends
             if self.averager is not None:
@@ -304,14 +324,14 @@ class Model:
         """Where the run stopped, as the model file records it (`stopped_at`; Job._mid_epoch)."""
         return {"epoch": epoch, "step": step, "steps": self._steps(), "signal": signal, "cause": cause,
                 "ranks": self.group.size, "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
-                "loss": losses}
+                "chunk_rows": self.job.chunk_rows(), "loss": losses}
 
     def _score_as_resumed(self):
         part = self.job.part
-        if part.test_X is not None:
-            self.final = yield from self.evaluate(part.test_X, part.test_y)
-        if part.val_X is not None:
-            self.validation = yield from self.evaluate(part.val_X, part.val_y)
+        if part.holds("test"):
+            self.final = yield from self.score_rows("test")
+        if part.holds("val"):
+            self.validation = yield from self.score_rows("val")
 
     # -- validation and early stopping -------------------------------------------------
     def score(self, metrics):
@@ -370,13 +390,32 @@ class Model:
         if not finite:
             raise self._diverged(epoch)
 
-    def evaluate(self, X, y):
-        """Generator: metrics of the (global) model on these rows; every rank scores its share
-        and one Allreduce of the partial sums gives the exact totals."""
+    def score_rows(self, kind):
+        """Generator: metrics of the (global) model on the job's `kind` rows ("test", "val")."""
+        part = self.job.part
+        if not part.streamed:
+            return (yield from self.evaluate(getattr(part, kind + "_X"), getattr(part, kind + "_y")))
         info = self.job.info
         k = len(info["classes"]) if info["classes"] else 0
+        sums = []
+
+        def add(X, y, a, b):
+            sums.append(partial_sums(self.net, self.opt.weights, X, y, info["task"], k, self.job.scaling))
         t0 = self.clock()
-        sums = partial_sums(self.net, self.opt.weights, X, y, info["task"], k, self.job.scaling)
+        yield from self.stream.scan(getattr(part, kind), add)
+        if not sums:        # no rows of this kind here: zeros of the sums' shape
+            add(self.stream.X[0][:0], self.stream.Y[0][:0], 0, 0)
+        return (yield from self.evaluate(sums=np.sum(sums, axis=0), t0=t0))
+
+    def evaluate(self, X=None, y=None, sums=None, t0=None):
+        """Generator: metrics of the (global) model on these rows (or their partial `sums`,
+        scored since `t0`); every rank scores its share and one Allreduce of the partial sums
+        gives the exact totals."""
+        info = self.job.info
+        k = len(info["classes"]) if info["classes"] else 0
+        if sums is None:
+            t0 = self.clock()
+            sums = partial_sums(self.net, self.opt.weights, X, y, info["task"], k, self.job.scaling)
         t1 = self.clock()
         if self.job.tracer:
             self.job.tracer.span(self._track("trainer"), "evaluate", t0, t1)

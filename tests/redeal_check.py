@@ -9,13 +9,12 @@ from mpi4py import MPI
 from mpidml import data
 from mpidml.comm import Group, drive
 from mpidml.elastic import Holdings
-from mpidml.job import split_validation
 
 path, mode, how = sys.argv[1:4]
 group = Group(MPI.COMM_WORLD)
 info = data.describe(path, task="classification", block_rows=7, partition_seed=3, partition=mode)
 part = drive(data.distribute(group, info, how, np.float64))
-split_validation(part, 0.1, 5, group.rank)
+part.hold_out(0.1, 5, group.rank)
 rows = Holdings(info, group.size, 0.1, 5).rows_of(group.rank)
 for name, X, want in (("train", part.X, rows.train), ("val", part.val_X, rows.val), ("test", part.test_X, rows.test)):
     got = X[:, 0].astype(np.int64)

@@ -341,14 +341,23 @@ def test_warnings_for_surely_unintended_settings(tmp_path):
 # -- standardization statistics -------------------------------------------------------------
 class OneRank:
     """A Group of one rank: its sums are already the global ones."""
+    rank, size = 0, 1
 
     def allreduce(self, buf, label):
         yield from ()
 
 
+def moments_of(X, pieces=()):
+    """data.Moments of X fed in stretches cut at `pieces`."""
+    m = data.Moments(X.shape[1])
+    for a, b in zip((0, *pieces), (*pieces, len(X))):
+        m.add(X[a:b])
+    return m
+
+
 def test_global_stats_of_float32_around_1e20_are_finite_and_right():
-    X = (rows(5000)[0] * np.float32(1e20)) + np.float32(3e20)
-    mean, std = drive(data.global_stats(OneRank(), X, len(X)))
+    X = (rows(20000)[0] * np.float32(1e20)) + np.float32(3e20)
+    mean, std = drive(data.global_stats(OneRank(), moments_of(X), X.dtype))
     exact = X.astype(np.float64)
     np.testing.assert_allclose(mean, exact.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, exact.std(axis=0), rtol=1e-9)
@@ -359,7 +368,27 @@ def test_global_stats_name_the_column_that_overflows_float64():
     X = rows(100)[0].astype(np.float64)
     X[:, 2] *= 1e200
     with pytest.raises(UsageError, match="f.h5: dataset /X: column 2 has mean"):
-        drive(data.global_stats(OneRank(), X, len(X), "f.h5: dataset /X"))
+        drive(data.global_stats(OneRank(), moments_of(X), X.dtype, "f.h5: dataset /X"))
+
+
+def test_moments_are_the_same_bits_however_the_rows_come():
+    """Streamed chunks and a partition in memory feed the same rows in other stretches
+    (and through a row index, skipping validation rows): the statistics must not move."""
+    X = rows(30000)[0] * np.float32(3) + np.float32(7)
+    whole = moments_of(X).finish()
+    for pieces in ((1,), (8191, 8192, 8193), (5000, 17000, 29999)):
+        cut = moments_of(X, pieces).finish()
+        assert all(np.array_equal(a, b) for a, b in zip(whole, cut))
+    keep = np.flatnonzero(np.arange(len(X)) % 7 != 3)
+    m = data.Moments(X.shape[1])
+    for a in range(0, len(X), 4000):        # chunks of a partition, validation rows skipped by index
+        sel = keep[(keep >= a) & (keep < a + 4000)] - a
+        m.add(X[a:a + 4000], sel)
+    got, want = m.finish(), moments_of(X[keep]).finish()
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    n, mean, m2 = want
+    np.testing.assert_allclose(mean, X[keep].astype(np.float64).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m2 / n, X[keep].astype(np.float64).var(axis=0), rtol=1e-10)
 
 
 @pytest.mark.parametrize("entries, problem", [

@@ -10,7 +10,6 @@ from conftest import mpiexec
 
 from mpidml.data import Partition, plan_for
 from mpidml.elastic import Holdings, expand
-from mpidml.job import split_validation
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -31,7 +30,7 @@ def test_holdings_are_the_rows_each_rank_was_given(fraction, test):
     for rank in range(size):
         ids = expand(plan.ranges[rank]).astype(np.float64)[:, None]      # each row's X: its file row
         part = Partition(ids.copy(), ids[:, 0].copy(), sizes=list(sizes))
-        split_validation(part, fraction, seed, rank)
+        part.hold_out(fraction, seed, rank)
         rows = held.rows_of(rank)
         assert np.array_equal(rows.train, part.X[:, 0]) and len(rows.train) == part.sizes[rank]
         assert np.array_equal(rows.val, part.val_X[:, 0] if fraction else [])

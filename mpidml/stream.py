@@ -1,0 +1,434 @@
+"""Rows that stay in the file: each rank reads its partition a chunk at a time (--stream).
+
+A rank whose rows would not fit its memory (`--memory-limit`, see `MemoryBudget`) keeps
+none of them: its training rows are cut into chunks of consecutive partition rows, and
+each epoch visits the chunks in a seeded order and the rows of each chunk in a seeded
+order (`EpochPlan`). A reader thread fills one of two chunk buffers while training takes
+its minibatches from the other (`Stream`): reads run as `preadv` straight into the buffer
+(rows.py) or through HDF5, neither of which needs the interpreter, so reading overlaps
+training. Test and validation rows are scored chunk by chunk, and the standardization
+statistics come from one pass over the rows at setup, which also checks every value.
+
+The order is a pure function of (seed, rank, epoch, chunk rows): a run stopped within an
+epoch resumes at the same minibatch. With one chunk covering the partition it is the
+in-memory order itself (trainer.Model.prefetch), so the two give the same model.
+"""
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numpy.random import default_rng
+
+from . import data as datamod
+from .errors import UsageError
+from .partition import slabs, validation_draw
+
+log = logging.getLogger("mpidml")
+CHUNK_MB = 64           # a chunk's default size; two per stream
+STREAM_SHARE = 0.5      # stream when a rank's rows would take more than this share of its memory limit
+BUFFER_SHARE = 0.25     # the streams' chunk buffers together take at most this share of it
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text):
+    """Bytes from `512M`, `4G`, `1.5GiB`, `4GB` (powers of 1024) or a plain byte count; None for `auto`."""
+    if text in (None, "", "auto"):
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a size (e.g. 512M, 4G or auto)")
+    size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not np.isfinite(size) or size < 1:
+        raise ValueError(f"{text!r} is not a size of at least one byte")
+    return int(size)
+
+
+def mb(nbytes):
+    """Bytes in words: `1.5 GB`, `64 MB`."""
+    return f"{nbytes / (1 << 30):.3g} GB" if nbytes >= 1 << 30 else f"{nbytes / (1 << 20):.3g} MB"
+
+
+# -- how much memory a rank may use ---------------------------------------------------------
+def _read_number(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def host_memory():
+    """This host's memory as this process sees it: the smallest of physical memory, the
+    cgroup's limit (v2 memory.max, v1 limit_in_bytes) and the address-space rlimit."""
+    limits = []
+    with contextlib.suppress(OSError, ValueError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        value = _read_number(path)
+        if value and value < 1 << 60:
+            limits.append(value)
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    return min(limits) if limits else None
+
+
+class MemoryBudget:
+    """A rank's memory limit: --memory-limit, or (auto) its host's memory shared by the
+    host's ranks. `said`: where it came from, for the line that says streaming is on."""
+
+    def __init__(self, option, ranks_here):
+        given = parse_size(option)
+        if given is not None:
+            self.bytes, self.said = given, f"--memory-limit {option}"
+            return
+        host = host_memory() or 1 << 34
+        self.bytes = host // max(1, ranks_here)
+        self.said = f"auto: {mb(host)} of this host's memory / {ranks_here} ranks"
+
+    def chunk_bytes(self, streams, option_mb=0):
+        """One chunk's bytes: --stream-chunk-mb, else CHUNK_MB, at most what keeps the
+        `streams` streams' two buffers each within BUFFER_SHARE of the limit."""
+        if option_mb:
+            return int(option_mb * (1 << 20))
+        return int(min(CHUNK_MB << 20, self.bytes * BUFFER_SHARE / (2 * max(1, streams))))
+
+
+# -- rows in the file -------------------------------------------------------------------------
+class RowSet:
+    """Rows of one kind that this rank holds in a file (its partition, validation rows, test
+    rows), in local order: `runs` (k, 2) of (file row, length), ascending; `datasets`: the
+    (features, labels, rows in the file) they are rows of; `info`: the file's (data.describe)."""
+
+    def __init__(self, info, datasets, runs):
+        self.info, self.datasets = info, datasets
+        self.runs = np.asarray(runs, np.int64).reshape(-1, 2)
+        self.ends = np.cumsum(self.runs[:, 1])
+        self.rows = int(self.ends[-1]) if len(self.runs) else 0
+
+    def between(self, a, b):
+        """The runs of local rows [a, b)."""
+        begins = self.ends - self.runs[:, 1]
+        i, j = np.searchsorted(self.ends, a, "right"), np.searchsorted(begins, b, "left")
+        sub = self.runs[i:j].copy()
+        if len(sub):
+            cut = a - begins[i]
+            sub[0] += (cut, -cut)
+            sub[-1, 1] -= self.ends[j - 1] - b
+        return sub
+
+    def file_rows(self, local):
+        """File rows of sorted local rows."""
+        r = np.searchsorted(self.ends, local, "right")
+        return self.runs[r, 0] + local - (self.ends[r] - self.runs[r, 1])
+
+
+class Reader:
+    """The rank's file, opened once, and the one thread that reads chunks of it. The file
+    must not change while it is streamed: every read first compares its size and time of
+    modification with what they were when it was opened."""
+
+    def __init__(self, info, dtype):
+        self.info, self.dtype = info, np.dtype(dtype)
+        self.classes = datamod.class_array(info)
+        self.stack = contextlib.ExitStack()
+        self.opened = self.stack.enter_context(datamod.open_for(info))
+        self.sources = {}
+        self.identity = self._identity()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mpidml-reader")
+        self.read_s, self.bytes = 0.0, 0
+        self.scaling = None         # set once the statistics are known
+        self.spare = []             # chunk buffers given back (Stream.close): touched once, reused
+
+    def _identity(self):
+        try:
+            st = os.stat(self.info["path"])
+        except OSError as e:
+            raise UsageError(f"{self.info['path']}: cannot read the file ({e.strerror})") from None
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    def _source(self, datasets):
+        if datasets not in self.sources:
+            job = datamod.Job(*datasets, None, None, None, None)
+            self.sources[datasets] = datamod.Source(self.opened, self.info, job, self.dtype, self.classes)
+        return self.sources[datasets]
+
+    def submit(self, rows, a, b, X, Y, check=False, scale=False):
+        """A Future of local rows [a, b) of the RowSet `rows` read into X, Y; `check`: for
+        NaN/inf (the setup's pass checks every row; later passes only that the file is as
+        it was); `scale`: standardized (minibatches are scaled as they are taken)."""
+        source = self._source(rows.datasets)       # on this thread: h5py opens the datasets here
+        return self.pool.submit(self._read, source, rows, a, b, X, Y, check, scale)
+
+    def _read(self, source, rows, a, b, X, Y, check, scale):
+        t0 = time.perf_counter()
+        if self._identity() != self.identity:
+            raise UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
+                             "modification time); a streamed run needs its data unchanged until it ends")
+        n = b - a
+        err = source.fill(rows.between(a, b), X[:n], Y[:n], check=check)
+        if err:
+            raise err
+        if scale:
+            self.scale(X[:n], Y[:n])
+        self.read_s += time.perf_counter() - t0
+        self.bytes += n * X.shape[1] * X.itemsize
+        return n
+
+    def scale(self, X, y):
+        """Standardize rows (and regression targets) in place, as the job does in memory:
+        elementwise, so the same bits whatever rows come together."""
+        if self.scaling is not None:
+            self.scaling.apply(X)
+            if self.info["task"] == "regression":
+                self.scaling.apply_targets(y)
+
+    def buffers(self, rows, features, ydtype):
+        """Two chunk buffers (X, y), the spare ones when they fit."""
+        got = self.spare.pop() if self.spare else None
+        if got is None or got[0][0].shape != (rows, features) or got[1][0].dtype != ydtype:
+            got = ([np.empty((rows, features), self.dtype) for _ in range(2)],
+                   [np.empty(rows, ydtype) for _ in range(2)])
+        return got
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+        self.stack.close()
+        self.spare = []
+
+
+# -- the partition --------------------------------------------------------------------------
+@dataclasses.dataclass
+class Streaming:
+    """A job's decision to stream: the partition plan, one chunk's bytes, this rank's
+    memory limit, and why (--stream, --stage-dir, auto)."""
+    plan: object
+    chunk_bytes: int
+    limit: int
+    why: str
+
+    def document(self, part):
+        """The metrics' data.stream entry."""
+        return {"why": self.why, "chunk_rows": part.chunk_rows, "chunk_mb": self.chunk_bytes / (1 << 20),
+                "memory_limit_mb": self.limit / (1 << 20), "path": part.info["path"]}
+
+
+class StreamedPart:
+    """A rank's rows left in a file: what data.Partition holds, as RowSets. `train`: the
+    partition (validation rows among them, `held` local rows skipped when training);
+    `val`, `test`: RowSets or None; `info`: the file's (the data's, or its staged copy's)."""
+    streamed = True
+
+    def __init__(self, info, train, sizes, test, test_sizes, dtype, chunk_bytes):
+        self.info, self.dtype = info, np.dtype(dtype)
+        self.train, self.sizes = train, [int(v) for v in sizes]
+        self.test, self.test_sizes = test, None if test_sizes is None else [int(v) for v in test_sizes]
+        self.val, self.val_sizes, self.held = None, [0] * len(sizes), np.empty(0, np.int64)
+        row_bytes = info["features"] * self.dtype.itemsize + 8
+        self.chunk_rows = max(1, int(chunk_bytes // row_bytes))
+        self.reader = Reader(info, dtype)
+        self.staged = None          # the staged copy this reads (stage.py), removed at the end of the run
+
+    @classmethod
+    def of_plan(cls, info, plan, rank, size, dtype, chunk_bytes):
+        """Rank `rank`'s rows of the data file, as `plan` (partition.Plan) deals them."""
+        features = (info["x"], info["y"], info["rows"])
+        train = RowSet(info, features, plan.ranges[rank][:, :2])
+        test, test_sizes = None, None
+        if info["test"]:
+            if info["test"]["source"] == "split":
+                ranges, test_sizes, datasets = plan.test, plan.test_sizes, features
+            else:
+                ranges, test_sizes = slabs(info["test"]["rows"], size)
+                datasets = (info["test"]["x"], info["test"]["y"], info["test"]["rows"])
+            test = RowSet(info, datasets, ranges[rank][:, :2])
+        return cls(info, train, plan.sizes, test, test_sizes, dtype, chunk_bytes)
+
+    @property
+    def local_rows(self):
+        return self.train.rows - len(self.held)
+
+    def holds(self, kind):
+        return getattr(self, kind) is not None
+
+    def hold_out(self, fraction, seed, rank):
+        """Validation rows as data.Partition.hold_out draws them, left in the file."""
+        held_sizes, rows = validation_draw(self.sizes, fraction, seed, rank)
+        if rows is None:
+            return
+        self.held = rows
+        self.val = RowSet(self.info, self.train.datasets, datamod.runs_of(self.train.file_rows(rows)))
+        self.val_sizes = held_sizes
+        self.sizes = [n - h for n, h in zip(self.sizes, held_sizes)]
+
+    def chunks(self):
+        """Training chunks: (first, end) local rows of the partition, validation rows included."""
+        C = self.chunk_rows
+        return [(a, min(a + C, self.train.rows)) for a in range(0, self.train.rows, C)]
+
+    def kept(self, a, b):
+        """Buffer rows (0 = local row a) of the training rows among local rows [a, b)."""
+        lo, hi = np.searchsorted(self.held, [a, b])
+        if lo == hi:
+            return None                             # all of them
+        keep = np.ones(b - a, bool)
+        keep[self.held[lo:hi] - a] = False
+        return np.flatnonzero(keep)
+
+    def kept_counts(self):
+        bounds = np.array([a for a, _ in self.chunks()] + [self.train.rows])
+        return np.diff(bounds) - np.diff(np.searchsorted(self.held, bounds))
+
+    def survey(self, group, stats, regression):
+        """Generator: one pass over every row of this rank (partition and test rows): the
+        values checked, and (`stats`) the training rows' Moments of features and targets
+        fed in local order, as data.Moments in memory would see them. Every rank learns
+        whether any failed (one line, exit 2)."""
+        d = self.info["features"]
+        mx, my = datamod.Moments(d), datamod.Moments(1)
+        stream = Stream(self, check=True)
+
+        def feed(X, Y, a, b):
+            if stats:
+                rows = self.kept(a, b)
+                mx.add(X, rows)
+                if regression:
+                    my.add(Y.astype(np.float64), rows)
+        err = None
+        try:
+            yield from stream.scan(self.train, feed)
+            if self.test is not None:
+                yield from stream.scan(self.test, lambda *_: None)
+        except UsageError as e:
+            err = e
+        stream.close()
+        yield from group.agree(err, "validate")
+        return mx, my
+
+    def close(self, complete=False):
+        """Close the file and end the reader thread; `complete`: the run ended (not stopped
+        for a resume), so a staged copy (`staged`, stage.py) is removed too."""
+        self.reader.close()
+        if complete and self.staged:
+            with contextlib.suppress(OSError):
+                os.unlink(self.staged)
+
+
+# -- one consumer's chunks --------------------------------------------------------------------
+class EpochPlan:
+    """The order of one epoch's training rows: the chunks in a seeded order, the rows of
+    each in a seeded order, drawn from one generator as training reaches them (so a
+    partition of a billion rows never holds a billion-row permutation). One chunk: the
+    order is rng.permutation(rows), the in-memory order."""
+
+    def __init__(self, part, seed, rank, epoch):
+        self.part, self.epoch = part, epoch
+        self.rng = default_rng([seed, rank, epoch])
+        spans = part.chunks()
+        self.chunks = self.rng.permutation(len(spans)) if len(spans) > 1 else np.zeros(len(spans), np.int64)
+        self.spans = [spans[c] for c in self.chunks]
+        self.bounds = np.concatenate([[0], np.cumsum(part.kept_counts()[self.chunks])]).astype(np.int64)
+        self.rows = int(self.bounds[-1])
+        self.orders, self.drawn = {}, 0
+
+    def order(self, visit):
+        """Buffer rows of chunk `visit` (in visiting order) in training order."""
+        while self.drawn <= visit:
+            a, b = self.spans[self.drawn]
+            kept = self.part.kept(a, b)
+            perm = self.rng.permutation(b - a if kept is None else len(kept))
+            self.orders[self.drawn] = perm if kept is None else kept[perm]
+            self.orders.pop(self.drawn - 2, None)
+            self.drawn += 1
+        return self.orders[visit]
+
+    def visit_of(self, position):
+        return int(np.searchsorted(self.bounds, position, "right")) - 1
+
+
+class Stream:
+    """Two chunk buffers of a StreamedPart: while one is trained on (or scored), the reader
+    thread fills the other with the chunk after it."""
+
+    def __init__(self, part, check=False):
+        self.part, self.check = part, check
+        ydtype = part.dtype if part.info["task"] == "regression" else np.int32
+        self.X, self.Y = part.reader.buffers(part.chunk_rows, part.info["features"], np.dtype(ydtype))
+        self.keys, self.futures = [None, None], [None, None]
+        self.wait_s = 0.0
+
+    def _load(self, slot, key, rows, a, b, scale=False):
+        """Generator: start reading local rows [a, b) of `rows` into `slot` (after its last
+        read finished: the thread must not write a buffer twice at once)."""
+        if self.keys[slot] == key:
+            return
+        if self.futures[slot] is not None and not self.futures[slot].done():
+            yield self.futures[slot]
+        self.keys[slot] = key
+        self.futures[slot] = self.part.reader.submit(rows, a, b, self.X[slot], self.Y[slot], self.check, scale)
+
+    def _ready(self, slot):
+        """Generator: wait for `slot`'s read; raises its error."""
+        future = self.futures[slot]
+        if not future.done():
+            t0 = time.perf_counter()
+            yield future
+            self.wait_s += time.perf_counter() - t0
+        try:
+            future.result()
+        except BaseException:
+            self.keys[slot] = None
+            raise
+
+    def batch(self, plan, position, m, xb, yb):
+        """Generator: the `m` training rows from `position` of the epoch's order into xb, yb."""
+        done = 0
+        while done < m:
+            p = position + done
+            j = plan.visit_of(p)
+            slot = j % 2
+            a, b = plan.spans[j]
+            yield from self._load(slot, (plan.epoch, j), self.part.train, a, b)
+            yield from self._ready(slot)
+            if j + 1 < len(plan.spans):         # the next chunk, read while this one trains
+                yield from self._load(1 - slot, (plan.epoch, j + 1), self.part.train, *plan.spans[j + 1])
+            lo = p - int(plan.bounds[j])
+            take = min(m - done, int(plan.bounds[j + 1]) - p)
+            idx = plan.order(j)[lo:lo + take]
+            np.take(self.X[slot], idx, axis=0, out=xb[done:done + take])
+            np.take(self.Y[slot], idx, out=yb[done:done + take])
+            done += take
+        self.part.reader.scale(xb[:m], yb[:m])
+
+    def scan(self, rows, each):
+        """Generator: every chunk of the RowSet `rows` in order, `each(X, Y, a, b)` for local
+        rows [a, b), the next chunk read meanwhile."""
+        C = self.part.chunk_rows
+        starts = list(range(0, rows.rows, C))
+        for i, a in enumerate(starts):
+            slot = i % 2
+            yield from self._load(slot, (id(rows), i), rows, a, min(a + C, rows.rows), True)
+            yield from self._ready(slot)
+            if i + 1 < len(starts):
+                nxt = starts[i + 1]
+                yield from self._load(1 - slot, (id(rows), i + 1), rows, nxt, min(nxt + C, rows.rows), True)
+            b = min(a + C, rows.rows)
+            each(self.X[slot][:b - a], self.Y[slot][:b - a], a, b)
+        self.keys = [None, None]
+
+    def close(self):
+        """Wait for reads in flight (the thread writes into these buffers), then give the
+        buffers back for the next stream."""
+        for f in self.futures:
+            if f is not None:
+                with contextlib.suppress(BaseException):
+                    f.result()
+        self.futures = [None, None]
+        self.part.reader.spare.append((self.X, self.Y))
