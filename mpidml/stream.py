@@ -145,6 +145,7 @@ class Reader:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mpidml-reader")
         self.read_s, self.bytes = 0.0, 0
         self.scaling = None         # set once the statistics are known
+        self._cast = None           # its mean and std in the rows' dtype
         self.spare = []             # chunk buffers given back (Stream.close): touched once, reused
 
     def _identity(self):
@@ -160,14 +161,14 @@ class Reader:
             self.sources[datasets] = datamod.Source(self.opened, self.info, job, self.dtype, self.classes)
         return self.sources[datasets]
 
-    def submit(self, rows, a, b, X, Y, check=False, scale=False):
-        """A Future of local rows [a, b) of the RowSet `rows` read into X, Y; `check`: for
-        NaN/inf (the setup's pass checks every row; later passes only that the file is as
-        it was); `scale`: standardized (minibatches are scaled as they are taken)."""
+    def submit(self, rows, a, b, X, Y, check=False):
+        """A Future of local rows [a, b) of the RowSet `rows` read into X, Y, standardized
+        once the statistics are known; `check`: for NaN/inf (the setup's pass checks every
+        row; later passes only that the file is as it was)."""
         source = self._source(rows.datasets)       # on this thread: h5py opens the datasets here
-        return self.pool.submit(self._read, source, rows, a, b, X, Y, check, scale)
+        return self.pool.submit(self._read, source, rows, a, b, X, Y, check)
 
-    def _read(self, source, rows, a, b, X, Y, check, scale):
+    def _read(self, source, rows, a, b, X, Y, check):
         t0 = time.perf_counter()
         if self._identity() != self.identity:
             raise UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
@@ -176,8 +177,7 @@ class Reader:
         err = source.fill(rows.between(a, b), X[:n], Y[:n], check=check)
         if err:
             raise err
-        if scale:
-            self.scale(X[:n], Y[:n])
+        self.scale(X[:n], Y[:n])
         self.read_s += time.perf_counter() - t0
         self.bytes += n * X.shape[1] * X.itemsize
         return n
@@ -185,10 +185,15 @@ class Reader:
     def scale(self, X, y):
         """Standardize rows (and regression targets) in place, as the job does in memory:
         elementwise, so the same bits whatever rows come together."""
-        if self.scaling is not None:
-            self.scaling.apply(X)
-            if self.info["task"] == "regression":
-                self.scaling.apply_targets(y)
+        s = self.scaling
+        if s is None or s.mean is None:
+            return
+        if self._cast is None:
+            self._cast = s.mean.astype(X.dtype), s.std.astype(X.dtype)
+        X -= self._cast[0]
+        X /= self._cast[1]
+        if self.info["task"] == "regression":
+            s.apply_targets(y)
 
     def buffers(self, rows, features, ydtype):
         """Two chunk buffers (X, y), the spare ones when they fit."""
@@ -355,27 +360,37 @@ class EpochPlan:
 
 class Stream:
     """Two chunk buffers of a StreamedPart: while one is trained on (or scored), the reader
-    thread fills the other with the chunk after it."""
+    thread fills the other with the chunk after it. A buffer keeps its chunk until it is
+    needed for another, so a partition (and a test set) that fits in one chunk each is read
+    once, not once an epoch."""
 
     def __init__(self, part, check=False):
         self.part, self.check = part, check
         ydtype = part.dtype if part.info["task"] == "regression" else np.int32
         self.X, self.Y = part.reader.buffers(part.chunk_rows, part.info["features"], np.dtype(ydtype))
         self.keys, self.futures = [None, None], [None, None]
+        self.used, self.tick = [0, 0], 0
+        self.at = None          # the chunk training takes rows from: (plan, slot, first, end, order)
         self.wait_s = 0.0
 
-    def _load(self, slot, key, rows, a, b, scale=False):
-        """Generator: start reading local rows [a, b) of `rows` into `slot` (after its last
-        read finished: the thread must not write a buffer twice at once)."""
-        if self.keys[slot] == key:
-            return
+    def _fetch(self, key, rows, a, b, keep=None):
+        """Generator: the slot that holds (or is reading) chunk `key`, local rows [a, b) of
+        `rows`; a slot that has not got it starts reading it:
+        the one other than `keep`, or the one used least recently. The thread must not
+        write a buffer twice at once: a read in flight there is waited for first."""
+        if key in self.keys:
+            return self.keys.index(key)
+        slot = 1 - keep if keep is not None else int(self.used[1] < self.used[0])
         if self.futures[slot] is not None and not self.futures[slot].done():
             yield self.futures[slot]
         self.keys[slot] = key
-        self.futures[slot] = self.part.reader.submit(rows, a, b, self.X[slot], self.Y[slot], self.check, scale)
+        self.futures[slot] = self.part.reader.submit(rows, a, b, self.X[slot], self.Y[slot], self.check)
+        return slot
 
     def _ready(self, slot):
         """Generator: wait for `slot`'s read; raises its error."""
+        self.tick += 1
+        self.used[slot] = self.tick
         future = self.futures[slot]
         if not future.done():
             t0 = time.perf_counter()
@@ -392,36 +407,39 @@ class Stream:
         done = 0
         while done < m:
             p = position + done
-            j = plan.visit_of(p)
-            slot = j % 2
-            a, b = plan.spans[j]
-            yield from self._load(slot, (plan.epoch, j), self.part.train, a, b)
-            yield from self._ready(slot)
-            if j + 1 < len(plan.spans):         # the next chunk, read while this one trains
-                yield from self._load(1 - slot, (plan.epoch, j + 1), self.part.train, *plan.spans[j + 1])
-            lo = p - int(plan.bounds[j])
-            take = min(m - done, int(plan.bounds[j + 1]) - p)
-            idx = plan.order(j)[lo:lo + take]
+            at = self.at
+            if at is None or at[0] is not plan or not at[2] <= p < at[3]:
+                yield from self._enter(plan, plan.visit_of(p))
+                at = self.at
+            _, slot, first, end, order = at
+            take = min(m - done, end - p)
+            idx = order[p - first:p - first + take]
             np.take(self.X[slot], idx, axis=0, out=xb[done:done + take])
             np.take(self.Y[slot], idx, out=yb[done:done + take])
             done += take
-        self.part.reader.scale(xb[:m], yb[:m])
+
+    def _enter(self, plan, j):
+        """Generator: training moves on to chunk `j` (in visiting order): wait for it, and
+        start reading the one after it."""
+        train = self.part.train
+        slot = yield from self._fetch(("train", *plan.spans[j]), train, *plan.spans[j])
+        yield from self._ready(slot)
+        if j + 1 < len(plan.spans):
+            yield from self._fetch(("train", *plan.spans[j + 1]), train, *plan.spans[j + 1], keep=slot)
+        self.at = (plan, slot, int(plan.bounds[j]), int(plan.bounds[j + 1]), plan.order(j))
 
     def scan(self, rows, each):
         """Generator: every chunk of the RowSet `rows` in order, `each(X, Y, a, b)` for local
         rows [a, b), the next chunk read meanwhile."""
         C = self.part.chunk_rows
-        starts = list(range(0, rows.rows, C))
-        for i, a in enumerate(starts):
-            slot = i % 2
-            yield from self._load(slot, (id(rows), i), rows, a, min(a + C, rows.rows), True)
+        spans = [(a, min(a + C, rows.rows)) for a in range(0, rows.rows, C)]
+        self.at = None
+        for i, (a, b) in enumerate(spans):
+            slot = yield from self._fetch(("scan", id(rows), a), rows, a, b)
             yield from self._ready(slot)
-            if i + 1 < len(starts):
-                nxt = starts[i + 1]
-                yield from self._load(1 - slot, (id(rows), i + 1), rows, nxt, min(nxt + C, rows.rows), True)
-            b = min(a + C, rows.rows)
+            if i + 1 < len(spans):
+                yield from self._fetch(("scan", id(rows), spans[i + 1][0]), rows, *spans[i + 1], keep=slot)
             each(self.X[slot][:b - a], self.Y[slot][:b - a], a, b)
-        self.keys = [None, None]
 
     def close(self):
         """Wait for reads in flight (the thread writes into these buffers), then give the
