@@ -144,14 +144,29 @@ def _prepare(args, group, labels):
     return (*loaded, drive(group.bcast_json(info, label="open")))
 
 
-def _slab(group, info, net, scaling):
+def _slab(group, info, net, scaling, chunk_rows=None):
     """This rank's contiguous share of the rows, standardized (a rank may have none):
-    (sizes of all shares, X, y)."""
+    (sizes of all shares, X, y); with `chunk_rows`, a generator of (X, y) pieces of at most
+    that many rows, as many on every rank (each read is agreed on)."""
     sizes = balanced_sizes(info["rows"], group.size)
     lo = int(sizes[:group.rank].sum())
-    X, y, err = data.read_rows(info, lo, lo + int(sizes[group.rank]), net.dtype)
-    drive(group.agree(err, "read"))
-    return sizes, scaling.apply(X), y
+    if chunk_rows is None:
+        X, y, err = data.read_rows(info, lo, lo + int(sizes[group.rank]), net.dtype)
+        drive(group.agree(err, "read"))
+        return sizes, scaling.apply(X), y
+    return _pieces(group, info, net, scaling, lo, int(sizes[group.rank]), -(-int(sizes.max()) // chunk_rows))
+
+
+def _pieces(group, info, net, scaling, lo, rows, count):
+    step = -(-rows // max(count, 1))
+    for i in range(count):
+        a, b = min(rows, i * step), min(rows, (i + 1) * step)
+        X, y, err = data.read_rows(info, lo + a, lo + b, net.dtype)
+        drive(group.agree(err, "read"))
+        yield scaling.apply(X), y
+
+
+EVALUATE_CHUNK_MB = 64      # evaluate reads (and scores) a rank's rows this much at a time
 
 
 def _rows_used(info):
@@ -163,9 +178,10 @@ def evaluate(args, group, report):
     """Test metrics of a saved model on /test of a file (or all its rows, or the named
     datasets): every rank scores a slab, one Allreduce of the partial sums gives the totals."""
     m, net, scaling, info = _prepare(args, group, labels=True)
-    _, X, y = _slab(group, info, net, scaling)
     k = len(m.classes or [])
-    sums = partial_sums(net, m.params, X, y, m.task, k, scaling)
+    chunk_rows = max(1, (EVALUATE_CHUNK_MB << 20) // (info["features"] * net.dtype.itemsize))
+    sums = sum(partial_sums(net, m.params, X, y, m.task, k, scaling)
+               for X, y in _slab(group, info, net, scaling, chunk_rows))
     drive(group.allreduce(sums, "evaluate"))
     res = from_sums(sums, m.task, k)
     if group.rank == 0:
