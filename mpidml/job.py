@@ -278,7 +278,7 @@ class Job:
         why = "--stream" if cfg.stream else "--stage-dir" if cfg.stage_dir else "auto"
         if why == "auto" and g.rank == 0:
             r = int(over[0])
-            limit = budget.said if cfg.memory_limit != "auto" else "auto: its host's memory shared by its ranks"
+            limit = budget.said if r == g.rank else "--memory-limit" if cfg.memory_limit != "auto" else "auto"
             log.warning(f"mpidml: streaming {info['path']}: rank {r}'s rows take {stream.mb(table[r, 0])}, more "
                         f"than {stream.STREAM_SHARE:g} of its memory limit {stream.mb(table[r, 1])} ({limit}); "
                         f"every rank reads its rows in chunks of {stream.mb(chunk)} while it trains")

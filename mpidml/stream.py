@@ -63,35 +63,45 @@ def _read_number(path):
     return int(text) if text.isdigit() else None
 
 
-def host_memory():
-    """This host's memory as this process sees it: the smallest of physical memory, the
-    cgroup's limit (v2 memory.max, v1 limit_in_bytes) and the address-space rlimit."""
-    limits = []
-    with contextlib.suppress(OSError, ValueError):
-        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        value = _read_number(path)
-        if value and value < 1 << 60:
-            limits.append(value)
+def _meminfo(key, path="/proc/meminfo"):
+    """A line of /proc/meminfo or /proc/self/status in bytes (None where missing)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rank_memory(ranks_here):
+    """The memory this rank may use, in words too: its share of what its host has free
+    (MemAvailable, or the cgroup's limit where smaller), shared by the host's ranks, and at
+    most what its address-space rlimit (prlimit --as, ulimit -v) leaves unmapped."""
+    host = [v for v in (_meminfo("MemAvailable"), _read_number("/sys/fs/cgroup/memory.max"),
+                        _read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes")) if v and v < 1 << 60]
+    share = min(host) // max(1, ranks_here) if host else 1 << 34
+    said = f"auto: {mb(min(host)) if host else 'unknown'} available on its host / {ranks_here} ranks"
     import resource
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     if soft != resource.RLIM_INFINITY:
-        limits.append(soft)
-    return min(limits) if limits else None
+        left = soft - (_meminfo("VmSize", "/proc/self/status") or 0)
+        if left < share:
+            share, said = max(left, 1 << 20), f"auto: its address-space limit {mb(soft)}, {mb(max(left, 0))} unmapped"
+    return share, said
 
 
 class MemoryBudget:
-    """A rank's memory limit: --memory-limit, or (auto) its host's memory shared by the
-    host's ranks. `said`: where it came from, for the line that says streaming is on."""
+    """A rank's memory limit: --memory-limit, or (auto) rank_memory. `said`: where it came
+    from, for the line that says streaming is on."""
 
     def __init__(self, option, ranks_here):
         given = parse_size(option)
         if given is not None:
             self.bytes, self.said = given, f"--memory-limit {option}"
-            return
-        host = host_memory() or 1 << 34
-        self.bytes = host // max(1, ranks_here)
-        self.said = f"auto: {mb(host)} of this host's memory / {ranks_here} ranks"
+        else:
+            self.bytes, self.said = rank_memory(ranks_here)
 
     def chunk_bytes(self, streams, option_mb=0):
         """One chunk's bytes: --stream-chunk-mb, else CHUNK_MB, at most what keeps the

@@ -302,6 +302,10 @@ def info(group):
         lines["hosts"] = len(layout.hosts)
         for i, host in enumerate(layout.hosts):
             lines[f"host {i}"] = host.describe()
+        from .stream import STREAM_SHARE, mb, rank_memory
+        limit, said = rank_memory(len(layout.host_of(0).ranks))
+        lines["memory_per_rank"] = (f"{mb(limit)} ({said}); a run streams its rows from the file where they "
+                                    f"would take more than {STREAM_SHARE:g} of it (--memory-limit, --stream)")
         polling = sum(not h.oversubscribed for h in layout.hosts)
         lines["collective_wait"] = (f"--wait auto: ranks poll MPI on {polling} of {len(layout.hosts)} hosts "
                                     "(where each has a core), nap elsewhere")
