@@ -41,7 +41,7 @@ from .config import TrainConfig
 _D = TrainConfig()          # the defaults: the command line's
 # fit_hdf5's keywords: how the file is read and split, as the train options of that name
 DATASET_OPTIONS = ("x_dataset", "y_dataset", "test_fraction", "distribute", "partition", "block_rows",
-                   "partition_seed", "chunk_mb")
+                   "partition_seed", "chunk_mb", "stream", "memory_limit", "stream_chunk_mb", "stage_dir")
 
 
 def train(config=None, **options):
@@ -241,7 +241,8 @@ class _Estimator(BaseEstimator):
             The HDF5 file (default layout /train/X, /train/y, or flat /X, /y).
         **dataset_options
             x_dataset, y_dataset, test_fraction, distribute, partition, block_rows,
-            partition_seed, chunk_mb: as the train options of those names.
+            partition_seed, chunk_mb, stream, memory_limit, stream_chunk_mb, stage_dir: as the
+            train options of those names (a file larger than memory is streamed).
 
         Returns
         -------

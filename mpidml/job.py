@@ -456,8 +456,8 @@ class Job:
         if all(at.get(k) == v for k, v in now.items()):
             return at
         log.warning(f"mpidml: warning: {self.resumes[model.index][0]} stopped within epoch {int(m.epoch) + 1} at "
-                    f"{at['ranks']} ranks, batch size {at['batch_size']}; with other ranks, batch size or "
-                    "partitions that epoch starts over")
+                    f"{at['ranks']} ranks, batch size {at['batch_size']}; with other ranks, batch size, "
+                    "partitions or streamed chunks that epoch starts over")
         return None
 
     def chunk_rows(self):
