@@ -431,7 +431,7 @@ class Elastic:
                 X, y, e = read_file_rows(job.info, getattr(rows, key), job.dtype, test)
                 err = err or e
                 job.scaling.apply(X)
-                if key != "test":                       # test targets stay in the data's units
+                if key == "train":                      # scoring takes targets in the data's units
                     job.scaling.apply_targets(y)
                 got[key] = (X, y)
             if "train" in got:

@@ -300,8 +300,9 @@ class Job:
         return part
 
     def _standardize(self):
-        """Scale every rank's rows (training, test, validation) in place; a stream scales
-        each chunk as it is read."""
+        """Scale every rank's features (training, test, validation) in place, and the
+        training targets: scoring (evaluate.partial_sums) takes test and validation targets
+        in the data's units. A stream scales each chunk as it is read."""
         part, s = self.part, self.scaling
         if part.streamed:
             part.reader.scaling = s
@@ -309,9 +310,7 @@ class Job:
         for X in (part.X, part.test_X, part.val_X):
             if X is not None:
                 s.apply(X)
-        for y in (part.y, part.val_y):
-            if y is not None:
-                s.apply_targets(y)
+        s.apply_targets(part.y)
 
     def _build_models(self, saved_epochs):
         """One Model per point of the grid (one without a sweep), each with its options; the

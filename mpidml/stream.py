@@ -171,14 +171,15 @@ class Reader:
             self.sources[datasets] = datamod.Source(self.opened, self.info, job, self.dtype, self.classes)
         return self.sources[datasets]
 
-    def submit(self, rows, a, b, X, Y, check=False):
+    def submit(self, rows, a, b, X, Y, check=False, targets=False):
         """A Future of local rows [a, b) of the RowSet `rows` read into X, Y, standardized
-        once the statistics are known; `check`: for NaN/inf (the setup's pass checks every
+        once the statistics are known (regression `targets` too: training rows'; scoring
+        takes them in the data's units); `check`: for NaN/inf (the setup's pass checks every
         row; later passes only that the file is as it was)."""
         source = self._source(rows.datasets)       # on this thread: h5py opens the datasets here
-        return self.pool.submit(self._read, source, rows, a, b, X, Y, check)
+        return self.pool.submit(self._read, source, rows, a, b, X, Y, check, targets)
 
-    def _read(self, source, rows, a, b, X, Y, check):
+    def _read(self, source, rows, a, b, X, Y, check, targets):
         t0 = time.perf_counter()
         if self._identity() != self.identity:
             raise UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
@@ -187,7 +188,7 @@ class Reader:
         err = source.fill(rows.between(a, b), X[:n], Y[:n], check=check)
         if err:
             raise err
-        self.scale(X[:n], Y[:n])
+        self.scale(X[:n], Y[:n] if targets else None)
         self.read_s += time.perf_counter() - t0
         self.bytes += n * X.shape[1] * X.itemsize
         return n
@@ -202,7 +203,7 @@ class Reader:
             self._cast = s.mean.astype(X.dtype), s.std.astype(X.dtype)
         X -= self._cast[0]
         X /= self._cast[1]
-        if self.info["task"] == "regression":
+        if y is not None and self.info["task"] == "regression":
             s.apply_targets(y)
 
     def buffers(self, rows, features, ydtype):
@@ -394,7 +395,8 @@ class Stream:
         if self.futures[slot] is not None and not self.futures[slot].done():
             yield self.futures[slot]
         self.keys[slot] = key
-        self.futures[slot] = self.part.reader.submit(rows, a, b, self.X[slot], self.Y[slot], self.check)
+        self.futures[slot] = self.part.reader.submit(rows, a, b, self.X[slot], self.Y[slot], self.check,
+                                                     rows is self.part.train)
         return slot
 
     def _ready(self, slot):

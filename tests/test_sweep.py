@@ -1,6 +1,7 @@
 """Sweeps: several models trained at once in one job, validation, early stopping."""
 import json
 
+import h5py
 import numpy as np
 import pytest
 from conftest import DIGITS, lines, mpiexec, refused, train
@@ -273,3 +274,19 @@ def test_a_sweeps_training_time_is_its_loop_without_scoring(tmp_path):
     doc = train(2, tmp_path, "--data", tmp_path / "s.h5", "--model", "softmax", "--epochs", "3",
                 "--sweep", "lr=0.1 0.05 0.02 0.01 0.005", "--sweep", "l2=0 0.001 0.01 0.1")
     assert 0 < doc["timing"]["train_s"] <= doc["timing"]["wall_s"], doc["timing"]
+
+
+def test_regression_validation_scores_in_the_data_units(tmp_path):
+    """Validation targets were standardized like the training ones, then scored as raw
+    targets: R² -0.97 on a fit whose test R² was 1.0, so early stopping and the choice of
+    the best model ran on wrong numbers."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3000, 6)).astype(np.float32)
+    y = 5.0 * X[:, 0] - 2.0 * X[:, 3] + 40.0 + 0.1 * rng.standard_normal(3000)
+    path = tmp_path / "reg.h5"
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, y
+    doc = train(2, tmp_path, "--data", path, "--epochs", "5", "--validation-fraction", "0.2")
+    val, test = doc["validation"], doc["test"]
+    assert test["r2"] > 0.99 and abs(val["r2"] - test["r2"]) < 0.01, (val, test)
+    assert abs(val["rmse"] - test["rmse"]) < 0.05 * test["rmse"] + 0.02
