@@ -17,6 +17,7 @@ import os
 import sys
 
 from . import __version__, sweep
+from .sweep import SEARCHES, SELECTIONS
 from .abort import abort, leave_it_to_rank_0
 from .config import ON_FAILURE, TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
@@ -270,6 +271,23 @@ def add_train_options(p):
                    help="stop a model after P epochs without a better validation loss and keep its best weights")
     g.add_argument("--save-dir", type=_path, default=S, metavar="DIR",
                    help="in a sweep: every model's file as DIR/model-NNN.h5 (--save: the best model)")
+    g.add_argument("--trials", type=_positive_int, default=S, metavar="N",
+                   help="points sampled from a sweep's sampled axes (loguniform, uniform, int, choice), each "
+                        "crossed with its grid axes (default 10)")
+    g.add_argument("--sweep-seed", type=_seed, default=S, metavar="S",
+                   help="the seed the sweep's points are sampled with (default 0): the same points at any "
+                        "rank count")
+    g.add_argument("--search", choices=SEARCHES, default=S,
+                   help="grid: every model trains every epoch; halving: successive halving, after each rung "
+                        "only the best 1/ETA of the models go on (default grid)")
+    g.add_argument("--halving-factor", type=_positive_int, default=S, metavar="ETA",
+                   help="halving keeps the best 1/ETA of the models at each rung (default 3, at least 2)")
+    g.add_argument("--rung-epochs", type=_positive_int, default=S, metavar="R",
+                   help="halving: the first rung's epochs; each next rung trains ETA times as many (default 1)")
+    g.add_argument("--select", choices=SELECTIONS, default=S,
+                   help="the validation metric that ranks the models and keeps the best weights (default val_loss)")
+    g.add_argument("--results", type=_path, default=S, metavar="CSV",
+                   help="in a sweep: one row per model, best first (pandas reads it as it is)")
     g = p.add_argument_group("output")
     g.add_argument("--save", type=_path, default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",

@@ -71,6 +71,13 @@ class TrainConfig:
     validation_fraction: float = None   # None: 0.1 in a sweep, else 0
     early_stopping: int = 0        # stop a model after P epochs without a better validation loss
     save_dir: str = ""             # in a sweep: every model's file, model-NNN.h5
+    trials: int = 0                # sampled points of a sweep with sampled axes (0: 10)
+    sweep_seed: int = 0            # the seed the points are sampled with
+    search: str = "grid"           # grid: every model every epoch; halving: successive halving
+    halving_factor: int = 3        # halving keeps the best 1/ETA of the models at each rung
+    rung_epochs: int = 1           # halving: the epochs of the first rung (the next: ETA times more)
+    select: str = "val_loss"       # what ranks models and keeps best weights
+    results: str = ""              # a CSV of every model, best first
     given: frozenset = dataclasses.field(default=frozenset(), metadata={"internal": True})
     config_file: str = dataclasses.field(default="", metadata={"internal": True})   # --config: an input too
 

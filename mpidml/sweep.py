@@ -6,6 +6,9 @@ import itertools
 
 from .errors import UsageError
 
+SEARCHES = ("grid", "halving")                                      # --search
+SELECTIONS = ("val_loss", "val_accuracy", "val_f1", "val_r2")       # --select
+
 # the options a model of a sweep may vary; the rest (data, partitions, outputs, the sync
 # method, standardization) the models share
 KEYS = ("lr", "l2", "optimizer", "momentum", "hidden", "activation", "sync_every", "batch_size", "schedule",
