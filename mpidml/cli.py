@@ -17,13 +17,13 @@ import os
 import sys
 
 from . import __version__, sweep
-from .sweep import SEARCHES, SELECTIONS
 from .abort import abort, leave_it_to_rank_0
 from .config import ON_FAILURE, TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
 from .guard import Interrupted, installed
 from .partition import PARTITION_MODES
 from .progress import quiet_stdout, setup_logging
+from .sweep import SEARCHES, SELECTIONS
 
 log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
