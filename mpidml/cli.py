@@ -585,6 +585,21 @@ def _check_swept_alone(grid, given):
                              "give one of them")
 
 
+def _check_search(cfg):
+    """--search halving and its options: a sweep, validation rows to rank on, ETA >= 2."""
+    if cfg.search != "halving":
+        for key in ("halving_factor", "rung_epochs"):
+            if key in cfg.given:
+                raise UsageError(f"--{key.replace('_', '-')} applies to --search halving")
+        return
+    if not cfg.sweep:
+        raise UsageError("--search halving needs a sweep (--sweep KEY=...) of models to choose from")
+    if not cfg.validation_fraction:
+        raise UsageError("--search halving ranks models on validation rows: --validation-fraction F (F > 0)")
+    if cfg.halving_factor < 2:
+        raise UsageError(f"--halving-factor {cfg.halving_factor}: must be at least 2 (the best 1/ETA go on)")
+
+
 def _check_sweep(cfg):
     """The sweep's and validation's option combinations (the effective fraction recorded)."""
     if cfg.validation_fraction is None:
@@ -593,6 +608,7 @@ def _check_sweep(cfg):
         raise UsageError("--early-stopping needs validation rows: --validation-fraction F (F > 0)")
     if cfg.save_dir and not cfg.sweep:
         raise UsageError("--save-dir applies to --sweep (a single run writes --save)")
+    _check_search(cfg)
     if not cfg.sweep:
         return
     if cfg.keep_checkpoints:

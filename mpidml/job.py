@@ -32,7 +32,7 @@ from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
 from .topology import gather_layout
-from .trainer import Model
+from .trainer import Model, entry_score
 
 log = logging.getLogger("mpidml")
 COMMUNICATORS = 64      # a sweep's models training at once, each on a communicator of its own
@@ -136,6 +136,8 @@ class Job:
         self.elastic = Elastic(self)    # what the survivors of a lost rank do
         self.halted = None          # why the survivors of a lost rank stopped (elastic.py)
         self.streaming = None       # stream.Streaming: the rows stay in the file
+        self.decisions = 0          # successive halving: the rungs decided (see _halve)
+        self.halvings = []          # and what each kept and stopped
 
     # -- setup ------------------------------------------------------------------------
     def setup(self):
@@ -146,6 +148,7 @@ class Job:
         described = (yield from self.source.describe(g)) if self.source else None
         self.info = info = yield from g.on_root(lambda: self._describe(described), "describe")
         apply_options(cfg, info.get("adopted", {}))             # the resumed file's model options
+        _check_select(cfg, info["task"])
         self.dtype = np.dtype(cfg.dtype)
         self.complete = info.get("complete")
         if self.complete:
@@ -374,7 +377,8 @@ class Job:
                     meta = {"epoch": int(resume.epoch), "step": int(resume.attrs.get("step", 0)),
                             "history": resume.attrs.get("history", []),
                             "stopped_at": self._mid_epoch(resume, model),
-                            "early_stopped": resume.attrs.get("early_stopped")}
+                            "early_stopped": resume.attrs.get("early_stopped"),
+                            "halving": resume.attrs.get("halving") or {}}
             else:
                 model.net.init(opt.weights, np.random.default_rng(model.cfg.seed))
         yield from g.agree(err, "resume")
@@ -382,10 +386,13 @@ class Job:
         if self.cfg.resume:
             meta = yield from g.bcast_json(meta, label="init")
             model.start_epoch, opt.t, model.history = meta["epoch"], meta["step"], meta["history"]
+            model.resumed_at = model.start_epoch
             if meta["stopped_at"]:
                 model.start_step = meta["stopped_at"]["step"]
                 model.start_loss = tuple(meta["stopped_at"]["loss"][g.rank])
             model.stopped_early = meta["early_stopped"]
+            model.rung, model.halved = meta["halving"].get("rung", 0), meta["halving"].get("halved")
+            self.decisions = max(self.decisions, model.rung)
 
     def _check_grid(self):
         """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
@@ -473,7 +480,7 @@ class Job:
         """Task: a live bar within the epoch, redrawn every 0.2 s (rank 0), until every model
         has finished: how far, samples/s, the time left in the epoch and the running loss."""
         epoch, start, since, width = None, self.clock(), 0.0, 0
-        while not all(m.finished for m in self.models):
+        while not all(m.finished or m.paused for m in self.models):
             yield Sleep(0.2)
             model = next((m for m in self.models if not m.finished), None)
             if model is None or not model.step_total:
@@ -567,7 +574,7 @@ class Job:
             if not all(len(m.history) >= epoch or m.finished for m in models):
                 break
             self.printed += 1
-            training = sum(m.start_epoch < epoch <= len(m.history) for m in models)
+            training = sum(m.resumed_at < epoch <= len(m.history) for m in models)
             if training and show:
                 self._show(self._sweep_line(epoch, models, training), self.printed, total)
         if settled < self.printed < total and show:
@@ -575,16 +582,31 @@ class Job:
 
     def _sweep_line(self, epoch, models, training):
         """The line for `epoch` of the generation `models`: how many trained it (and in a
-        sweep of several generations, how many models have started), the best model so far."""
-        best = self.best_model()
-        key = "r2" if self.info["task"] == "regression" else "accuracy"
-        shown, where = (best.validation, "val") if best.validation else (best.final, "test")
-        metric = f"  {where}_{key} {shown[key]:.4f}" if shown else ""
+        sweep of several generations, how many models have started), and the best validation
+        score (--select) any model has had at any epoch so far: it never goes down."""
         everyone = len(self.models)
         who = (f"{training} of {everyone} models training" if len(models) == everyone else
                f"models {models[0].index}-{models[-1].index}: {training} training, "
                f"{sum(m.started for m in self.models)} of {everyone} started")
-        return f"epoch {epoch:>3}/{self.cfg.epochs}  {who}  best so far: model {best.index} ({best.describe()}){metric}"
+        line = f"epoch {epoch:>3}/{self.cfg.epochs}  {who}"
+        seen = self.best_seen()
+        if seen is None:
+            return line
+        model, entry = seen
+        key = "val_r2" if self.info["task"] == "regression" else "val_accuracy"
+        shown = "".join(f"  {k} {entry[k]:.4f}" for k in dict.fromkeys((self.cfg.select, key)))
+        return f"{line}  best so far: model {model.index} ({model.describe()}) epoch {entry['epoch']}{shown}"
+
+    def best_seen(self):
+        """(model, history entry) of the best validation score so far, by --select; None
+        before any validation."""
+        select, best = self.cfg.select, None
+        for m in self.models:
+            for entry in m.history:
+                score = entry_score(select, entry)
+                if score is not None and (best is None or score > best[0]):
+                    best = (score, m, entry)
+        return best and best[1:]
 
     # -- the whole job -------------------------------------------------------------------
     def train(self, signals):
@@ -593,15 +615,19 @@ class Job:
         self.sched = Scheduler(tracer=self.tracer, polls=self.polls)
         t0 = self.clock()
         while self.halted is None:
+            self._rung_targets()
             for lane in range(min(COMMUNICATORS, len(self.models))):
                 models = [m for m in self.models[lane::COMMUNICATORS] if not m.finished]
                 if models:
-                    self.sched.spawn(self._lane(models, signals), f"lane {lane}")
+                    self.sched.spawn(self._lane(models, signals, self.decisions > 0), f"lane {lane}")
             if progress.style(self.cfg, self.group.rank) == "bar":
                 self.bar = True
                 self.sched.spawn(self.monitor(), "monitor")
             if self.elastic.settle(self.elastic.attempt(self.sched.run)[0]):
-                break
+                if not self._halve():       # halving: the next rung, if the search goes on
+                    break
+                self.sched.clear()
+                continue
             self.sched.clear()              # a rank was lost: go on with the others, or stop
             self.elastic.recover()
         self._print_held()          # rank 0: the last epoch line, when training ended short of it
@@ -615,13 +641,70 @@ class Job:
         if len(self.models) > 1:
             self._sweep_lines(show=False)
 
-    def _lane(self, models, signals):
+    def _lane(self, models, signals, late=False):
         """Task: the models that share one communicator (every COMMUNICATORS-th of a sweep: MPI
         has about 2000), one after the other. Each starts once the one before has completed
         every collective on it, so every rank runs the same collectives on it in the same
-        order; a later one votes first, so that after a stop signal none trains (trainer.Model.run)."""
+        order; a later one votes first (as every one does in a later rung, `late`), so that
+        after a stop signal none trains (trainer.Model.run)."""
         for n, model in enumerate(models):
-            yield from model.run(self.sched, signals, late=n > 0)
+            yield from model.run(self.sched, signals, late=late or n > 0)
+
+    # -- successive halving --------------------------------------------------------------
+    def rung_ends(self):
+        """The epochs successive halving's rungs end at: --rung-epochs R, then ETA times as
+        many each, the last at --epochs. Grid search: one rung, the whole run."""
+        cfg = self.cfg
+        ends, end = [], cfg.rung_epochs
+        while cfg.search == "halving" and end < cfg.epochs:
+            ends.append(end)
+            end *= cfg.halving_factor
+        return ends + [cfg.epochs]
+
+    def _rung_targets(self):
+        """Every model still training trains to the end of the current rung."""
+        end = self.rung_ends()[self.decisions]
+        for m in self.models:
+            if not m.finished:
+                m.until, m.paused = (end if end < m.cfg.epochs else None), False
+
+    @property
+    def halving(self):
+        return self.cfg.search == "halving"
+
+    @staticmethod
+    def _halving_record(model):
+        """A model's place in the search, for its file (resume) and the metrics: the rungs it
+        passed, the epoch halving stopped it at (None: it was not)."""
+        return {"rung": model.rung, "halved": model.halved}
+
+    def _halve(self):
+        """After a rung every model reached the end of (or left early): the best 1/ETA by
+        --select go on, the others stop there. Rank 0 ranks them and every rank takes its
+        verdict (one broadcast; the scores are the same everywhere, the verdict must be too).
+        False when the search is over: the last rung, a stop, or no model left."""
+        ends = self.rung_ends()
+        alive = [m for m in self.models if not m.finished]
+        if self.decisions >= len(ends) - 1 or not alive or not all(m.paused for m in alive):
+            return False
+        select, keep = self.cfg.select, max(1, len(alive) // self.cfg.halving_factor)
+        ranked = None
+        if self.group.rank == 0:
+            ranked = [m.index for m in sorted(alive, key=lambda m: (-entry_score(select, m.history[-1]), m.index))]
+        ranked = self.elastic.retry(lambda: self.group.bcast_json(ranked, label="halving"), "halving")
+        rung, end = self.decisions, ends[self.decisions]
+        by_index = {m.index: m for m in alive}
+        for i in ranked[keep:]:
+            by_index[i].halt(rung)
+        for i in ranked[:keep]:
+            by_index[i].rung = rung + 1
+        self.decisions += 1
+        self.halvings.append({"rung": rung + 1, "epoch": end, "kept": ranked[:keep], "stopped": ranked[keep:]})
+        if self.group.rank == 0 and not self.cfg.quiet:
+            best = by_index[ranked[0]]
+            log.info(f"halving: rung {rung + 1} ended at epoch {end}: {keep} of {len(alive)} models go on; best "
+                     f"{select} {best.history[-1][select]:.4f}: model {best.index} ({best.describe()})")
+        return True
 
     def best_model(self):
         """The model with the best validation score (the test set never chooses); without
@@ -670,8 +753,12 @@ class Job:
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
                              "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
+                             "epochs": len(m.history), **(self._halving_record(m) if self.halving else {}),
                              "started": m.started} for m in self.models]
             doc["best"], doc["best_on"] = best.index, self.best_on()
+        if self.halving:
+            doc["halving"] = {"factor": self.cfg.halving_factor, "rung_epochs": self.cfg.rung_epochs,
+                              "rungs": self.rung_ends(), "decisions": self.halvings}
         return doc
 
     def series_of(self, model):
@@ -699,7 +786,16 @@ class Job:
                          config=dict(cfg.as_dict(), block_rows=self.info["block_rows"] or cfg.block_rows),
                          data=self.info.get("identity"), stopped_at=stopped_at,
                          best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early,
+                         halving=self._halving_record(model) if self.halving else None,
                          series=self.series_of(model))
+
+
+def _check_select(cfg, task):
+    """--select names a metric of this task (every rank raises it alike)."""
+    wrong = {"classification": ("val_r2", "val_loss, val_accuracy or val_f1"),
+             "regression": ("val_accuracy", "val_f1", "val_loss or val_r2")}[task]
+    if cfg.select in wrong[:-1]:
+        raise UsageError(f"--select {cfg.select} does not score {task}: use {wrong[-1]}", agreed=True)
 
 
 def _same_options(every):

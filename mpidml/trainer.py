@@ -52,6 +52,7 @@ class Model:
         self.samples = 0
         self.history = []
         self.start_epoch, self.start_step, self.start_loss = 0, 0, (0.0, 0)
+        self.resumed_at = 0             # the epoch this job took it on at (--resume)
         self.epoch, self.step_index, self.step_total = 0, 0, 0
         self.running = (0.0, 0)         # this rank's loss sum and rows so far in the epoch (the bar)
         self.final = self.validation = None
@@ -62,6 +63,9 @@ class Model:
         self.sched = None
         self.segment = None             # Segment: where the survivors of a lost rank go on (elastic.py)
         self.epoch_order, self.done = None, 0   # this epoch's minibatch order, steps applied from it
+        self.until = None           # successive halving: the epoch its rung ends at (job.Job._rung)
+        self.paused = False         # at a rung's end, waiting for the others and the verdict
+        self.rung, self.halved = 0, None    # the rungs it passed; the epoch halving stopped it at
 
     def describe(self):
         """The overrides in words, for progress lines: `lr=0.1 hidden=64`."""
@@ -74,6 +78,7 @@ class Model:
         stop signal may have come meanwhile, which the earlier model's votes need not have
         seen: one vote first, and after a stop it never starts (its file and metrics say so;
         --resume starts it). On return every collective it started has completed."""
+        self.paused = False
         self._spawn(sched, signals)
         if self.t_start is None:
             self.t_start = self.clock()
@@ -84,7 +89,7 @@ class Model:
                 return
             self.started = True
             yield from self._train()
-            if self.best is not None and self.stopped_at is None:
+            if self.best is not None and self.stopped_at is None and not self.paused:
                 self._restore_best()
         except BaseException as e:
             lost = isinstance(e, GeneratorExit) or ft.is_failure(e)
@@ -92,7 +97,7 @@ class Model:
         finally:
             self.t_end = self.clock()
             if not lost:
-                self._finish()
+                self._rest() if self.paused else self._finish()
 
     def _spawn(self, sched, signals):
         """The stop vote, the averager and the tasks beside the training."""
@@ -118,8 +123,8 @@ class Model:
         (a model that stopped early computed every epoch's order left, without a yield); not
         the epoch a Segment goes on with."""
         part = self.job.part
-        for epoch in range(first, self.cfg.epochs):
-            if self.finished:
+        for epoch in range(first, self.until or self.cfg.epochs):
+            if self.finished or self.paused:
                 return
             if part.streamed:           # chunk by chunk, the same order where one chunk holds them all
                 self.orders[epoch] = EpochPlan(part, self.cfg.seed, self.group.rank, epoch)
@@ -127,7 +132,7 @@ class Model:
                 rng = np.random.default_rng([self.cfg.seed, self.group.rank, epoch])
                 self.orders[epoch] = rng.permutation(part.local_rows)
             self.order_ready.set()
-            while epoch in self.orders and not self.finished:       # until the trainer took it
+            while epoch in self.orders and not (self.finished or self.paused):      # until the trainer took it
                 yield self.order_taken
                 self.order_taken.clear()
 
@@ -143,7 +148,7 @@ class Model:
 
     def _train(self):
         """The local minibatch loop and the synchronisation policy."""
-        if self.stopped_early or self.start_epoch >= self.cfg.epochs:
+        if self.stopped_early or self.halved or self.start_epoch >= self.cfg.epochs:
             yield from self._score_as_resumed()     # trained already: the metrics of its weights
             return
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.job.part
@@ -164,7 +169,10 @@ class Model:
         grad = np.empty(net.size, self.dtype)
         w = opt.weights
         trace = self.job.tracer
-        for epoch in range(self.start_epoch if segment is None else segment.epoch, cfg.epochs):
+        until = min(self.until or cfg.epochs, cfg.epochs)          # a halving rung ends before the last epoch
+        if self.start_epoch >= until and segment is None:          # resumed at its rung's end: scored
+            yield from self._score_as_resumed()                     # for the verdict and the records
+        for epoch in range(self.start_epoch if segment is None else segment.epoch, until):
             self.epoch = epoch
             t_epoch = self.clock()
             comm0, idle0, compute0 = g.comm_s, self.sched.idle_s, self.compute_s
@@ -260,16 +268,37 @@ class Model:
             self.job.epoch_done(self, entry)
             if val is not None and self._early_stop(epoch, val):
                 break
-            if epoch + 1 < cfg.epochs and (yield from self.vote.poll()):
+            if epoch + 1 < until and (yield from self.vote.poll()):
                 yield from self._stop(epoch + 1, 0, None)
                 return
+        else:
+            self.paused = until < cfg.epochs        # the rung ended: halving decides whether it goes on
         yield from self.vote.close()
 
     def _track(self, name):
         return name if len(self.job.models) == 1 else f"{name} {self.index}"
 
+    def _rest(self):
+        """At the end of a rung: its tasks end (the next rung spawns them anew), its
+        training goes on from the next epoch if the halving keeps it."""
+        self.start_epoch, self.start_step, self.start_loss = self.until, 0, (0.0, 0)
+        self._end_tasks()
+
+    def halt(self, rung):
+        """Successive halving stopped it after `rung` (every rank at once): finished at the
+        rung's end, with its best weights where it kept them."""
+        self.halved = len(self.history)
+        if self.best is not None:
+            self._restore_best()
+        self.paused = False
+        self._finish()
+
     def _finish(self):
         self.finished = True
+        self._end_tasks()
+        self.job.model_done(self)
+
+    def _end_tasks(self):
         if self.stream is not None:
             self.stream.close()
             self.read_wait_s += self.stream.wait_s
@@ -278,7 +307,6 @@ class Model:
             self.order_taken.set()            # the prefetch task ends
             if self.averager is not None:
                 self.averager.stop()
-        self.job.model_done(self)
 
     # -- after a lost rank (elastic.py) ---------------------------------------------------
     def position(self):
@@ -335,18 +363,18 @@ class Model:
 
     # -- validation and early stopping -------------------------------------------------
     def score(self, metrics):
-        """Higher is better: accuracy (classification) or R² (regression), the loss breaking ties."""
-        key = "r2" if self.job.info["task"] == "regression" else "accuracy"
-        return (metrics[key], -metrics["loss"])
+        """Higher is better: the --select metric of these (validation) metrics."""
+        return selection_score(self.cfg.select, metrics)
 
     def _early_stop(self, epoch, val):
-        """Keep the best validation state; True when --early-stopping P epochs passed without a
-        better validation loss. The same on every rank: the validation sums are global."""
+        """Keep the best validation state (by --select); True when --early-stopping P epochs
+        passed without a better one. The same on every rank: the validation sums are global."""
         patience = self.cfg.early_stopping
         if not patience:
             return False
-        if self.best is None or val["loss"] < self.best[0]:
-            self.best = (val["loss"], epoch + 1, self.opt.state.copy(), self.final, val)
+        score = self.score(val)
+        if self.best is None or score > self.best[0]:
+            self.best = (score, epoch + 1, self.opt.state.copy(), self.final, val)
             return False
         if epoch + 1 - self.best[1] >= patience:
             self.stopped_early = epoch + 1
@@ -368,6 +396,8 @@ class Model:
             self.final = test
         if val is not None:
             entry["val_loss"], entry["val_" + key] = val["loss"], val[key]
+            if "macro_f1" in val:
+                entry["val_f1"] = val["macro_f1"]
             self.validation = val
         entry.update({"wall_s": wall, "samples_per_s": samples / train_wall if train_wall > 0 else 0.0,
                       "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": idle_s})
@@ -436,6 +466,23 @@ class Model:
         train_s = self.train_s()
         return {"train_s": train_s, "compute_s": self.compute_s, "comm_s": self.group.comm_s,
                 "samples_per_s": self.samples / train_s if train_s > 0 else 0.0}
+
+
+# --select: the metric of a validation result, and whether higher is better
+SELECT = {"val_loss": ("loss", -1.0), "val_accuracy": ("accuracy", 1.0), "val_f1": ("macro_f1", 1.0),
+          "val_r2": ("r2", 1.0)}
+
+
+def selection_score(select, metrics):
+    """Higher is better: `select`'s value in validation `metrics` (negated for the loss)."""
+    key, sign = SELECT[select]
+    return sign * metrics[key]
+
+
+def entry_score(select, entry):
+    """The same of a history entry (keys val_loss, val_accuracy, val_f1, val_r2), or None."""
+    value = entry.get(select)
+    return None if value is None else SELECT[select][1] * value
 
 
 def _value(v):
