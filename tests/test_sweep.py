@@ -41,10 +41,12 @@ def test_a_sweep_at_3_ranks_equals_separate_runs_within_rounding(tmp_path):
     _same_as_separate_runs(tmp_path, 3, exact=False)
 
 
-def test_the_best_model_is_chosen_on_validation_and_saved(tmp_path):
+@pytest.mark.parametrize("select, key, sign", [(None, "loss", -1), ("val_accuracy", "accuracy", 1),
+                                               ("val_f1", "macro_f1", 1)])
+def test_the_best_model_is_chosen_on_validation_by_select_and_saved(tmp_path, select, key, sign):
     best = tmp_path / "best.h5"
-    doc = train(2, tmp_path, *NET, *GRID, "--save", best)
-    scores = [(e["validation"]["accuracy"], -e["validation"]["loss"]) for e in doc["sweep"]]
+    doc = train(2, tmp_path, *NET, *GRID, "--save", best, *(("--select", select) if select else ()))
+    scores = [sign * e["validation"][key] for e in doc["sweep"]]
     assert doc["best"] == max(range(4), key=lambda i: (scores[i], -i))
     chosen = doc["sweep"][doc["best"]]
     assert doc["test"] == chosen["test"] and doc["history"] == chosen["history"]
