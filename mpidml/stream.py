@@ -182,8 +182,10 @@ class Reader:
     def _read(self, source, rows, a, b, X, Y, check, targets):
         t0 = time.perf_counter()
         if self._identity() != self.identity:
-            raise UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
+            err = UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
                              "modification time); a streamed run needs its data unchanged until it ends")
+            err.everywhere = True       # every rank's next read finds it: rank 0 reports it once
+            raise err
         n = b - a
         err = source.fill(rows.between(a, b), X[:n], Y[:n], check=check)
         if err:
