@@ -75,9 +75,11 @@ def wait_until_read(fd, timeout=2.0):
         time.sleep(0.002)
 
 
-def leave_it_to_rank_0(seconds=3.0):
+def leave_it_to_rank_0(rank, seconds=3.0, stagger=0.25):
     """A failure that reaches every rank (Ctrl-C, which the launcher forwards, or a bug every
     rank runs into) is reported once: the other ranks give rank 0 a moment to report it and
-    end the job. A rank that failed alone reports after the pause. (A second signal raises
-    nothing here: guard.Guard counts only the first.)"""
-    time.sleep(seconds)
+    end the job. A rank that failed alone reports after the pause, the pauses a little longer
+    rank by rank (up to 40 steps), so that where rank 0 does not report (it waits in a
+    collective for the others) the lowest of the others does, and its abort ends the rest
+    before they do. (A second signal raises nothing here: guard.Guard counts only the first.)"""
+    time.sleep(seconds + stagger * min(rank, 40))

@@ -609,6 +609,8 @@ def _check_sweep(cfg):
     if cfg.save_dir and not cfg.sweep:
         raise UsageError("--save-dir applies to --sweep (a single run writes --save)")
     _check_search(cfg)
+    if cfg.stage_dir and "stream" in cfg.given and not cfg.stream:
+        raise UsageError("--stage-dir streams from the staged copy: it contradicts --no-stream")
     if not cfg.sweep:
         return
     if cfg.keep_checkpoints:
@@ -810,7 +812,7 @@ def _fatal(message, code, comm, alone, debug, everywhere=False):
     """Print the one error line and, for a failure this rank met `alone` (not agreed by all
     ranks), end the job. `everywhere`: it may have reached every rank; rank 0 reports it."""
     if everywhere and comm.Get_size() > 1 and comm.Get_rank() != 0:
-        leave_it_to_rank_0()
+        leave_it_to_rank_0(comm.Get_rank())
     if debug:
         import traceback
         traceback.print_exc()

@@ -275,8 +275,8 @@ class Job:
         table[g.rank] = (need, budget.bytes, budget.chunk_bytes(streams, cfg.stream_chunk_mb))
         yield from g.allreduce(table, "memory")
         over = np.flatnonzero(table[:, 0] > stream.STREAM_SHARE * table[:, 1])
-        if not (cfg.stream or cfg.stage_dir or len(over)):
-            return None
+        if not (cfg.stream or cfg.stage_dir or len(over)) or ("stream" in cfg.given and not cfg.stream):
+            return None             # --no-stream: in memory, whatever the limit says
         chunk = int(table[:, 2].min())
         why = "--stream" if cfg.stream else "--stage-dir" if cfg.stage_dir else "auto"
         if why == "auto" and g.rank == 0:
