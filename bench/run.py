@@ -2,8 +2,8 @@
 reported as ratios (these machines are shared and noisy). Writes .bench/BENCHMARKS.md, untracked;
 `--out BENCHMARKS.md` (`make bench BENCH_OUT=BENCHMARKS.md`) rewrites the committed report.
 
-    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data,sweep,mpis,elastic]
-                                  [--quick] [--out F] [--openmpi BIN]
+    .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data,sweep,mpis,elastic,
+                                          stream] [--quick] [--out F] [--openmpi BIN]
 
 Sections:
   throughput  mpidml at N=1, 2 against a bare single-process numpy minibatch loop
@@ -17,6 +17,8 @@ Sections:
               and on two simulated ones (only when asked: --only ...,mpis; needs .venv-openmpi)
   elastic     recovery time from a lost rank at N = 2..8 and over two simulated hosts; samples/s with
               ULFM on against off, MPICH for reference (only when asked: --only elastic; .venv-openmpi)
+  stream      a file 3x the ranks' --memory-limit trained within it; --stream against in memory, page
+              cache warm and cold (against dd) (only when asked: --only stream; bench/stream.py)
 """
 import argparse
 import dataclasses
@@ -1011,11 +1013,20 @@ def ft_overhead(ulfm, mpich, openmpi_python, env, path, n=2, repeat=5, epochs=24
     return text
 
 
+def bench_stream(args):
+    """bench/stream.py's section: it imports this module as `run` for the helpers, so `run`
+    must name this very module (run as a script it is __main__; a second copy would keep
+    the targets it misses in a MISSED list of its own)."""
+    sys.modules.setdefault("run", sys.modules[__name__])
+    import stream
+    return stream.bench_stream(args)
+
+
 SECTIONS = {"throughput": bench_throughput, "scaling": bench_scaling, "scheduler": bench_scheduler,
             "overlap": bench_overlap, "mlp": bench_mlp, "parity": bench_parity, "data": bench_data,
             "sweep": bench_sweep, "mpis": bench_mpis,
-            "elastic": bench_elastic}
-OPTIONAL = ("mpis", "elastic")       # run only when --only names them
+            "elastic": bench_elastic, "stream": bench_stream}
+OPTIONAL = ("mpis", "elastic", "stream")       # run only when --only names them
 DEFAULT = ",".join(name for name in SECTIONS if name not in OPTIONAL)
 
 
