@@ -686,7 +686,8 @@ def main(argv=None):
         quiet_stdout()
         return 0
     except MemoryError:
-        _fatal(f"rank {rank}: out of memory; use a smaller --batch-size, --hidden or --chunk-mb, or more ranks "
+        _fatal(f"rank {rank}: out of memory; use --stream (or a smaller --memory-limit), a smaller --batch-size, "
+               "--hidden or --chunk-mb, or more ranks "
                "(less data per rank)", 2, comm, alone=True, debug=debug, everywhere=True)
         return 2
     except MPI.Exception as e:
