@@ -1,7 +1,9 @@
 """The leaderboard: ranking by the selection metric, the printout, --results CSV, the
 `results` subcommand and the score-by-option plot, all from the metrics document."""
 import csv
+import filecmp
 import json
+import shutil
 
 import pytest
 from conftest import DIGITS, lines, mpiexec, quiet_lines, refused
@@ -11,7 +13,7 @@ from mpidml.leaderboard import Leaderboard
 from mpidml.plot import load
 
 pytestmark = pytest.mark.timeout(120)
-SWEEP = ["--data", DIGITS, "--epochs", "3", "--sweep", "lr=0.01 0.1 0.5"]
+SWEEP = ["--epochs", "3", "--sweep", "lr=0.01 0.1 0.5"]
 
 
 def classification(loss, accuracy, f1=None):
@@ -135,7 +137,7 @@ def test_the_metrics_check_names_what_the_leaderboard_cannot_read(tmp_path):
 
 def test_a_two_rank_sweep_prints_the_leaderboard_whose_winner_is_best_in_metrics_and_csv(tmp_path):
     metrics, results = tmp_path / "m.json", tmp_path / "r.csv"
-    proc = mpiexec(2, [*SWEEP, "--metrics-json", metrics, "--results", results], timeout=90, check=0)
+    proc = mpiexec(2, ["--data", DIGITS, *SWEEP, "--metrics-json", metrics, "--results", results], timeout=90, check=0)
     doc = json.loads(metrics.read_text())
     best = doc["best"]
     assert Leaderboard(doc).winner == best
@@ -152,7 +154,7 @@ def test_a_two_rank_sweep_prints_the_leaderboard_whose_winner_is_best_in_metrics
 
 
 def test_quiet_prints_no_leaderboard_but_writes_the_csv(tmp_path):
-    proc = mpiexec(1, [*SWEEP, "--quiet", "--results", tmp_path / "r.csv"], timeout=90, check=0)
+    proc = mpiexec(1, ["--data", DIGITS, *SWEEP, "--quiet", "--results", tmp_path / "r.csv"], timeout=90, check=0)
     assert not proc.stdout and len(_csv_rows(tmp_path / "r.csv")) == 3
 
 
@@ -165,12 +167,14 @@ def test_a_single_run_writes_one_row(tmp_path):
 
 @pytest.mark.parametrize("other", ["--data", "--metrics-json"])
 def test_results_over_an_input_or_another_output_is_refused_before_training(tmp_path, other):
-    target = DIGITS if other == "--data" else tmp_path / "m.json"
-    args = SWEEP if other == "--data" else [*SWEEP, other, target]
+    data = tmp_path / "d.h5"            # a copy: were the refusal broken, the CSV would replace it
+    shutil.copyfile(DIGITS, data)
+    target = data if other == "--data" else tmp_path / "m.json"
+    args = [*SWEEP, "--data", data, *([] if other == "--data" else [other, target])]
     proc = mpiexec(2, [*args, "--results", target], timeout=60, check=2)
     assert quiet_lines(proc.stdout + proc.stderr) == [f"mpidml: error: --results {target}: is the same file as "
                                                       f"{other} {target}"]
-    assert not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "m.json").exists() and filecmp.cmp(data, DIGITS, shallow=False)
 
 
 def test_the_results_subcommand_prints_the_leaderboard_and_writes_the_csv(tmp_path):
