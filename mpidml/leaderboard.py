@@ -58,7 +58,7 @@ def problem(doc):
     """What in a document's sweep entries the leaderboard cannot read, or None (the rest of
     the document: plot.load)."""
     select = selection(doc)
-    if select is not LEGACY and select not in METRICS:
+    if select is not LEGACY and not (isinstance(select, str) and select in METRICS):
         return f"config.select is {select!r}, not one of {', '.join(METRICS)}"
     for i, entry in enumerate(doc.get("sweep") or []):
         if not isinstance(entry.get("overrides", {}), dict):
@@ -77,8 +77,8 @@ def problem(doc):
 def _unranked(select, validation):
     """The metrics `select` ranks by that `validation` lacks, in words, or None."""
     if select is LEGACY:
-        return None if "loss" in validation and ("accuracy" in validation or "r2" in validation) else \
-            "loss and accuracy (or r2)"
+        ranked = "loss" in validation and ("accuracy" in validation or "r2" in validation)
+        return None if ranked else "loss and accuracy (or r2)"
     key = METRICS[select][0]
     return None if key in validation else key
 
@@ -95,7 +95,8 @@ class Leaderboard:
         self.entries = entries(doc)
         self.order = sorted(range(len(self.entries)), key=lambda i: rank_key(
             self.select, i, self.entries[i].get("validation"), self.entries[i].get("history")))
-        classes = (doc.get("data") or {}).get("classes")
+        data = doc.get("data")
+        classes = data.get("classes") if isinstance(data, dict) else None
         self.regression = classes == 0 if classes is not None else any(
             "r2" in (e.get(k) or {}) for e in self.entries for k in ("validation", "test"))
         self.metric = "r2" if self.regression else "accuracy"
@@ -125,9 +126,9 @@ class Leaderboard:
         if column == "train_loss":
             history = entry.get("history")
             return history[-1]["train_loss"] if history else None
-        where, _, name = column.partition("_")
-        scores = entry.get("validation" if where == "val" else "test") or {}
-        return scores.get({"f1": "macro_f1"}.get(name, name))
+        if column in METRICS:
+            return (entry.get("validation") or {}).get(METRICS[column][0])
+        return (entry.get("test") or {}).get(column.removeprefix("test_"))
 
     def _epochs(self, entry):
         history = entry.get("history")
@@ -197,9 +198,8 @@ class Leaderboard:
         """`best: model 7 (lr=0.0031 hidden=128): val_loss 0.0812, test accuracy 0.9731`."""
         entry = self.entries[self.winner]
         options = " ".join(f"{k}={_shown(v)}" for k, v in (entry.get("overrides") or {}).items())
-        value = self.score(self.winner)
-        line = f"best: model {self.winner}{f' ({options})' if options else ''}: {self.score_name()} " \
-               f"{_shown(value, '.4f')}"
+        named = f" ({options})" if options else ""
+        line = f"best: model {self.winner}{named}: {self.score_name()} {_shown(self.score(self.winner), '.4f')}"
         test = self._value(entry, f"test_{self.metric}")
         return line + (f", test {self.metric} {test:.4f}" if test is not None else "")
 

@@ -3,6 +3,7 @@
 import csv
 import filecmp
 import json
+import re
 import shutil
 
 import pytest
@@ -126,12 +127,19 @@ def test_the_csv_reads_back_in_the_printout_order_with_every_column(tmp_path):
     assert int(rows[1]["rung"]) == 2 and str(rows[0]["stopped"]) == "False"
 
 
-def test_the_metrics_check_names_what_the_leaderboard_cannot_read(tmp_path):
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d["config"].update(select="val_r2"), "sweep model 0: its validation has no r2"),
+    (lambda d: d["config"].update(select=["val_loss"]), "config.select is ['val_loss']"),
+    (lambda d: d["sweep"][0].update(overrides=[1]), "sweep model 0: overrides is not an object"),
+    (lambda d: d["sweep"][0]["test"].update(loss="0.5"), "sweep model 0: test is not an object of numeric"),
+])
+def test_the_metrics_check_names_what_the_leaderboard_cannot_read(tmp_path, change, needle):
     from mpidml.errors import UsageError
-    doc = document([classification(0.3, 0.8)], "val_r2")
+    doc = document([classification(0.3, 0.8)])
+    change(doc)
     path = tmp_path / "m.json"
     path.write_text(json.dumps(doc))
-    with pytest.raises(UsageError, match="sweep model 0: its validation has no r2"):
+    with pytest.raises(UsageError, match=re.escape(needle)):
         load(path)
 
 
