@@ -177,9 +177,9 @@ class Leaderboard:
         for rank, index in enumerate(self.order[:shown], 1):
             entry = self.entries[index]
             table.append([str(rank), str(index), *(_shown(_option(entry, k)) for k in self.differ),
-                          *(_shown(self._value(entry, c), ".4f") for c in scores), _shown(self._epochs(entry)),
+                          *(_metric(self._value(entry, c), c) for c in scores), _shown(self._epochs(entry)),
                           *(_shown(entry.get(k)) for k in rung),
-                          _shown(self._value(entry, test), ".4f") if rank == 1 else ""])
+                          _metric(self._value(entry, test), test) if rank == 1 else ""])
         widths = [max(len(row[c]) for row in table) for c in range(len(header))]
         out = [f"leaderboard: {len(self.entries)} models, best first by {self._ranked_by()}"]
         out += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
@@ -199,7 +199,8 @@ class Leaderboard:
         entry = self.entries[self.winner]
         options = " ".join(f"{k}={_shown(v)}" for k, v in (entry.get("overrides") or {}).items())
         named = f" ({options})" if options else ""
-        line = f"best: model {self.winner}{named}: {self.score_name()} {_shown(self.score(self.winner), '.4f')}"
+        score = self.score_name()
+        line = f"best: model {self.winner}{named}: {score} {_metric(self.score(self.winner), score)}"
         test = self._value(entry, f"test_{self.metric}")
         return line + (f", test {self.metric} {test:.4f}" if test is not None else "")
 
@@ -224,6 +225,12 @@ def _shown(value, form=".4g"):
     if isinstance(value, float):
         return format(value, form)
     return option_text(value)
+
+
+def _metric(value, column):
+    """A metric in the printed table: scores to 4 decimals (as the `test:` line), losses to 4
+    significant digits (good fits differ in the fifth decimal), "-" for none."""
+    return _shown(value, ".4g" if column.endswith("loss") else ".4f")
 
 
 def _cell(value):

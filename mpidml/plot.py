@@ -159,8 +159,8 @@ def _per_rank(ax, per_rank):
 def _score_by_option(ax, board, key):
     """Each model's ranking score (validation, else final training loss) against its value
     of the swept option `key`, the winner starred. Numbers on a numeric axis, logarithmic
-    where they span LOG_SPAN or more (a learning rate over decades); other values (optimizer,
-    hidden widths) as categories in the sweep's order."""
+    where they span LOG_SPAN or more (a learning rate over decades; losses alike); other
+    values (optimizer, hidden widths) as categories in the sweep's order."""
     scored = [i for i in range(len(board.entries)) if board.score(i) is not None]
     values = [(board.entries[i].get("overrides") or {}).get(key) for i in scored]
     numeric = all(_number(v) for v in values)
@@ -174,6 +174,8 @@ def _score_by_option(ax, board, key):
         ax.set_xticks(range(len(names)), names)
         ax.set_xlim(-0.5, len(names) - 0.5)
     ys = [board.score(i) for i in scored]
+    if board.score_name().endswith("loss") and ys and min(ys) > 0 and max(ys) >= LOG_SPAN * min(ys):
+        ax.set_yscale("log")            # good and bad models' losses decades apart
     ax.scatter(xs, ys, alpha=0.7, label="models")
     if board.winner in scored:
         at = scored.index(board.winner)

@@ -96,7 +96,7 @@ def test_the_printout_lists_the_top_ten_the_options_that_differ_and_names_the_wi
     assert [int(r.split()[1]) for r in rows] == list(range(11, 1, -1))
     assert rows[0].split()[-1] == "0.9000" and len(rows[1].split()) == len(header) - 1   # the winner's test alone
     assert out[12] == "... 2 more"
-    assert out[13] == "best: model 11 (lr=12 hidden=192,8 seed=7): val_loss 0.1000, test accuracy 0.9000"
+    assert out[13] == "best: model 11 (lr=12 hidden=192,8 seed=7): val_loss 0.1, test accuracy 0.9000"
 
 
 def _csv_rows(path):
