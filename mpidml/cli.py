@@ -26,7 +26,7 @@ from .progress import quiet_stdout, setup_logging
 from .sweep import SEARCHES, SELECTIONS
 
 log = logging.getLogger("mpidml")
-SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot")
+SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot", "results")
 
 
 S = argparse.SUPPRESS
@@ -287,7 +287,8 @@ def add_train_options(p):
     g.add_argument("--select", choices=SELECTIONS, default=S,
                    help="the validation metric that ranks the models and keeps the best weights (default val_loss)")
     g.add_argument("--results", type=_path, default=S, metavar="CSV",
-                   help="in a sweep: one row per model, best first (pandas reads it as it is)")
+                   help="one row per model of a sweep (of a single run: one row), best first by --select; "
+                        "pandas reads it as it is")
     g = p.add_argument_group("output")
     g.add_argument("--save", type=_path, default=S, metavar="PATH", help="model file (HDF5), resumable")
     g.add_argument("--checkpoint-every", type=_positive_int, default=S, metavar="E",
@@ -385,6 +386,9 @@ def build_parser():
     p = sub.add_parser("plot", help="curves and per-rank time breakdown from a metrics JSON")
     p.add_argument("metrics", type=_path)
     p.add_argument("-o", "--out", type=_path, required=True)
+    p = sub.add_parser("results", help="a sweep's leaderboard from its metrics JSON (and its --results CSV)")
+    p.add_argument("metrics", type=_path)
+    p.add_argument("-o", "--out", type=_path, metavar="CSV", help="also write one row per model, best first")
     return top
 
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from . import data as datamod
-from . import progress, stream
+from . import leaderboard, progress, stream
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .elastic import Elastic, die
@@ -81,10 +81,10 @@ def check_outputs(cfg):
     if cfg.save:
         check_output(cfg.save, "--save", inputs + (resumed if cfg.sweep else []))
     if cfg.keep_checkpoints:
-        outputs = [("--metrics-json", cfg.metrics_json), ("--trace", cfg.trace)]
+        outputs = [("--metrics-json", cfg.metrics_json), ("--trace", cfg.trace), ("--results", cfg.results)]
         CheckpointSeries(cfg.save, cfg.keep_checkpoints).check(inputs + outputs)
     taken = inputs + resumed + [("--save", cfg.save)]
-    for path, option in ((cfg.metrics_json, "--metrics-json"), (cfg.trace, "--trace")):
+    for path, option in ((cfg.metrics_json, "--metrics-json"), (cfg.trace, "--trace"), (cfg.results, "--results")):
         if path:
             check_output(path, option, taken)
             taken.append((option, path))
@@ -889,6 +889,7 @@ def train(cfg, group, tracer=None, signals=None, job=None):
                                           "read_wait_s")}},
         "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
     })
+    leaderboard.finish(cfg, doc)        # --results, and a sweep's leaderboard
     if stopped:
         stop = stopped[0].stopped_at
         doc["stopped"] = {k: stop.get(k) for k in ("signal", "cause", "epoch", "step", "steps")}

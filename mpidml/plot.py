@@ -1,12 +1,18 @@
-"""`mpidml plot METRICS.json -o OUT.png`: learning curves and per-rank time breakdown.
+"""`mpidml plot METRICS.json -o OUT.png`: learning curves and per-rank time breakdown; for a
+sweep, also validation score against each swept option (a row of panels below).
 
 matplotlib is an optional extra (`pip install mpidml[plot]`).
 """
 import json
 import os
 
+from . import leaderboard
 from .checkpoint import atomic_write, check_output
 from .errors import UsageError
+
+PANELS_PER_ROW = 4          # score-by-option panels side by side
+GRID = 12                   # columns of the figure's grid: 3 panels above, 1 to 4 below, each an equal share
+LOG_SPAN = 100              # an option whose values span this factor or more is drawn on a log axis
 
 
 def plot(metrics_path, out):
@@ -18,7 +24,12 @@ def plot(metrics_path, out):
     except ImportError:
         raise UsageError("plot needs matplotlib: pip install 'mpidml[plot]'") from None
     doc = load(metrics_path)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    board = leaderboard.Leaderboard(doc) if doc.get("sweep") else None
+    options = board.differ if board else []
+    rows = 1 + -(-len(options) // PANELS_PER_ROW)
+    fig = plt.figure(figsize=(15, 4 * rows))
+    grid = fig.add_gridspec(rows, GRID)
+    axes = [fig.add_subplot(grid[0, i * GRID // 3:(i + 1) * GRID // 3]) for i in range(3)]
     kinds = fig.canvas.get_supported_filetypes()
     ext = os.path.splitext(out)[1].lower().lstrip(".")
     if ext not in kinds:
@@ -29,6 +40,10 @@ def plot(metrics_path, out):
     else:
         _curves(axes[0], axes[1], doc["history"])
     _per_rank(axes[2], doc.get("timing", {}).get("per_rank", {}))
+    width = GRID // max(1, min(len(options), PANELS_PER_ROW))
+    for i, key in enumerate(options):
+        row, column = divmod(i, PANELS_PER_ROW)
+        _score_by_option(fig.add_subplot(grid[1 + row, column * width:(column + 1) * width]), board, key)
     fig.suptitle(f"mpidml: {doc.get('model')} on {doc.get('ranks')} ranks")
     fig.tight_layout()
     atomic_write(out, lambda tmp: fig.savefig(tmp, format=ext, dpi=100))     # the temporary's name has no type
@@ -80,6 +95,9 @@ def _problem(doc):
                 return f"sweep model {i}: a history entry lacks a numeric epoch and train_loss"
         if sweep and not (isinstance(doc.get("best"), int) and 0 <= doc["best"] < len(sweep)):
             return "best is not the index of a sweep model"
+        problem = leaderboard.problem(doc)
+        if problem:
+            return problem
     timing = doc.get("timing", {})
     per_rank = timing.get("per_rank", {}) if isinstance(timing, dict) else None
     if not isinstance(per_rank, dict):
@@ -136,3 +154,32 @@ def _per_rank(ax, per_rank):
         ax.set_xticks(ranks)
         ax.legend()
     ax.set_xlabel("rank"), ax.set_ylabel("seconds"), ax.set_title("time per rank")
+
+
+def _score_by_option(ax, board, key):
+    """Each model's ranking score (validation, else final training loss) against its value
+    of the swept option `key`, the winner starred. Numbers on a numeric axis, logarithmic
+    where they span LOG_SPAN or more (a learning rate over decades; losses alike); other
+    values (optimizer, hidden widths) as categories in the sweep's order."""
+    scored = [i for i in range(len(board.entries)) if board.score(i) is not None]
+    values = [(board.entries[i].get("overrides") or {}).get(key) for i in scored]
+    numeric = all(_number(v) for v in values)
+    if numeric:
+        xs = values
+        if min(xs) > 0 and max(xs) >= LOG_SPAN * min(xs):
+            ax.set_xscale("log")
+    else:
+        names = list(dict.fromkeys(leaderboard.option_text(v) for v in values))
+        xs = [names.index(leaderboard.option_text(v)) for v in values]
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+    ys = [board.score(i) for i in scored]
+    if board.score_name().endswith("loss") and ys and min(ys) > 0 and max(ys) >= LOG_SPAN * min(ys):
+        ax.set_yscale("log")            # good and bad models' losses decades apart
+    ax.scatter(xs, ys, alpha=0.7, label="models")
+    if board.winner in scored:
+        at = scored.index(board.winner)
+        ax.scatter([xs[at]], [ys[at]], marker="*", s=250, color="tab:red", zorder=3,
+                   label=f"best (model {board.winner})")
+    ax.set_xlabel(key.replace("_", "-")), ax.set_ylabel(board.score_name())
+    ax.set_title(f"{board.score_name()} by {key.replace('_', '-')}"), ax.legend(fontsize="small")

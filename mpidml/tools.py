@@ -1,4 +1,4 @@
-"""The subcommands besides train: evaluate, predict, data, info, plot."""
+"""The subcommands besides train: evaluate, predict, data, info, plot, results."""
 import logging
 import os
 import platform
@@ -25,7 +25,7 @@ def run(args, group, report):
         return predict_command(args, group)
     if args.command == "info":
         return _printing(lambda: info(group))
-    # data and plot are single-process tools: rank 0 works, the others wait for its verdict
+    # data, plot and results are single-process tools: rank 0 works, the others wait for its verdict
     if args.command == "data":
         from . import datatools
         work = (lambda: _printing(lambda: datatools.run(args))) if args.data_command == "inspect" else None
@@ -33,7 +33,27 @@ def run(args, group, report):
     if args.command == "plot":
         from .plot import plot
         return _collective(group, lambda: plot(args.metrics, args.out))
+    if args.command == "results":
+        return _collective(group, lambda: _printing(lambda: results(args.metrics, args.out)))
     raise UsageError(f"unknown command {args.command}", agreed=True)
+
+
+def results(metrics_path, out=None):
+    """`results METRICS.json [-o CSV]`: a sweep's leaderboard, printed as training prints it;
+    with `out`, its CSV too (--results)."""
+    from .leaderboard import Leaderboard
+    from .plot import load
+    if out:
+        check_output(out, "-o", (("metrics", metrics_path),))
+    doc = load(metrics_path)
+    if not doc.get("sweep"):
+        raise UsageError(f"{metrics_path}: not a sweep's metrics (no sweep entries): a leaderboard ranks the models "
+                         "of a --sweep")
+    board = Leaderboard(doc)
+    if out:
+        board.write_csv(out)
+    sys.stdout.write("".join(line + "\n" for line in board.lines()))
+    return 0
 
 
 def _printing(work):
