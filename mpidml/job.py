@@ -26,13 +26,14 @@ from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_ou
 from .elastic import Elastic, die
 from .errors import Stopped, UsageError
 from .evaluate import Scaling
+from .leaderboard import entry_score, rank_key
 from .partition import slabs
 from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
 from .sweep import expand
 from .topology import gather_layout
-from .trainer import Model, entry_score
+from .trainer import Model
 
 log = logging.getLogger("mpidml")
 COMMUNICATORS = 64      # a sweep's models training at once, each on a communicator of its own
@@ -707,13 +708,10 @@ class Job:
         return True
 
     def best_model(self):
-        """The model with the best validation score (the test set never chooses); without
-        validation rows (setup warned), the lowest final training loss; before any epoch, the first."""
-        scored = [m for m in self.models if m.validation is not None]
-        if scored:
-            return max(scored, key=lambda m: (m.score(m.validation), -m.index))
-        trained = [m for m in self.models if m.history]
-        return min(trained, key=lambda m: (m.history[-1]["train_loss"], m.index)) if trained else self.models[0]
+        """The model with the best validation score by --select (the test set never chooses);
+        without validation rows (setup warned), the lowest final training loss; before any
+        epoch, the first: the leaderboard's first (leaderboard.rank_key)."""
+        return min(self.models, key=lambda m: rank_key(self.cfg.select, m.index, m.validation, m.history))
 
     def best_on(self):
         """What chose the best model: its validation score, or (without validation rows) its training loss."""

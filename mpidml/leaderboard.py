@@ -22,6 +22,18 @@ HALVING = ("rung", "stopped")   # a halving search's fields of a sweep entry, wh
 LEGACY = None                   # the selection of a document from before --select: accuracy (or R²), then loss
 
 
+def selection_score(select, metrics):
+    """Higher is better: `select`'s value in validation `metrics` (negated for the loss)."""
+    key, higher = METRICS[select]
+    return metrics[key] if higher else -metrics[key]
+
+
+def entry_score(select, entry):
+    """The same of a history entry (keys val_loss, val_accuracy, val_f1, val_r2), or None."""
+    value = entry.get(select)
+    return None if value is None else value if METRICS[select][1] else -value
+
+
 def selection(doc):
     """The metric that chose the document's best model: its --select, or LEGACY."""
     config = doc.get("config")

@@ -25,6 +25,7 @@ from .aggregate import Averager
 from .elastic import die
 from .errors import DivergedError
 from .evaluate import from_sums, partial_sums
+from .leaderboard import selection_score
 from .models import build
 from .optim import Optimizer, schedule
 from .scheduler import Event
@@ -467,23 +468,6 @@ class Model:
         train_s = self.train_s()
         return {"train_s": train_s, "compute_s": self.compute_s, "comm_s": self.group.comm_s,
                 "samples_per_s": self.samples / train_s if train_s > 0 else 0.0}
-
-
-# --select: the metric of a validation result, and whether higher is better
-SELECT = {"val_loss": ("loss", -1.0), "val_accuracy": ("accuracy", 1.0), "val_f1": ("macro_f1", 1.0),
-          "val_r2": ("r2", 1.0)}
-
-
-def selection_score(select, metrics):
-    """Higher is better: `select`'s value in validation `metrics` (negated for the loss)."""
-    key, sign = SELECT[select]
-    return sign * metrics[key]
-
-
-def entry_score(select, entry):
-    """The same of a history entry (keys val_loss, val_accuracy, val_f1, val_r2), or None."""
-    value = entry.get(select)
-    return None if value is None else SELECT[select][1] * value
 
 
 def _value(v):
