@@ -79,8 +79,8 @@ class Sampled(str):
 
 
 def value_text(value):
-    """One value as the command line writes it (hidden's widths: 128,64)."""
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    """One value as the command line writes it (hidden's widths: 128,64, or none)."""
+    return (",".join(map(str, value)) or "none") if isinstance(value, tuple) else str(value)
 
 
 def axis_text(values):

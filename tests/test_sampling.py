@@ -35,6 +35,7 @@ def tiny(tmp_path):
      (("batch_size", "int(16, 256)"), ("lr", (0.1, 0.01)))),
     (["--sweep", "seed=int(3,3)"], (("seed", "int(3, 3)"),)),
     (["--model", "mlp", "--sweep", "hidden=choice(64 | 128,64)"], (("hidden", "choice(64 | 128,64)"),)),
+    (["--model", "mlp", "--sweep", "hidden=choice(none 8)"], (("hidden", "choice(none | 8)"),)),
     (["--sweep", "optimizer=choice(sgd adam)"], (("optimizer", "choice(sgd | adam)"),)),
 ])
 def test_sampled_axes_parse_to_their_text(args, axes):
