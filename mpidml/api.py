@@ -57,8 +57,10 @@ def train(config=None, **options):
         A TOML file as ``--config`` takes, or a mapping of options (keywords win over it).
     **options
         The train options, underscored: ``data``, ``model``, ``hidden``, ``epochs``, ``lr``,
-        ``sync_every``, ``save``, ``metrics_json``, ``sweep`` (a mapping of lists,
-        ``{"lr": [0.1, 0.01]}``), ... (``mpidml train --help``); None means the default.
+        ``sync_every``, ``save``, ``metrics_json``, ``sweep`` (a mapping of lists or
+        distributions, ``{"lr": "loguniform(1e-4, 1e-1)", "batch_size": [64, 256]}``),
+        ``trials``, ``sweep_seed``, ``search``, ``select``, ... (``mpidml train --help``);
+        None means the default.
 
     Returns
     -------

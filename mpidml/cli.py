@@ -263,7 +263,10 @@ def add_train_options(p):
                    help="train one model per point of the grid at once, on the same partitions (repeatable: the "
                         "grid is the product); keys: lr, l2, optimizer, momentum, hidden, activation, sync-every, "
                         "batch-size, schedule, warmup-epochs, clip-norm, seed. Values separated by spaces: "
-                        '--sweep "hidden=128 256,128"')
+                        '--sweep "hidden=128 256,128". Or a sampled axis (--trials points): '
+                        '"lr=loguniform(1e-4,1e-1)", uniform(A,B) (lr, l2, momentum, warmup-epochs, clip-norm), '
+                        "int(A,B) (sync-every, batch-size, seed: whole numbers A to B, both included), "
+                        'choice(V1 V2 ...) (any key; values separated by spaces or |: "hidden=choice(64 128,64)")')
     g.add_argument("--validation-fraction", type=_nonneg_float(1.0), default=S, metavar="F",
                    help="training rows held out to choose the best model and to stop early (default 0.1 in a "
                         "sweep, else 0)")
@@ -273,7 +276,7 @@ def add_train_options(p):
                    help="in a sweep: every model's file as DIR/model-NNN.h5 (--save: the best model)")
     g.add_argument("--trials", type=_positive_int, default=S, metavar="N",
                    help="points sampled from a sweep's sampled axes (loguniform, uniform, int, choice), each "
-                        "crossed with its grid axes (default 10)")
+                        f"crossed with its grid axes (default {sweep.DEFAULT_TRIALS})")
     g.add_argument("--sweep-seed", type=_seed, default=S, metavar="S",
                    help="the seed the sweep's points are sampled with (default 0): the same points at any "
                         "rank count")
@@ -503,8 +506,9 @@ def make_config(args, environ=os.environ, options=None, origin=""):
         grid = table.pop("sweep", None)
         axes = None
         if grid is not None:
-            if not isinstance(grid, dict) or not all(isinstance(v, (list, tuple)) for v in grid.values()):
-                raise UsageError(f"{where}[sweep] must be a table of lists (lr = [0.1, 0.01])")
+            if not isinstance(grid, dict) or not all(isinstance(v, (list, tuple, str)) for v in grid.values()):
+                raise UsageError(f"{where}[sweep] must be a table of lists (lr = [0.1, 0.01]) or of distributions "
+                                 '(lr = "loguniform(1e-4, 1e-1)")')
             axes = tuple(sweep.axis(k, v, convert, f"{where}[sweep] {k}") for k, v in grid.items())
         for key, value in table.items():
             k = _key(key)
@@ -585,7 +589,7 @@ def _check_swept_alone(grid, given):
     for key, (values, level, where) in grid.items():
         if key in given and given[key][0] >= level:
             raise UsageError(f"{given[key][1]} contradicts {where} {key.replace('_', '-')}="
-                             f"{' '.join(map(_option_text, values))}: a swept option takes the sweep's values; "
+                             f"{sweep.axis_text(values)}: a swept option takes the sweep's values; "
                              "give one of them")
 
 
@@ -615,6 +619,7 @@ def _check_sweep(cfg):
     _check_search(cfg)
     if cfg.stage_dir and "stream" in cfg.given and not cfg.stream:
         raise UsageError("--stage-dir streams from the staged copy: it contradicts --no-stream")
+    _check_trials(cfg)
     if not cfg.sweep:
         return
     if cfg.keep_checkpoints:
@@ -627,9 +632,23 @@ def _check_sweep(cfg):
         if cfg.model != "mlp":
             raise UsageError(f"--sweep of {'hidden' if 'hidden' in swept else 'activation'} needs --model mlp")
     if "sync_every" in swept and cfg.overlap and cfg.merge_after:
-        for every in dict(cfg.sweep)["sync_every"]:
-            if cfg.merge_after > every:
-                raise UsageError(f"--merge-after {cfg.merge_after} exceeds a swept --sync-every {every}")
+        every = sweep.smallest(dict(cfg.sweep)["sync_every"])
+        if cfg.merge_after > every:
+            raise UsageError(f"--merge-after {cfg.merge_after} exceeds a swept --sync-every {every}")
+
+
+def _check_trials(cfg):
+    """--trials counts sampled points: without a sampled axis it would mean nothing. The
+    effective count (the default where an axis is sampled) is what the metrics record."""
+    if not sweep.is_sampled(cfg.sweep):
+        if cfg.trials:
+            raise UsageError("--trials applies to a sweep with a sampled axis (loguniform, uniform, int, choice), "
+                             'e.g. --sweep "lr=loguniform(1e-4,1e-1)"')
+        return
+    cfg.trials = cfg.trials or sweep.DEFAULT_TRIALS
+    models = sweep.count(cfg.sweep, cfg.trials)
+    if models > sweep.MAX_MODELS:
+        raise UsageError(f"--trials {cfg.trials} makes {models} models, more than {sweep.MAX_MODELS} in one job")
 
 
 def run_command(args, comm):

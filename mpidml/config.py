@@ -67,11 +67,11 @@ class TrainConfig:
     verbose: bool = False          # every epoch line, however many and fast
     progress_bar: bool = False     # also on whenever rank 0's stdout is a terminal
     checkpoint_signal: str = "TERM,USR1,USR2,HUP"   # noted, then every rank stops at one step, checkpointed
-    sweep: tuple = ()              # ((key, (values...)), ...): the grid of models trained at once
+    sweep: tuple = ()              # ((key, (values...) or sweep.Sampled), ...): the axes of models trained at once
     validation_fraction: float = None   # None: 0.1 in a sweep, else 0
     early_stopping: int = 0        # stop a model after P epochs without a better validation loss
     save_dir: str = ""             # in a sweep: every model's file, model-NNN.h5
-    trials: int = 0                # sampled points of a sweep with sampled axes (0: 10)
+    trials: int = 0                # sampled points of a sweep with sampled axes (0: 10, recorded as 10)
     sweep_seed: int = 0            # the seed the points are sampled with
     search: str = "grid"           # grid: every model every epoch; halving: successive halving
     halving_factor: int = 3        # halving keeps the best 1/ETA of the models at each rung

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from . import data as datamod
-from . import leaderboard, progress, stream
+from . import leaderboard, progress, stream, sweep
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .elastic import Elastic, die
@@ -31,7 +31,6 @@ from .partition import slabs
 from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
 from .scheduler import Scheduler, Sleep
 from .stop import StopSignals
-from .sweep import expand
 from .topology import gather_layout
 from .trainer import Model
 
@@ -91,7 +90,7 @@ def check_outputs(cfg):
             taken.append((option, path))
     if cfg.save_dir:
         make_directory(cfg.save_dir, "--save-dir")
-        for index, own in enumerate(resumed or [None] * len(expand(cfg.sweep))):
+        for index, own in enumerate(resumed or [None] * len(sweep.points(cfg))):
             check_output(sweep_file(cfg.save_dir, index), "--save-dir", [t for t in taken if t != own])
 
 
@@ -102,7 +101,7 @@ def resume_files(cfg):
         return []
     if not cfg.sweep:
         return [cfg.resume]
-    return [sweep_file(cfg.resume, i) for i in range(len(expand(cfg.sweep)))]
+    return [sweep_file(cfg.resume, i) for i in range(len(sweep.points(cfg)))]
 
 
 def sweep_file(directory, index):
@@ -178,7 +177,7 @@ class Job:
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
         self.part.hold_out(cfg.validation_fraction, cfg.partition_seed, g.rank)
-        if g.rank == 0 and not cfg.validation_fraction and len(expand(cfg.sweep)) > 1:
+        if g.rank == 0 and not cfg.validation_fraction and len(sweep.points(cfg)) > 1:
             log.warning("mpidml: warning: a sweep with --validation-fraction 0 has no validation rows: its best "
                         "model is chosen on the final training loss, which rewards overfitting; hold out rows "
                         "with --validation-fraction F to choose on validation")
@@ -271,7 +270,7 @@ class Job:
         if test:
             test_rows = (plan.test_sizes if test["source"] == "split" else slabs(test["rows"], g.size)[1])[g.rank]
         need = (int(plan.sizes[g.rank]) + int(test_rows)) * (info["features"] * self.dtype.itemsize + 8)
-        streams = min(COMMUNICATORS, len(expand(cfg.sweep)))
+        streams = min(COMMUNICATORS, len(sweep.points(cfg)))
         table = np.zeros((g.size, 3))
         table[g.rank] = (need, budget.bytes, budget.chunk_bytes(streams, cfg.stream_chunk_mb))
         yield from g.allreduce(table, "memory")
@@ -321,7 +320,7 @@ class Job:
         first COMMUNICATORS train at once, each later one after the model it takes the
         communicator of (see _lane: MPI runs out of communicators near 2000)."""
         cfg, models = self.cfg, []
-        for i, overrides in enumerate(expand(cfg.sweep)):
+        for i, overrides in enumerate(sweep.points(cfg)):
             mcfg = dataclasses.replace(cfg, **overrides)
             if cfg.overlap and "merge_after" not in cfg.given:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
@@ -399,7 +398,7 @@ class Job:
         """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
         and model options. Hidden layers are an mlp's alone: any other model has none,
         whatever --hidden says."""
-        for (path, m), overrides in zip(self.resumes, expand(self.cfg.sweep)):
+        for (path, m), overrides in zip(self.resumes, sweep.points(self.cfg)):
             saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
             for key in (*overrides, *MODEL_OPTIONS):        # the split: every file's is the one adopted
                 value = getattr(ours, key)
@@ -407,7 +406,7 @@ class Job:
                     value = list(value) if saved["model"] == "mlp" else []
                 if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
                     raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
-                                     f"point has {value}: resume with the same --sweep")
+                                     f"point has {value}: resume with the same --sweep (and --trials, --sweep-seed)")
 
     def _warn_validation_moves(self, resume):
         """Rank 0: validation rows are drawn from each rank's partition, so at another rank
@@ -748,6 +747,8 @@ class Job:
         if best.validation is not None:
             doc["validation"] = best.validation
         doc["failures"] = self.elastic.document()
+        if self.cfg.sweep:
+            doc["search"] = sweep.document(self.cfg)
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
                              "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
