@@ -305,7 +305,7 @@ class Elastic:
         model at the agreed state (see the module docstring)."""
         t0 = time.perf_counter()
         failures = self.regroup()
-        fresh = len(self.job.part.y)            # the rows from here on are the lost ranks'
+        fresh = self.job.part.local_rows            # the rows from here on are the lost ranks'
         while True:
             ok, out = self.attempt(self._agree_and_deal, fresh, len(self.failures) + len(failures))
             if self.settle(ok):
@@ -376,7 +376,7 @@ class Elastic:
         for i, m in enumerate(models):
             table[i, g.rank] = (m.started, m.finished, len(m.history), m.epoch, m.done, m.opt.t)
         yield from g.allreduce(table, "recover")
-        rows = np.array([len(self.job.part.y)], np.float64)
+        rows = np.array([self.job.part.local_rows], np.float64)
         yield from g.allreduce(rows, "recover")
         where = {}
         for model, mine in zip(models, table):
@@ -403,11 +403,11 @@ class Elastic:
             if not model.finished:
                 model.finish_as_agreed()
             return None
-        mean = model.opt.state * model.dtype.type(len(self.job.part.y) / total_rows)
+        mean = model.opt.state * model.dtype.type(self.job.part.local_rows / total_rows)
         yield from g.allreduce(mean, "recover")
         model.opt.state[...] = mean
         own = None
-        if model.epoch == epochs and model.epoch_order is not None:     # the rest of this epoch
+        if model.epoch == epochs and model.epoch_order is not None and not self.job.streaming:   # the rest of it
             own = model.epoch_order[model.done * model.cfg.batch_size:]
         return epochs, own, model.running if own is not None else (0.0, 0), int(mine[leader, 4])
 

@@ -131,10 +131,12 @@ def test_a_sweep_goes_on_with_every_model(data, tmp_path):
     assert sorted(os.listdir(tmp_path / "models")) == ["model-000.h5", "model-001.h5"]
 
 
-@pytest.mark.parametrize("how", [("--min-ranks", "3"), ("--on-failure", "stop")], ids=["min-ranks", "stop"])
+@pytest.mark.parametrize("how", [("--min-ranks", "3"), ("--on-failure", "stop"), ("--stream",)],
+                         ids=["min-ranks", "stop", "stream"])
 def test_too_few_left_stop_checkpointed_and_resume(data, tmp_path, how):
-    """Below --min-ranks (or with --on-failure stop) the survivors stop at the agreed state:
-    checkpoint, one line, exit 75; the checkpoint resumes, at another rank count too."""
+    """Below --min-ranks (or with --on-failure stop, or streaming: a stream does not take a
+    lost rank's rows over) the survivors stop at the agreed state: checkpoint, one line, exit
+    75; the checkpoint resumes, at another rank count too."""
     model = tmp_path / "m.h5"
     proc, doc = train(tmp_path, 3, *data_args(data), *how, "--save", model, env={"MPIDML_KILL": "2@2:20"},
                       check=75)
