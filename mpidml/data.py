@@ -20,7 +20,7 @@ import numpy as np
 from . import formats
 from .errors import UsageError
 from .h5 import node, open_h5, read_error, reading, short
-from .partition import default_block_rows, make_plan, pieces, slabs, validation_draw
+from .partition import default_block_rows, make_plan, pieces, rows_of, runs_of, slabs, validation_draw
 from .progress import Progress
 
 log = logging.getLogger("mpidml")
@@ -307,9 +307,10 @@ class Partition:
         rank: a representative sample wherever the partitions came from; see
         partition.validation_draw). Sets val_X/val_y and turns `sizes` into the training
         rows each rank keeps."""
-        held, rows = validation_draw(self.sizes, fraction, seed, rank)
-        if rows is None:
+        held, runs = validation_draw(self.sizes, fraction, seed, rank)
+        if runs is None:
             return
+        rows = rows_of(runs)
         keep = np.ones(len(self.y), bool)
         keep[rows] = False
         self.val_X, self.val_y = self.X[rows], self.y[rows]
@@ -710,17 +711,6 @@ def _check_scale(mean, std, dtype, name):
         j = int(np.argmin(fits))
         raise UsageError(f"{name}: column {j} has mean {mean[j]:.3g} and std {std[j]:.3g}, beyond what {dtype} "
                          "standardizes; rescale the column", agreed=True)
-
-
-def runs_of(rows):
-    """Sorted file rows as (start, length) runs of consecutive rows."""
-    rows = np.asarray(rows, np.int64)
-    if not len(rows):
-        return np.empty((0, 2), np.int64)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = rows[np.concatenate([[0], breaks])]
-    lengths = np.diff(np.concatenate([[0], breaks, [len(rows)]]))
-    return np.stack([starts, lengths], axis=1)
 
 
 def read_file_rows(info, rows, dtype, test=False):

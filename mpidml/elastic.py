@@ -37,7 +37,7 @@ from . import ft
 from .comm import Group, drive
 from .data import plan_for, read_file_rows
 from .errors import RanksLost, UsageError
-from .partition import balanced_sizes, slabs, validation_draw
+from .partition import balanced_sizes, rows_of, slabs, validation_draw
 
 log = logging.getLogger("mpidml")
 
@@ -117,7 +117,7 @@ class Holdings:
         n = len(rows)
         val = np.empty(0, np.int64)
         if self.fraction:
-            held = validation_draw(self.plan.sizes, self.fraction, self.seed, q)[1]
+            held = rows_of(validation_draw(self.plan.sizes, self.fraction, self.seed, q)[1])
             keep = np.ones(n, bool)
             keep[held] = False
             rows, val = rows[keep], rows[held]

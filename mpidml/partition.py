@@ -128,10 +128,17 @@ def pieces(ranges, window_rows, n_rows):
     return arr[np.argsort(arr[:, 1], kind="stable")]
 
 
+ROW_DRAW_MAX = 1 << 22      # partitions larger than this hold out whole runs of HELD_RUN rows:
+HELD_RUN = 256              # single rows would cost memory and a read each, per validation row
+
+
 def validation_draw(sizes, fraction, seed, rank):
     """Validation rows held out of each rank's `sizes` training rows: (rows held per rank,
-    this rank's sorted local rows), or (None, None) without `fraction`. Seeded per rank, so
-    that in memory or streamed the same rows are held out."""
+    this rank's held local rows as sorted (start, length) runs), or (None, None) without
+    `fraction`. Seeded per rank, so that in memory or streamed the same rows are held out:
+    single rows, or in a partition of more than ROW_DRAW_MAX rows whole runs of HELD_RUN
+    (the last one shorter where the count asks), so that neither the draw nor the rows held
+    out take memory in proportion to the rows, and a streamed run reads them in runs."""
     if not fraction:
         return None, None
     held = [int(round(fraction * n)) for n in sizes]
@@ -142,5 +149,34 @@ def validation_draw(sizes, fraction, seed, rank):
         raise UsageError(f"--validation-fraction {fraction:g} holds out no row of the {sizes[r]} training "
                          f"rows of rank {r}; give at least {1 / sizes[r]:.2g}, or 0 for no validation",
                          agreed=True)
-    rows = np.sort(default_rng([seed, rank, 1]).choice(int(sizes[rank]), held[rank], replace=False))
-    return held, rows
+    n, k = int(sizes[rank]), held[rank]
+    rng = default_rng([seed, rank, 1])
+    if n <= ROW_DRAW_MAX:
+        return held, runs_of(np.sort(rng.choice(n, k, replace=False)))
+    full, rest = divmod(k, HELD_RUN)
+    drawn = rng.choice(n // HELD_RUN, full + (rest > 0), replace=False)
+    lengths = np.full(len(drawn), HELD_RUN, np.int64)
+    if rest:
+        lengths[-1] = rest                  # the run drawn last holds the remainder
+    order = np.argsort(drawn)
+    return held, np.stack([drawn[order] * HELD_RUN, lengths[order]], axis=1)
+
+
+def runs_of(rows):
+    """Sorted rows as (start, length) runs of consecutive rows."""
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+        return np.empty((0, 2), np.int64)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate([[0], breaks])]
+    lengths = np.diff(np.concatenate([[0], breaks, [len(rows)]]))
+    return np.stack([starts, lengths], axis=1)
+
+
+def rows_of(runs):
+    """The rows of (start, length) runs, in order."""
+    runs = np.asarray(runs, np.int64).reshape(-1, 2)
+    if not len(runs):
+        return np.empty(0, np.int64)
+    offsets = np.repeat(runs[:, 0] - np.concatenate([[0], np.cumsum(runs[:-1, 1])]), runs[:, 1])
+    return np.arange(int(runs[:, 1].sum()), dtype=np.int64) + offsets

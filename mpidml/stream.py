@@ -139,6 +139,18 @@ class RowSet:
         r = np.searchsorted(self.ends, local, "right")
         return self.runs[r, 0] + local - (self.ends[r] - self.runs[r, 1])
 
+    def file_runs(self, local):
+        """File runs (start, length) of sorted runs of local rows, a run split where it
+        crosses from one of this set's runs into the next."""
+        local = np.asarray(local, np.int64).reshape(-1, 2)
+        first, last = local[:, 0], local[:, 0] + local[:, 1] - 1
+        whole = np.searchsorted(self.ends, first, "right") == np.searchsorted(self.ends, last, "right")
+        runs = np.stack([self.file_rows(first), local[:, 1]], axis=1)
+        if whole.all():
+            return runs
+        return np.concatenate([runs[i:i + 1] if w else self.between(a, a + n)
+                               for i, (w, (a, n)) in enumerate(zip(whole, local))])
+
 
 class Reader:
     """The rank's file, opened once, and the one thread that reads chunks of it. The file
@@ -240,7 +252,8 @@ class Streaming:
 
 class StreamedPart:
     """A rank's rows left in a file: what data.Partition holds, as RowSets. `train`: the
-    partition (validation rows among them, `held` local rows skipped when training);
+    partition (validation rows among them, the `held` runs of local rows, skipped when
+    training);
     `val`, `test`: RowSets or None; `info`: the file's (the data's, or its staged copy's)."""
     streamed = True
 
@@ -248,7 +261,8 @@ class StreamedPart:
         self.info, self.dtype = info, np.dtype(dtype)
         self.train, self.sizes = train, [int(v) for v in sizes]
         self.test, self.test_sizes = test, None if test_sizes is None else [int(v) for v in test_sizes]
-        self.val, self.val_sizes, self.held = None, [0] * len(sizes), np.empty(0, np.int64)
+        self.val, self.val_sizes = None, [0] * len(sizes)
+        self._hold(np.empty((0, 2), np.int64))
         row_bytes = info["features"] * self.dtype.itemsize + 8
         self.chunk_rows = max(1, int(chunk_bytes // row_bytes))
         self.reader = Reader(info, dtype)
@@ -269,20 +283,26 @@ class StreamedPart:
             test = RowSet(info, datasets, ranges[rank][:, :2])
         return cls(info, train, plan.sizes, test, test_sizes, dtype, chunk_bytes)
 
+    def _hold(self, runs):
+        """Held-out runs (start, length) of local rows, and where each starts and ends."""
+        self.held = runs
+        self.held_ends = runs[:, 0] + runs[:, 1]
+        self.held_cum = np.concatenate([[0], np.cumsum(runs[:, 1])])        # held rows before each run
+
     @property
     def local_rows(self):
-        return self.train.rows - len(self.held)
+        return self.train.rows - int(self.held_cum[-1])
 
     def holds(self, kind):
         return getattr(self, kind) is not None
 
     def hold_out(self, fraction, seed, rank):
         """Validation rows as data.Partition.hold_out draws them, left in the file."""
-        held_sizes, rows = validation_draw(self.sizes, fraction, seed, rank)
-        if rows is None:
+        held_sizes, runs = validation_draw(self.sizes, fraction, seed, rank)
+        if runs is None:
             return
-        self.held = rows
-        self.val = RowSet(self.info, self.train.datasets, datamod.runs_of(self.train.file_rows(rows)))
+        self._hold(runs)
+        self.val = RowSet(self.info, self.train.datasets, self.train.file_runs(runs))
         self.val_sizes = held_sizes
         self.sizes = [n - h for n, h in zip(self.sizes, held_sizes)]
 
@@ -293,16 +313,28 @@ class StreamedPart:
 
     def kept(self, a, b):
         """Buffer rows (0 = local row a) of the training rows among local rows [a, b)."""
-        lo, hi = np.searchsorted(self.held, [a, b])
-        if lo == hi:
+        lo = int(np.searchsorted(self.held_ends, a, "right"))
+        hi = int(np.searchsorted(self.held[:, 0], b, "left"))
+        if lo >= hi:
             return None                             # all of them
-        keep = np.ones(b - a, bool)
-        keep[self.held[lo:hi] - a] = False
-        return np.flatnonzero(keep)
+        runs = self.held[lo:hi]
+        edges = np.zeros(b - a + 1, np.int64)        # +1 where a held run starts, -1 where it ends
+        np.add.at(edges, np.clip(runs[:, 0] - a, 0, b - a), 1)
+        np.add.at(edges, np.clip(runs[:, 0] + runs[:, 1] - a, 0, b - a), -1)
+        return np.flatnonzero(np.cumsum(edges[:-1]) == 0)
+
+    def held_before(self, positions):
+        """Held-out rows before each local row of `positions`."""
+        if not len(self.held):
+            return np.zeros(len(positions), np.int64)
+        i = np.searchsorted(self.held[:, 0], positions, "right") - 1
+        inside = np.where(i >= 0, np.minimum(positions - self.held[np.maximum(i, 0), 0],
+                                             self.held[np.maximum(i, 0), 1]), 0)
+        return np.where(i >= 0, self.held_cum[np.maximum(i, 0)], 0) + inside
 
     def kept_counts(self):
-        bounds = np.array([a for a, _ in self.chunks()] + [self.train.rows])
-        return np.diff(bounds) - np.diff(np.searchsorted(self.held, bounds))
+        bounds = np.array([a for a, _ in self.chunks()] + [self.train.rows], np.int64)
+        return np.diff(bounds) - np.diff(self.held_before(bounds))
 
     def survey(self, group, stats, regression):
         """Generator: one pass over every row of this rank (partition and test rows): the

@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 from conftest import MPIEXEC, Job, launch, lines, mpiexec, quiet_lines, refused, train
 
+from mpidml import partition
 from mpidml.checkpoint import ModelFile
 from mpidml.data import describe, plan_for
 from mpidml.datatools import synth
 from mpidml.errors import STOPPED
+from mpidml.partition import rows_of
 from mpidml.stream import EpochPlan, Stream, StreamedPart
 
 pytestmark = pytest.mark.timeout(120)
@@ -181,20 +183,25 @@ def _epoch_rows(part, seed, rank, epoch, batch=16, first_step=0):
 
 
 def _kept_file_rows(part):
-    local = np.setdiff1d(np.arange(part.train.rows), part.held)
+    local = np.setdiff1d(np.arange(part.train.rows), rows_of(part.held))
     return part.train.file_rows(local)
 
 
-@pytest.mark.parametrize("fraction", [0, 0.1])
-def test_each_epoch_visits_every_training_row_once_and_no_validation_row(numbered, fraction):
+@pytest.mark.parametrize("fraction, runs", [(0, False), (0.1, False), (0.1, True)], ids=["none", "rows", "runs"])
+def test_each_epoch_visits_every_training_row_once_and_no_validation_row(numbered, fraction, runs, monkeypatch):
+    """`runs`: validation held out in runs of rows, as partitions of millions of rows are
+    (partition.ROW_DRAW_MAX), here in runs of 5 rows that straddle chunks and ranges."""
+    if runs:
+        monkeypatch.setattr(partition, "ROW_DRAW_MAX", 100)
+        monkeypatch.setattr(partition, "HELD_RUN", 5)
     size, seed = 3, 9
     parts = _parts(numbered, size, chunk_bytes=24 * 20, fraction=fraction)    # 20 rows a chunk
     try:
         every = []
         for rank, part in enumerate(parts):
             assert len(part.chunks()) >= 10
-            val = set(part.train.file_rows(part.held).tolist())
-            assert len(val) == len(part.held) == (0 if not fraction else round(fraction * part.train.rows))
+            val = set(part.train.file_rows(rows_of(part.held)).tolist())
+            assert len(val) == len(rows_of(part.held)) == (0 if not fraction else round(fraction * part.train.rows))
             orders = []
             for epoch in range(3):
                 rows, labels = _epoch_rows(part, seed, rank, epoch)
