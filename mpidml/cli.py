@@ -698,7 +698,7 @@ def main(argv=None):
             return e.code
         if getattr(e, "silent", False):      # another rank reports this one
             abort(comm, e.code)
-        _fatal(str(e), e.code, comm, alone=not e.agreed, debug=debug, everywhere=getattr(e, "everywhere", False))
+        _fatal(str(e), e.code, comm, alone=not e.agreed, debug=debug, everywhere=e.everywhere)
         return e.code
     except KeyboardInterrupt as e:       # Ctrl-C, or guard.Interrupted
         code, message = (e.code, e.message) if isinstance(e, Interrupted) else (130, "interrupted")

@@ -634,35 +634,38 @@ def _read_own(group, info, jobs, dtype, meter):
 class Moments:
     """Per-column count, mean and sum of squared deviations (M2) of rows fed in order, in
     float64: float32 values around 1e20 square beyond float32's range. The rows are taken
-    in fixed blocks of BLOCK rows of their sequence, whatever stretches they come in, each
+    in fixed blocks of their sequence (BLOCK_BYTES of float64, so wide rows take no more
+    memory than narrow ones), whatever stretches they come in, each
     block's moments computed around its own mean (no cancellation) and merged by Chan et
     al.'s formula: one pass over the data (a stream reads it once), and the same rows in
     the same order give the same bits, in memory or chunk by chunk."""
-    BLOCK = 8192
+    BLOCK_BYTES = 16 << 20
 
     def __init__(self, columns):
         self.n, self.mean, self.m2 = 0, np.zeros(columns), np.zeros(columns)
-        self.block, self.filled = np.empty((self.BLOCK, columns)), 0
+        self.rows = max(64, min(8192, self.BLOCK_BYTES // (8 * columns)))
+        self.block, self.dev, self.filled = np.empty((self.rows, columns)), np.empty((self.rows, columns)), 0
 
     def add(self, X, rows=None):
         """The rows of X (2-D), or with `rows` the rows X[rows], next in the sequence."""
         count = len(X) if rows is None else len(rows)
         pos = 0
         while pos < count:
-            take = min(self.BLOCK - self.filled, count - pos)
+            take = min(self.rows - self.filled, count - pos)
             part = X[pos:pos + take] if rows is None else X[rows[pos:pos + take]]
             self.block[self.filled:self.filled + take] = part.reshape(take, -1)
             self.filled += take
             pos += take
-            if self.filled == self.BLOCK:
+            if self.filled == self.rows:
                 self._merge_block()
 
     def _merge_block(self):
-        block = self.block[:self.filled]
+        block, dev = self.block[:self.filled], self.dev[:self.filled]
         with np.errstate(over="ignore", invalid="ignore"):      # what overflows, _check_scale names
             mean = np.add.reduce(block, axis=0) / self.filled
-            dev = block - mean
-            self.merge(self.filled, mean, np.add.reduce(dev * dev, axis=0))
+            np.subtract(block, mean, out=dev)
+            np.multiply(dev, dev, out=dev)
+            self.merge(self.filled, mean, np.add.reduce(dev, axis=0))
         self.filled = 0
 
     def merge(self, n, mean, m2):

@@ -264,6 +264,7 @@ class Elastic:
     def _lost_in_setup(self):
         t0 = time.perf_counter()
         self._revoke()
+        self.job.close()            # setup opens its rows again
         self.job.models = []        # ranks may have built them or not: none to fork on the new group
         failures = self.regroup()
         self.dealt = []

@@ -4,10 +4,12 @@
 class MpidmlError(Exception):
     """Base: exit code 1 (unexpected). `agreed` means every rank raised it together."""
     code = 1
+    everywhere = False
 
-    def __init__(self, message, agreed=False):
+    def __init__(self, message, agreed=False, everywhere=False):
         super().__init__(message)
         self.agreed = agreed
+        self.everywhere = everywhere    # not agreed, but every rank may meet it: reported once
 
 
 class UsageError(MpidmlError, ValueError):

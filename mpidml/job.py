@@ -251,6 +251,7 @@ class Job:
                          "activation": resume.activation,
                          "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
         info["complete"] = self._already_complete(cfg.epochs or info["model"]["epochs"])
+        info["stream_chunk_rows"] = (resume.attrs.get("rng") or {}).get("chunk_rows")
         # the first layer was trained on features scaled this way: keep it
         info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
                            (("mean", resume.mean), ("std", resume.std),
@@ -269,16 +270,22 @@ class Job:
         test_rows = 0
         if test:
             test_rows = (plan.test_sizes if test["source"] == "split" else slabs(test["rows"], g.size)[1])[g.rank]
-        need = (int(plan.sizes[g.rank]) + int(test_rows)) * (info["features"] * self.dtype.itemsize + 8)
+        row_bytes = info["features"] * self.dtype.itemsize + 8
+        need = (int(plan.sizes[g.rank]) + int(test_rows)) * row_bytes
+        if cfg.validation_fraction:
+            need *= 2           # Partition.hold_out copies the rows out while they are still held
         streams = min(COMMUNICATORS, len(sweep.points(cfg)))
         table = np.zeros((g.size, 3))
         table[g.rank] = (need, budget.bytes, budget.chunk_bytes(streams, cfg.stream_chunk_mb))
         yield from g.allreduce(table, "memory")
         over = np.flatnonzero(table[:, 0] > stream.STREAM_SHARE * table[:, 1])
-        if not (cfg.stream or cfg.stage_dir or len(over)) or ("stream" in cfg.given and not cfg.stream):
+        resumed = info.get("stream_chunk_rows")         # the --resume file was trained streamed
+        if not (cfg.stream or cfg.stage_dir or resumed or len(over)) or ("stream" in cfg.given and not cfg.stream):
             return None             # --no-stream: in memory, whatever the limit says
         chunk = int(table[:, 2].min())
-        why = "--stream" if cfg.stream else "--stage-dir" if cfg.stage_dir else "auto"
+        if resumed and not cfg.stream_chunk_mb:     # the order of its epochs follows from its chunks
+            chunk = resumed * row_bytes
+        why = "--stream" if cfg.stream else "--stage-dir" if cfg.stage_dir else "--resume" if resumed else "auto"
         if why == "auto" and g.rank == 0:
             r = int(over[0])
             limit = budget.said if r == g.rank else "--memory-limit" if cfg.memory_limit != "auto" else "auto"
@@ -633,6 +640,11 @@ class Job:
         self._print_held()          # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
 
+    def close(self):
+        """Let go of the rows: a stream's reader thread and open file."""
+        if getattr(self, "part", None) is not None:
+            self.part.close()
+
     def take_over(self):
         """This rank is rank 0 now (the old one was lost): it prints the progress from here
         on, after the sweep lines the old one printed (those of the epochs settled here)."""
@@ -779,7 +791,7 @@ class Job:
                          activation=model.net.activation, dtype=self.dtype.name, epoch=epoch, step=model.opt.t,
                          seed=cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
                          rng={"generator": "numpy PCG64", "epoch_order_seed": "[seed, rank, epoch]",
-                              "seed": cfg.seed, "next_epoch": epoch},
+                              "seed": cfg.seed, "next_epoch": epoch, "chunk_rows": self.chunk_rows()},
                          features=self.info["features"], history=model.history,
                          # the block size used: the default follows the file's chunking
                          config=dict(cfg.as_dict(), block_rows=self.info["block_rows"] or cfg.block_rows),
@@ -822,8 +834,15 @@ def train(cfg, group, tracer=None, signals=None, job=None):
     when a resumed run was complete already). Raises Stopped on every rank when all stopped
     on one of `signals` (a StopSignals), after rank 0 wrote the checkpoint and metrics.
     `job`: a Job the caller made (with a data source, or to read its models afterwards)."""
-    t_start = time.perf_counter()
     job = job or Job(cfg, group, tracer)
+    try:
+        return _train(job, cfg, tracer, signals)
+    finally:
+        job.close()         # on every path: a stream's reader thread and file (a failed run keeps its staged copy)
+
+
+def _train(job, cfg, tracer, signals):
+    t_start = time.perf_counter()
     job.elastic.setup()                 # a rank lost before training: start again without it, or stop
     group = job.group
     if job.complete:

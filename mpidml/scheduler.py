@@ -5,7 +5,7 @@ A task is a generator. `yield` (or `yield None`) cedes to the next runnable task
 `TimeoutError` into the task when the timeout passes); `yield Sleep(s)` suspends for a
 while; `yield event` (an `Event`) suspends until it is set; `yield future` (a
 concurrent.futures.Future: work on a thread, such as a chunk being read) suspends until
-it is done; `return value` finishes the
+it is done (napping for it alone counts as `thread_wait_s`, not `idle_s`); `return value` finishes the
 task and sets `task.result`. MPICH and Open MPI progress non-blocking collectives only
 inside MPI calls, so between task steps the scheduler tests the outstanding requests
 (one Testsome). When nothing can run while a request is outstanding it polls, with a
@@ -83,6 +83,7 @@ class Scheduler:
         self.futures = []           # [task, future]
         self.tasks = []
         self.idle_s = 0.0
+        self.thread_wait_s = 0.0    # napping with only a thread's work to wait for
 
     def spawn(self, gen, name):
         task = Task(gen, name)
@@ -190,6 +191,7 @@ class Scheduler:
     def _nap(self):
         """Sleep in growing naps until some task can run; count it as idle time."""
         start = self.clock()
+        waiting_on_mpi = bool(self.requests) or not self.futures
         spin_until = start + self.spin_s       # most collectives finish within microseconds
         while not self.ready and self.requests and self.clock() < spin_until:
             os.sched_yield()                    # let a peer on the same core run
@@ -208,7 +210,10 @@ class Scheduler:
             nap = min(nap * 2, self.MAX_NAP)
             self._poll()
         end = self.clock()
-        self.idle_s += end - start
+        if waiting_on_mpi:
+            self.idle_s += end - start
+        else:                                   # a thread's work (a chunk read), not the peers
+            self.thread_wait_s += end - start
         if self.tracer:
             self.tracer.span("blocked", "wait", start, end)
 

@@ -196,10 +196,10 @@ class Copy:
     def open(self, chunk_bytes):
         """The StreamedPart over the staged file, which it removes when the run completes."""
         info = self.staged_info()
-        train = RowSet(info, ("/train/X", "/train/y", self.rows[0]), _all_rows(self.rows[0]))
+        train = RowSet(("/train/X", "/train/y", self.rows[0]), _all_rows(self.rows[0]))
         test = test_sizes = None
         if info["test"]:
-            test = RowSet(info, ("/test/X", "/test/y", self.rows[1]), _all_rows(self.rows[1]))
+            test = RowSet(("/test/X", "/test/y", self.rows[1]), _all_rows(self.rows[1]))
             test_sizes = self.sizes[1]
         part = StreamedPart(info, train, self.plan.sizes, test, test_sizes, self.dtype, chunk_bytes)
         part.staged = self.path

@@ -115,10 +115,10 @@ class MemoryBudget:
 class RowSet:
     """Rows of one kind that this rank holds in a file (its partition, validation rows, test
     rows), in local order: `runs` (k, 2) of (file row, length), ascending; `datasets`: the
-    (features, labels, rows in the file) they are rows of; `info`: the file's (data.describe)."""
+    (features, labels, rows in the file) they are rows of."""
 
-    def __init__(self, info, datasets, runs):
-        self.info, self.datasets = info, datasets
+    def __init__(self, datasets, runs):
+        self.datasets = datasets
         self.runs = np.asarray(runs, np.int64).reshape(-1, 2)
         self.ends = np.cumsum(self.runs[:, 1])
         self.rows = int(self.ends[-1]) if len(self.runs) else 0
@@ -165,17 +165,20 @@ class Reader:
         self.sources = {}
         self.identity = self._identity()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mpidml-reader")
-        self.read_s, self.bytes = 0.0, 0
+        self.read_s = 0.0
         self.scaling = None         # set once the statistics are known
         self._cast = None           # its mean and std in the rows' dtype
         self.spare = []             # chunk buffers given back (Stream.close): touched once, reused
 
     def _identity(self):
+        """Size and modification time of the file this reads (its open descriptor: a
+        file renamed or unlinked meanwhile is still the one opened)."""
+        fd = self.opened[1] if isinstance(self.opened, tuple) else None
         try:
-            st = os.stat(self.info["path"])
+            st = os.fstat(fd) if fd is not None else os.stat(self.info["path"])
         except OSError as e:
             raise UsageError(f"{self.info['path']}: cannot read the file ({e.strerror})") from None
-        return st.st_size, st.st_mtime_ns, st.st_ino
+        return st.st_size, st.st_mtime_ns
 
     def _source(self, datasets):
         if datasets not in self.sources:
@@ -194,17 +197,15 @@ class Reader:
     def _read(self, source, rows, a, b, X, Y, check, targets):
         t0 = time.perf_counter()
         if self._identity() != self.identity:
-            err = UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
-                             "modification time); a streamed run needs its data unchanged until it ends")
-            err.everywhere = True       # every rank's next read finds it: rank 0 reports it once
-            raise err
+            raise UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
+                             "modification time); a streamed run needs its data unchanged until it ends",
+                             everywhere=True)       # every rank's next read finds it: reported once
         n = b - a
         err = source.fill(rows.between(a, b), X[:n], Y[:n], check=check)
         if err:
             raise err
         self.scale(X[:n], Y[:n] if targets else None)
         self.read_s += time.perf_counter() - t0
-        self.bytes += n * X.shape[1] * X.itemsize
         return n
 
     def scale(self, X, y):
@@ -272,7 +273,7 @@ class StreamedPart:
     def of_plan(cls, info, plan, rank, size, dtype, chunk_bytes):
         """Rank `rank`'s rows of the data file, as `plan` (partition.Plan) deals them."""
         features = (info["x"], info["y"], info["rows"])
-        train = RowSet(info, features, plan.ranges[rank][:, :2])
+        train = RowSet(features, plan.ranges[rank][:, :2])
         test, test_sizes = None, None
         if info["test"]:
             if info["test"]["source"] == "split":
@@ -280,7 +281,7 @@ class StreamedPart:
             else:
                 ranges, test_sizes = slabs(info["test"]["rows"], size)
                 datasets = (info["test"]["x"], info["test"]["y"], info["test"]["rows"])
-            test = RowSet(info, datasets, ranges[rank][:, :2])
+            test = RowSet(datasets, ranges[rank][:, :2])
         return cls(info, train, plan.sizes, test, test_sizes, dtype, chunk_bytes)
 
     def _hold(self, runs):
@@ -302,7 +303,7 @@ class StreamedPart:
         if runs is None:
             return
         self._hold(runs)
-        self.val = RowSet(self.info, self.train.datasets, self.train.file_runs(runs))
+        self.val = RowSet(self.train.datasets, self.train.file_runs(runs))
         self.val_sizes = held_sizes
         self.sizes = [n - h for n, h in zip(self.sizes, held_sizes)]
 
@@ -480,12 +481,21 @@ class Stream:
         C = self.part.chunk_rows
         spans = [(a, min(a + C, rows.rows)) for a in range(0, rows.rows, C)]
         self.at = None
+        pinned = self._pinned()
         for i, (a, b) in enumerate(spans):
-            slot = yield from self._fetch(("scan", id(rows), a), rows, a, b)
+            slot = yield from self._fetch(("scan", id(rows), a), rows, a, b, pinned)
             yield from self._ready(slot)
-            if i + 1 < len(spans):
+            if i + 1 < len(spans) and pinned is None:
                 yield from self._fetch(("scan", id(rows), spans[i + 1][0]), rows, *spans[i + 1], keep=slot)
             each(self.X[slot][:b - a], self.Y[slot][:b - a], a, b)
+
+    def _pinned(self):
+        """The slot holding a partition that is one chunk (scans use the other alone, so it
+        is read once, not once an epoch), or None."""
+        if len(self.part.chunks()) != 1:
+            return None
+        key = ("train", *self.part.chunks()[0])
+        return self.keys.index(key) if key in self.keys else None
 
     def close(self):
         """Wait for reads in flight (the thread writes into these buffers), then give the
