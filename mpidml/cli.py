@@ -617,8 +617,13 @@ def _check_sweep(cfg):
     if cfg.save_dir and not cfg.sweep:
         raise UsageError("--save-dir applies to --sweep (a single run writes --save)")
     _check_search(cfg)
-    if cfg.stage_dir and "stream" in cfg.given and not cfg.stream:
-        raise UsageError("--stage-dir streams from the staged copy: it contradicts --no-stream")
+    if cfg.stage_dir:
+        if "stream" in cfg.given and not cfg.stream:
+            raise UsageError("--stage-dir streams from the staged copy: it contradicts --no-stream")
+        if "$" in cfg.stage_dir or cfg.stage_dir.startswith("~"):
+            raise UsageError(f"--stage-dir {cfg.stage_dir}: a variable or ~ that no shell expanded; give the path "
+                             "(in a batch script: --stage-dir \"$TMPDIR\")")
+        cfg.stream = True           # the effective options say that it streams
     _check_trials(cfg)
     if not cfg.sweep:
         return

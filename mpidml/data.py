@@ -448,6 +448,16 @@ class Source:
         return raw_y if self.Y else np.array(raw_y, dtype=object)
 
 
+def file_identity(path, fd=None):
+    """What changes when a file is written, truncated or replaced: (size, modification and
+    change times, inode), of its open descriptor `fd` where given."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the file ({e.strerror})", everywhere=True) from None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 def read_rows(info, start, stop, dtype):
     """File rows [start, stop) of info's datasets x (features as `dtype`) and y (class
     indices, or float64 targets; None without y), for one rank's slab at evaluate and

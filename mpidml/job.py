@@ -285,13 +285,21 @@ class Job:
         chunk = int(table[:, 2].min())
         if resumed and not cfg.stream_chunk_mb:     # the order of its epochs follows from its chunks
             chunk = resumed * row_bytes
-        why = "--stream" if cfg.stream else "--stage-dir" if cfg.stage_dir else "--resume" if resumed else "auto"
+        why = "--stage-dir" if cfg.stage_dir else "--stream" if cfg.stream else "--resume" if resumed else "auto"
         if why == "auto" and g.rank == 0:
             r = int(over[0])
             limit = budget.said if r == g.rank else "--memory-limit" if cfg.memory_limit != "auto" else "auto"
             log.warning(f"mpidml: streaming {info['path']}: rank {r}'s rows take {stream.mb(table[r, 0])}, more "
                         f"than {stream.STREAM_SHARE:g} of its memory limit {stream.mb(table[r, 1])} ({limit}); "
                         f"every rank reads its rows in chunks of {stream.mb(chunk)} while it trains")
+        if budget.used >= budget.bytes and g.rank == 0:
+            log.warning(f"mpidml: warning: {budget.said} is less than the {stream.mb(budget.used)} rank 0 uses "
+                        "before it holds any rows: it streams in the smallest chunks, slowly")
+        held = 2 * chunk * streams
+        if cfg.stream_chunk_mb and held > stream.BUFFER_SHARE * table[:, 1].min() and g.rank == 0:
+            log.warning(f"mpidml: warning: --stream-chunk-mb {cfg.stream_chunk_mb:g}: two chunk buffers for each of "
+                        f"{streams} models take {stream.mb(held)}, more than {stream.BUFFER_SHARE:g} of the memory "
+                        f"limit {stream.mb(table[:, 1].min())}; leave it out to size the chunks to the limit")
         return stream.Streaming(plan, chunk, int(table[g.rank, 1]), why)
 
     def _open_stream(self, info):

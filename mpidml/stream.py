@@ -32,6 +32,7 @@ log = logging.getLogger("mpidml")
 CHUNK_MB = 64           # a chunk's default size; two per stream
 STREAM_SHARE = 0.5      # stream when a rank's rows would take more than this share of its memory limit
 BUFFER_SHARE = 0.25     # the streams' chunk buffers together take at most this share of it
+MIN_LIMIT = 1 << 20     # --memory-limit below this is a missing unit, not a limit
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -97,8 +98,13 @@ class MemoryBudget:
     from, for the line that says streaming is on."""
 
     def __init__(self, option, ranks_here):
+        self.used = 0           # what this rank uses already, where a limit was given
         given = parse_size(option)
         if given is not None:
+            if given < MIN_LIMIT:
+                raise UsageError(f"--memory-limit {option}: {given} bytes, below {mb(MIN_LIMIT)}; give a unit, "
+                                 "e.g. 512M or 4G", everywhere=True)
+            self.used = _meminfo("VmRSS", "/proc/self/status") or 0
             self.bytes, self.said = given, f"--memory-limit {option}"
         else:
             self.bytes, self.said = rank_memory(ranks_here)
@@ -171,14 +177,9 @@ class Reader:
         self.spare = []             # chunk buffers given back (Stream.close): touched once, reused
 
     def _identity(self):
-        """Size and modification time of the file this reads (its open descriptor: a
-        file renamed or unlinked meanwhile is still the one opened)."""
-        fd = self.opened[1] if isinstance(self.opened, tuple) else None
-        try:
-            st = os.fstat(fd) if fd is not None else os.stat(self.info["path"])
-        except OSError as e:
-            raise UsageError(f"{self.info['path']}: cannot read the file ({e.strerror})") from None
-        return st.st_size, st.st_mtime_ns
+        """The file as its open descriptor sees it (a file renamed or unlinked meanwhile is
+        still the one opened)."""
+        return datamod.file_identity(self.info["path"], self.opened[1] if isinstance(self.opened, tuple) else None)
 
     def _source(self, datasets):
         if datasets not in self.sources:
@@ -198,7 +199,7 @@ class Reader:
         t0 = time.perf_counter()
         if self._identity() != self.identity:
             raise UsageError(f"{self.info['path']}: the file changed while it was being streamed (its size or "
-                             "modification time); a streamed run needs its data unchanged until it ends",
+                             "modification or change time); a streamed run needs its data unchanged until it ends",
                              everywhere=True)       # every rank's next read finds it: reported once
         n = b - a
         err = source.fill(rows.between(a, b), X[:n], Y[:n], check=check)
@@ -246,9 +247,9 @@ class Streaming:
     why: str
 
     def document(self, part):
-        """The metrics' data.stream entry."""
+        """The metrics' data.stream entry (`staged`: the copy it read, removed when the run completed)."""
         return {"why": self.why, "chunk_rows": part.chunk_rows, "chunk_mb": self.chunk_bytes / (1 << 20),
-                "memory_limit_mb": self.limit / (1 << 20), "path": part.info["path"]}
+                "memory_limit_mb": self.limit / (1 << 20), "staged": part.staged}
 
 
 class StreamedPart:
@@ -265,7 +266,8 @@ class StreamedPart:
         self.val, self.val_sizes = None, [0] * len(sizes)
         self._hold(np.empty((0, 2), np.int64))
         row_bytes = info["features"] * self.dtype.itemsize + 8
-        self.chunk_rows = max(1, int(chunk_bytes // row_bytes))
+        largest = max(train.rows, test.rows if test is not None else 0)     # no buffer beyond the rows
+        self.chunk_rows = max(1, min(int(chunk_bytes // row_bytes), largest))
         self.reader = Reader(info, dtype)
         self.staged = None          # the staged copy this reads (stage.py), removed at the end of the run
 

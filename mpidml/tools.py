@@ -178,10 +178,22 @@ def _slab(group, info, net, scaling, chunk_rows=None):
 
 
 def _pieces(group, info, net, scaling, lo, rows, count):
+    """Generator: this rank's `rows` from file row `lo` in `count` pieces, each read (and
+    the file checked unchanged since the first: another file moved over it meanwhile
+    mixed two files' rows into one score) and agreed on by every rank."""
     step = -(-rows // max(count, 1))
+    first = None
     for i in range(count):
         a, b = min(rows, i * step), min(rows, (i + 1) * step)
         X, y, err = data.read_rows(info, lo + a, lo + b, net.dtype)
+        try:
+            now = data.file_identity(info["path"])
+            first = first or now
+            if now != first:
+                err = err or UsageError(f"{info['path']}: the file changed while it was being read; "
+                                        "evaluate it once the writer is done")
+        except UsageError as e:
+            err = err or e
         drive(group.agree(err, "read"))
         yield scaling.apply(X), y
 

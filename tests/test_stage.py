@@ -53,7 +53,7 @@ def test_staged_stream_and_memory_train_the_same_model_and_the_files_go(tmp_path
         mpiexec(n, [*args, *mode, "--save", tmp_path / f"{name}.h5", "--metrics-json", tmp_path / f"{name}.json"],
                 timeout=60, check=0)
     doc = json.loads((tmp_path / "staged.json").read_text())
-    assert doc["data"]["stream"]["why"] == "--stage-dir" and doc["data"]["stream"]["path"].startswith(str(stage))
+    assert doc["data"]["stream"]["why"] == "--stage-dir" and doc["data"]["stream"]["staged"].startswith(str(stage))
     assert doc["data"]["validation_samples"] > 0 and doc["data"]["test_samples"] > 0
     ours = params(tmp_path / "staged.h5")
     for other in ("streamed", "memory"):

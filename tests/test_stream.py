@@ -312,15 +312,15 @@ def test_a_limit_the_in_memory_path_exceeds_is_one_a_streamed_run_completes_unde
 # -- 5. streaming chosen by the memory limit -----------------------------------------------
 def test_a_small_memory_limit_streams_with_one_line_and_a_large_one_does_not(tmp_path):
     path = tmp_path / "d.h5"
-    synth(str(path), 3000, 8, 3, seed=1)      # 3 ranks: 1000 rows of 40 bytes each, 40 KB > half of 64 KB
+    synth(str(path), 90000, 8, 3, seed=1)     # 3 ranks: 24000 rows of 40 bytes each, 0.96 MB > half of 2 MB
     small = tmp_path / "small.json"
-    proc = mpiexec(3, ["--data", path, "--epochs", "2", "--memory-limit", "64K", "--metrics-json", small],
+    proc = mpiexec(3, ["--data", path, "--epochs", "2", "--memory-limit", "2M", "--metrics-json", small],
                    timeout=60, check=0)
     said = [ln for ln in quiet_lines(proc.stderr) if ln.startswith("mpidml: streaming")]
-    assert len(said) == 1 and str(path) in said[0] and "--memory-limit 64K" in said[0], proc.stderr
+    assert len(said) == 1 and str(path) in said[0] and "--memory-limit 2M" in said[0], proc.stderr
     assert "mpidml: error" not in proc.stderr
     doc = json.loads(small.read_text())
-    assert doc["data"]["stream"]["why"] == "auto" and doc["data"]["stream"]["memory_limit_mb"] == 0.0625
+    assert doc["data"]["stream"]["why"] == "auto" and doc["data"]["stream"]["memory_limit_mb"] == 2
     assert [h["rows"] for h in doc["history"]] == [doc["data"]["train_samples"]] * 2
     large = tmp_path / "large.json"
     proc = mpiexec(3, ["--data", path, "--epochs", "2", "--memory-limit", "8G", "--metrics-json", large],
