@@ -51,9 +51,9 @@ def atomic_write(path, write):
         tmp = _temporary(path, directory)
         try:
             write(tmp)
-            _fsync(tmp)
+            fsync_path(tmp)
             os.replace(tmp, path)
-            _fsync(directory)
+            fsync_path(directory)
         except BaseException as e:
             _unlink(tmp)
             if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
@@ -221,7 +221,7 @@ def _remove_and_die(signum, frame):
     os.kill(os.getpid(), signum)
 
 
-def _fsync(path):
+def fsync_path(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from . import data as datamod
-from .checkpoint import create_h5
+from .checkpoint import create_h5, fsync_path
 from .errors import UsageError
 from .partition import slabs
 from .progress import Progress
@@ -274,7 +274,7 @@ class Writer:
         if self.error is None:
             try:
                 self.stack.close()
-                _fsync(self.tmp)
+                fsync_path(self.tmp)
             except OSError as e:
                 self.fail(e)
         return self.error
@@ -283,7 +283,7 @@ class Writer:
         """Rename the finished file to its final name; returns the error, or None."""
         try:
             os.replace(self.tmp, self.copy.path)
-            _fsync(os.path.dirname(self.copy.path))
+            fsync_path(os.path.dirname(self.copy.path))
         except OSError as e:
             self.fail(e)
         return self.error
@@ -296,14 +296,6 @@ class Writer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
             self.tmp = None
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy(group, copy, lacking, feedback):
