@@ -3,7 +3,7 @@ reported as ratios (these machines are shared and noisy). Writes .bench/BENCHMAR
 `--out BENCHMARKS.md` (`make bench BENCH_OUT=BENCHMARKS.md`) rewrites the committed report.
 
     .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data,sweep,mpis,elastic,
-                                          stream] [--quick] [--out F] [--openmpi BIN]
+                                          stream,search] [--quick] [--out F] [--openmpi BIN]
 
 Sections:
   throughput  mpidml at N=1, 2 against a bare single-process numpy minibatch loop
@@ -19,6 +19,8 @@ Sections:
               ULFM on against off, MPICH for reference (only when asked: --only elastic; .venv-openmpi)
   stream      a file 3x the ranks' --memory-limit trained within it; --stream against in memory, page
               cache warm and cold (against dd) (only when asked: --only stream; bench/stream.py)
+  search      27 sampled MLPs at N=2: every model every epoch against successive halving, and scikit-learn's
+              HalvingRandomSearchCV (only when asked: --only search; bench/search.py)
 """
 import argparse
 import dataclasses
@@ -1022,11 +1024,18 @@ def bench_stream(args):
     return stream.bench_stream(args)
 
 
+def bench_search(args):
+    """bench/search.py's section, imported as bench_stream imports bench/stream.py."""
+    sys.modules.setdefault("run", sys.modules[__name__])
+    import search
+    return search.bench_search(args)
+
+
 SECTIONS = {"throughput": bench_throughput, "scaling": bench_scaling, "scheduler": bench_scheduler,
             "overlap": bench_overlap, "mlp": bench_mlp, "parity": bench_parity, "data": bench_data,
             "sweep": bench_sweep, "mpis": bench_mpis,
-            "elastic": bench_elastic, "stream": bench_stream}
-OPTIONAL = ("mpis", "elastic", "stream")       # run only when --only names them
+            "elastic": bench_elastic, "stream": bench_stream, "search": bench_search}
+OPTIONAL = ("mpis", "elastic", "stream", "search")       # run only when --only names them
 DEFAULT = ",".join(name for name in SECTIONS if name not in OPTIONAL)
 
 
