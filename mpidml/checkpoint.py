@@ -360,8 +360,9 @@ _ATTRIBUTES = {
     "stopped_at": (_optional(lambda v: isinstance(v, dict)), "null or a JSON object (see _stop_problem)"),
     "early_stopped": (_optional(lambda v: _is_count(v, 1)), "null or the epoch early stopping ended"),
     "series": (_optional(_text), "a checkpoint series (text)"),
-    "halving": (_optional(_object({"rung": _is_count, "halved": _optional(_is_count)})),
-                "null or the model's place in a halving search (rung, halved)"),
+    "halving": (_optional(_object({"rung": _is_count, "halved": _optional(_is_count),
+                                   "decisions": _list_of(lambda d: isinstance(d, dict))})),
+                "null or the model's place in a halving search (rung, halved, decisions)"),
 }
 # the entries of its config that --resume reads (provenance.MODEL_OPTIONS not stored as
 # attributes, and the run's --epochs)

@@ -24,7 +24,7 @@ from . import leaderboard, progress, stream, sweep
 from .aggregate import default_merge_after
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .elastic import Elastic, die
-from .errors import Stopped, UsageError
+from .errors import DivergedError, Stopped, UsageError
 from .evaluate import Scaling
 from .leaderboard import entry_score, rank_key
 from .partition import slabs
@@ -193,6 +193,9 @@ class Job:
             self.series = dict(enumerate((yield from g.bcast_json(ids, label="series"))))
         for model in self.models:
             yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
+        for model in self.models:       # a resumed search: those still in it passed every verdict
+            if model.halved is None and not model.stopped_early:
+                model.rung = self.decisions
 
     def _agree_options(self):
         """Generator: every rank must train with the same options, or ranks would train other
@@ -407,7 +410,10 @@ class Job:
                 model.start_loss = tuple(meta["stopped_at"]["loss"][g.rank])
             model.stopped_early = meta["early_stopped"]
             model.rung, model.halved = meta["halving"].get("rung", 0), meta["halving"].get("halved")
-            self.decisions = max(self.decisions, model.rung)
+            # a model halted at rung r says that r was decided; the longest record of the verdicts wins
+            self.decisions = max(self.decisions, model.rung + (model.halved is not None))
+            if len(meta["halving"].get("decisions", [])) > len(self.halvings):
+                self.halvings = meta["halving"]["decisions"]
 
     def _check_grid(self):
         """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
@@ -604,7 +610,7 @@ class Job:
                f"models {models[0].index}-{models[-1].index}: {training} training, "
                f"{sum(m.started for m in self.models)} of {everyone} started")
         line = f"epoch {epoch:>3}/{self.cfg.epochs}  {who}"
-        seen = self.best_seen()
+        seen = self.best_seen(epoch)
         if seen is None:
             return line
         model, entry = seen
@@ -612,12 +618,12 @@ class Job:
         shown = "".join(f"  {k} {entry[k]:.4f}" for k in dict.fromkeys((self.cfg.select, key)))
         return f"{line}  best so far: model {model.index} ({model.describe()}) epoch {entry['epoch']}{shown}"
 
-    def best_seen(self):
-        """(model, history entry) of the best validation score so far, by --select; None
-        before any validation."""
+    def best_seen(self, epoch):
+        """(model, history entry) of the best validation score by --select in the epochs up
+        to `epoch` (models ahead of the line have later ones); None before any validation."""
         select, best = self.cfg.select, None
         for m in self.models:
-            for entry in m.history:
+            for entry in m.history[:epoch]:
                 score = entry_score(select, entry)
                 if score is not None and (best is None or score > best[0]):
                     best = (score, m, entry)
@@ -645,6 +651,9 @@ class Job:
                 continue
             self.sched.clear()              # a rank was lost: go on with the others, or stop
             self.elastic.recover()
+        if len(self.models) > 1 and all(m.diverged for m in self.models):
+            raise DivergedError("training diverged in every model of the sweep; try smaller learning rates "
+                                "(--lr, the sweep's lr), --clip-norm, or --standardize", agreed=True)
         self._print_held()          # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
 
@@ -683,7 +692,8 @@ class Job:
 
     def _rung_targets(self):
         """Every model still training trains to the end of the current rung."""
-        end = self.rung_ends()[self.decisions]
+        ends = self.rung_ends()
+        end = ends[min(self.decisions, len(ends) - 1)]        # a resumed search may have fewer rungs now
         for m in self.models:
             if not m.finished:
                 m.until, m.paused = (end if end < m.cfg.epochs else None), False
@@ -692,11 +702,10 @@ class Job:
     def halving(self):
         return self.cfg.search == "halving"
 
-    @staticmethod
-    def _halving_record(model):
+    def _halving_record(self, model):
         """A model's place in the search, for its file (resume) and the metrics: the rungs it
-        passed, the epoch halving stopped it at (None: it was not)."""
-        return {"rung": model.rung, "halved": model.halved}
+        passed, the epoch halving stopped it at (None: it was not), and the verdicts so far."""
+        return {"rung": model.rung, "halved": model.halved, "decisions": self.halvings}
 
     def _halve(self):
         """After a rung every model reached the end of (or left early): the best 1/ETA by
@@ -705,12 +714,14 @@ class Job:
         False when the search is over: the last rung, a stop, or no model left."""
         ends = self.rung_ends()
         alive = [m for m in self.models if not m.finished]
-        if self.decisions >= len(ends) - 1 or not alive or not all(m.paused for m in alive):
+        if (self.decisions >= len(ends) - 1 or not alive or not all(m.paused for m in alive)
+                or any(m.stopped_at for m in self.models)):      # stopped: --resume decides with them all
             return False
         select, keep = self.cfg.select, max(1, len(alive) // self.cfg.halving_factor)
         ranked = None
         if self.group.rank == 0:
-            ranked = [m.index for m in sorted(alive, key=lambda m: (-entry_score(select, m.history[-1]), m.index))]
+            ranked = [m.index for m in sorted(alive, key=lambda m: (entry_score(select, m.history[-1]), -m.index),
+                                          reverse=True)]
         ranked = self.elastic.retry(lambda: self.group.bcast_json(ranked, label="halving"), "halving")
         rung, end = self.decisions, ends[self.decisions]
         by_index = {m.index: m for m in alive}
@@ -720,6 +731,9 @@ class Job:
             by_index[i].rung = rung + 1
         self.decisions += 1
         self.halvings.append({"rung": rung + 1, "epoch": end, "kept": ranked[:keep], "stopped": ranked[keep:]})
+        if self.group.rank == 0 and self.cfg.save_dir:      # the verdict on file at once: a kill keeps it
+            for m in alive:
+                self.model_file(m, len(m.history)).save(self.model_path(m))
         if self.group.rank == 0 and not self.cfg.quiet:
             best = by_index[ranked[0]]
             log.info(f"halving: rung {rung + 1} ended at epoch {end}: {keep} of {len(alive)} models go on; best "
@@ -730,7 +744,8 @@ class Job:
         """The model with the best validation score by --select (the test set never chooses);
         without validation rows (setup warned), the lowest final training loss; before any
         epoch, the first: the leaderboard's first (leaderboard.rank_key)."""
-        return min(self.models, key=lambda m: rank_key(self.cfg.select, m.index, m.validation, m.history))
+        return min(self.models, key=lambda m: rank_key(self.cfg.select, m.index, m.validation, m.history,
+                                                       m.diverged))
 
     def best_on(self):
         """What chose the best model: its validation score, or (without validation rows) its training loss."""
@@ -772,7 +787,8 @@ class Job:
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
                              "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
-                             "epochs": len(m.history), **(self._halving_record(m) if self.halving else {}),
+                             "epochs": len(m.history), "diverged": m.diverged,
+                             **({"rung": m.rung, "halved": m.halved} if self.halving else {}),
                              "started": m.started} for m in self.models]
             doc["best"], doc["best_on"] = best.index, self.best_on()
         if self.halving:

@@ -18,20 +18,22 @@ log = logging.getLogger("mpidml")
 METRICS = {"val_loss": ("loss", False), "val_accuracy": ("accuracy", True), "val_f1": ("macro_f1", True),
            "val_r2": ("r2", True)}
 SHOWN = 10                      # the models the printed table lists
-HALVING = ("rung", "stopped")   # a halving search's fields of a sweep entry, where present
+HALVING = ("rung", "halved")    # a halving search's fields of a sweep entry, where present
 LEGACY = None                   # the selection of a document from before --select: accuracy (or R²), then loss
 
 
 def selection_score(select, metrics):
-    """Higher is better: `select`'s value in validation `metrics` (negated for the loss)."""
-    key, higher = METRICS[select]
-    return metrics[key] if higher else -metrics[key]
+    """Higher is better: `select`'s value in validation `metrics` (negated for the loss),
+    and the lower loss among equals (accuracies tie often on small validation sets): the
+    order of rank_key."""
+    return tuple(-v for v in _badness(select, metrics))
 
 
 def entry_score(select, entry):
     """The same of a history entry (keys val_loss, val_accuracy, val_f1, val_r2), or None."""
-    value = entry.get(select)
-    return None if value is None else value if METRICS[select][1] else -value
+    if entry.get(select) is None:
+        return None
+    return selection_score(select, {"loss": entry["val_loss"], METRICS[select][0]: entry[select]})
 
 
 def selection(doc):
@@ -40,10 +42,13 @@ def selection(doc):
     return config.get("select", LEGACY) if isinstance(config, dict) else LEGACY
 
 
-def rank_key(select, index, validation, history):
+def rank_key(select, index, validation, history, diverged=None):
     """Sort key of a model, best first, as job.Job.best_model chooses: models with
     validation scores by the `select` metric; without (no rows held out), by the final
-    training loss; untrained ones last. Ties go to the lower model index."""
+    training loss; untrained ones, then those whose training `diverged`, last. Ties go to
+    the lower model index."""
+    if diverged:
+        return (3, (), index)
     if validation is not None:
         return (0, _badness(select, validation), index)
     if history:
@@ -55,7 +60,7 @@ def _badness(select, validation):
     if select is LEGACY:
         return (-validation.get("accuracy", validation.get("r2")), validation["loss"])
     key, higher = METRICS[select]
-    return (-validation[key] if higher else validation[key],)
+    return (-validation[key], validation["loss"]) if higher else (validation[key],)
 
 
 def entries(doc):
@@ -106,7 +111,8 @@ class Leaderboard:
         self.select = selection(doc)
         self.entries = entries(doc)
         self.order = sorted(range(len(self.entries)), key=lambda i: rank_key(
-            self.select, i, self.entries[i].get("validation"), self.entries[i].get("history")))
+            self.select, i, self.entries[i].get("validation"), self.entries[i].get("history"),
+            self.entries[i].get("diverged")))
         data = doc.get("data")
         classes = data.get("classes") if isinstance(data, dict) else None
         self.regression = classes == 0 if classes is not None else any(

@@ -16,6 +16,7 @@ yielding after every step), with tasks of its own beside it:
 and, with --overlap, its averager's communicator.
 """
 import functools
+import logging
 import time
 
 import numpy as np
@@ -32,6 +33,7 @@ from .scheduler import Event
 from .stop import StopVote
 from .stream import EpochPlan, Stream
 
+log = logging.getLogger("mpidml")
 
 class Model:
     """One model of the job: `cfg` is the job's configuration with this model's overrides."""
@@ -67,6 +69,7 @@ class Model:
         self.until = None           # successive halving: the epoch its rung ends at (job.Job._rung)
         self.paused = False         # at a rung's end, waiting for the others and the verdict
         self.rung, self.halved = 0, None    # the rungs it passed; the epoch halving stopped it at
+        self.diverged = None            # the epoch its training diverged in (a sweep goes on)
 
     def describe(self):
         """The overrides in words, for progress lines: `lr=0.1 hidden=64`."""
@@ -92,6 +95,10 @@ class Model:
             yield from self._train()
             if self.best is not None and self.stopped_at is None and not self.paused:
                 self._restore_best()
+        except DivergedError as e:
+            if len(self.job.models) == 1:
+                raise
+            yield from self._drop(e)        # a sweep goes on without it
         except BaseException as e:
             lost = isinstance(e, GeneratorExit) or ft.is_failure(e)
             raise
@@ -279,10 +286,21 @@ class Model:
     def _track(self, name):
         return name if len(self.job.models) == 1 else f"{name} {self.index}"
 
+    def _drop(self, error):
+        """Generator: a sweep's model whose training diverged (every rank finds it at the same
+        point: the sums and weights it checks are global) stops there; the others go on, as a
+        search over decades of learning rates expects some to. Ranked last (leaderboard)."""
+        self.paused = False
+        yield from self.vote.close()
+        self.diverged = self.epoch + 1
+        self.validation = self.final = None
+        if self.group.rank == 0:
+            log.warning(f"mpidml: warning: {error}; the sweep goes on without it")
+
     def _rest(self):
         """At the end of a rung: its tasks end (the next rung spawns them anew), its
         training goes on from the next epoch if the halving keeps it."""
-        self.start_epoch, self.start_step, self.start_loss = self.until, 0, (0.0, 0)
+        self.start_epoch, self.start_step, self.start_loss = len(self.history), 0, (0.0, 0)
         self._end_tasks()
 
     def halt(self, rung):
@@ -325,8 +343,8 @@ class Model:
             self.best_epoch = position["best_epoch"]
         self.best = None
         if position["best"] is not None:
-            loss, epoch, test, val = position["best"]
-            self.best = (loss, epoch, np.empty_like(self.opt.state), test, val)
+            score, epoch, test, val = position["best"]
+            self.best = (tuple(score), epoch, np.empty_like(self.opt.state), test, val)
 
     def finish_as_agreed(self):
         """The one furthest on had finished this model: so has this rank."""

@@ -1,4 +1,6 @@
 """Successive halving (--search halving) and the selection metric (--select)."""
+import csv
+import json
 import os
 import signal
 import sys
@@ -18,7 +20,7 @@ LRS = "0.0003 0.001 0.003 0.01 0.03 0.1 0.3 0.6 1.0"
 
 def test_halving_keeps_the_best_third_at_each_rung_and_the_winner_is_the_model_trained_alone(tmp_path):
     doc = train(2, tmp_path, *NET, "--epochs", "9", "--sweep", f"lr={LRS}", "--search", "halving",
-                "--save-dir", tmp_path / "models")
+                "--save-dir", tmp_path / "models", "--results", tmp_path / "r.csv")
     halving = doc["halving"]
     assert halving["rungs"] == [1, 3, 9]
     first, second = halving["decisions"]
@@ -32,6 +34,9 @@ def test_halving_keeps_the_best_third_at_each_rung_and_the_winner_is_the_model_t
         for i in decision["stopped"]:
             assert sweep[i]["halved"] == sweep[i]["epochs"] == decision["epoch"]
             assert ModelFile.load(tmp_path / "models" / f"model-{i:03d}.h5").epoch == decision["epoch"]
+    with open(tmp_path / "r.csv") as f:         # the CSV says where halving stopped each model
+        rows = list(csv.DictReader(f))
+    assert {int(r["model"]): r["halved"] for r in rows} == {i: str(e["halved"] or "") for i, e in enumerate(sweep)}
     winner = second["kept"][0]
     assert doc["best"] == winner and sweep[winner]["epochs"] == 9 and sweep[winner]["rung"] == 2
     # resting between rungs changes nothing: the winner is the model trained straight through
@@ -97,3 +102,16 @@ def test_bad_select_at_3_ranks_is_one_line(tmp_path):
     synth(str(data), 3000, 8, 0, seed=1)
     refused(3, ["--data", data, "--epochs", "1", "--select", "val_accuracy"],
             "--select val_accuracy does not score regression")
+
+
+def test_a_diverging_model_leaves_the_sweep_and_the_others_go_on(tmp_path):
+    """A search over decades of learning rates meets some that diverge: that model stops
+    (one warning, ranked last), the others train on; only a sweep where all diverge fails."""
+    args = [*NET, "--epochs", "2", "--no-standardize"]
+    proc = mpiexec(2, [*args, "--sweep", "lr=0.05 5000", "--metrics-json", tmp_path / "m.json"], check=0)
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["sweep"][0]["diverged"] is None and doc["sweep"][1]["diverged"] in (1, 2) and doc["best"] == 0
+    assert len(doc["sweep"][0]["history"]) == 2
+    warned = [ln for ln in proc.stderr.splitlines() if "the sweep goes on without it" in ln]
+    assert len(warned) == 1 and "sweep model 1: lr=5000" in warned[0], proc.stderr
+    refused(2, [*args, "--sweep", "lr=5000 9000"], "diverged in every model of the sweep", code=3)
