@@ -346,7 +346,24 @@ class Job:
             models.append(Model(self, mcfg, i, overrides))
         self.fork_models(models)
         cfg.epochs = max(m.cfg.epochs for m in models)
+        if self.group.rank == 0:
+            self._warn_search(models)
         return models
+
+    def _warn_search(self, models):
+        """Rank 0: a search that can only waste work or do nothing it says: the same point
+        sampled twice (a choice or int axis), halving that has no rung to decide."""
+        seen = {}
+        for m in models:
+            seen.setdefault(repr(sorted(m.overrides.items())), []).append(m.index)
+        twice = [ids for ids in seen.values() if len(ids) > 1]
+        if twice:
+            log.warning(f"mpidml: warning: {sum(len(ids) - 1 for ids in twice)} sampled points repeat others "
+                        f"(models {', '.join('=' .join(map(str, ids)) for ids in twice[:3])}"
+                        f"{', ...' if len(twice) > 3 else ''}): they train the same model again")
+        if self.halving and (len(models) < 2 or len(self.rung_ends()) < 2):
+            log.warning(f"mpidml: warning: --search halving with {len(models)} models and --epochs {self.cfg.epochs} "
+                        f"(first rung {self.cfg.rung_epochs}) has no rung to decide: every model trains every epoch")
 
     def fork_models(self, models=None):
         """Each model's group: a communicator of its own for the first COMMUNICATORS, then
@@ -444,7 +461,14 @@ class Job:
         if self.cfg.sweep and not os.path.isdir(self.cfg.resume):
             raise UsageError(f"--resume {self.cfg.resume}: a sweep resumes from the directory its --save-dir "
                              "wrote, not a file")
-        return resume_files(self.cfg)
+        paths = resume_files(self.cfg)
+        missing = [p for p in paths if not os.path.exists(p)]
+        if self.cfg.sweep and missing:
+            held = len(paths) - len(missing)
+            raise UsageError(f"--resume {self.cfg.resume}: the sweep has {len(paths)} models, the directory holds "
+                             f"{held} (no {os.path.basename(missing[0])}); resume with the --sweep, --trials and "
+                             "--sweep-seed that wrote it")
+        return paths
 
     def _check_resume(self, m, model):
         path = self.resumes[model.index][0]
