@@ -750,7 +750,7 @@ class Job:
         rung, end = self.decisions, ends[self.decisions]
         by_index = {m.index: m for m in alive}
         for i in ranked[keep:]:
-            by_index[i].halt(rung)
+            by_index[i].halt()
         for i in ranked[:keep]:
             by_index[i].rung = rung + 1
         self.decisions += 1

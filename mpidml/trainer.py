@@ -66,7 +66,7 @@ class Model:
         self.sched = None
         self.segment = None             # Segment: where the survivors of a lost rank go on (elastic.py)
         self.epoch_order, self.done = None, 0   # this epoch's minibatch order, steps applied from it
-        self.until = None           # successive halving: the epoch its rung ends at (job.Job._rung)
+        self.until = None           # successive halving: the epoch its rung ends at (job.Job._rung_targets)
         self.paused = False         # at a rung's end, waiting for the others and the verdict
         self.rung, self.halved = 0, None    # the rungs it passed; the epoch halving stopped it at
         self.diverged = None            # the epoch its training diverged in (a sweep goes on)
@@ -303,9 +303,9 @@ class Model:
         self.start_epoch, self.start_step, self.start_loss = len(self.history), 0, (0.0, 0)
         self._end_tasks()
 
-    def halt(self, rung):
-        """Successive halving stopped it after `rung` (every rank at once): finished at the
-        rung's end, with its best weights where it kept them."""
+    def halt(self):
+        """Successive halving stopped it at its rung's end (every rank at once): finished there,
+        with its best weights where it kept them."""
         self.halved = len(self.history)
         if self.best is not None:
             self._restore_best()
