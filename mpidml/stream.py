@@ -5,8 +5,8 @@ none of them: its training rows are cut into chunks of consecutive partition row
 each epoch visits the chunks in a seeded order and the rows of each chunk in a seeded
 order (`EpochPlan`). A reader thread fills one of two chunk buffers while training takes
 its minibatches from the other (`Stream`): reads run as `preadv` straight into the buffer
-(rows.py) or through HDF5, neither of which needs the interpreter, so reading overlaps
-training. Test and validation rows are scored chunk by chunk, and the standardization
+(rows.py), which releases the interpreter, so reading overlaps training (filtered data
+goes through HDF5, which holds it). Test and validation rows are scored chunk by chunk, and the standardization
 statistics come from one pass over the rows at setup, which also checks every value.
 
 The order is a pure function of (seed, rank, epoch, chunk rows): a run stopped within an
@@ -15,9 +15,9 @@ in-memory order itself (trainer.Model.prefetch), so the two give the same model.
 """
 import contextlib
 import dataclasses
-import logging
 import os
 import re
+import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +28,6 @@ from . import data as datamod
 from .errors import UsageError
 from .partition import slabs, validation_draw
 
-log = logging.getLogger("mpidml")
 CHUNK_MB = 64           # a chunk's default size; two per stream
 STREAM_SHARE = 0.5      # stream when a rank's rows would take more than this share of its memory limit
 BUFFER_SHARE = 0.25     # the streams' chunk buffers together take at most this share of it
@@ -84,7 +83,6 @@ def rank_memory(ranks_here):
                         _read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes")) if v and v < 1 << 60]
     share = min(host) // max(1, ranks_here) if host else 1 << 34
     said = f"auto: {mb(min(host)) if host else 'unknown'} available on its host / {ranks_here} ranks"
-    import resource
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     if soft != resource.RLIM_INFINITY:
         left = soft - (_meminfo("VmSize", "/proc/self/status") or 0)
