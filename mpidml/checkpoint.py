@@ -48,7 +48,7 @@ def atomic_write(path, write):
     path = os.path.realpath(path)
     directory = os.path.dirname(path)
     with _removed_on_signal():
-        tmp = _temporary(path, directory)
+        tmp = temporary(path, directory)
         try:
             write(tmp)
             fsync_path(tmp)
@@ -60,7 +60,7 @@ def atomic_write(path, write):
                 raise UsageError(f"{path}: cannot write ({_reason(e)})") from e
             raise
         finally:
-            _temporaries.discard(tmp)
+            release(tmp)
 
 
 def _reason(e):
@@ -112,7 +112,7 @@ def _io_error(e):
     return OSError(int(found.group(1)), str(e)) if found else None
 
 
-def _temporary(path, directory):
+def temporary(path, directory):
     """A new empty file in `directory` with the umask's permissions, named after its writer
     (see _writer) once the stale temporaries there are gone: the first write of this process
     there lists the directory, later ones do not (a sweep rewrites its files every epoch, in
@@ -131,6 +131,11 @@ def _temporary(path, directory):
     finally:
         os.close(fd)
     return tmp
+
+
+def release(tmp):
+    """A temporary renamed or removed by its writer: no signal handler removes it now."""
+    _temporaries.discard(tmp)
 
 
 @functools.lru_cache(maxsize=None)

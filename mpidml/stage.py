@@ -24,13 +24,12 @@ import logging
 import os
 import re
 import stat
-import tempfile
 
 import h5py
 import numpy as np
 
 from . import data as datamod
-from .checkpoint import create_h5, fsync_path
+from .checkpoint import create_h5, fsync_path, release, temporary
 from .errors import UsageError
 from .partition import slabs
 from .progress import Progress
@@ -245,12 +244,13 @@ class Writer:
         self.copy, self.error, self.tmp, self.sets = copy, None, None, {}
         self.stack = contextlib.ExitStack()
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{copy.name}.", suffix=".tmp", dir=copy.directory)
-            os.close(fd)
+            self.tmp = temporary(copy.path, copy.directory)      # the umask's mode, as every output
             f = self.stack.enter_context(create_h5(self.tmp))
             f.attrs[KEY_ATTRIBUTE] = copy.key
             for name, shape, dtype in copy.datasets():
                 self.sets[name] = f.create_dataset(name, shape, dtype)
+        except UsageError as e:                 # the temporary could not be made
+            self.fail(e.__cause__ or e)
         except OSError as e:
             self.fail(e)
 
@@ -283,6 +283,7 @@ class Writer:
         """Rename the finished file to its final name; returns the error, or None."""
         try:
             os.replace(self.tmp, self.copy.path)
+            release(self.tmp)
             fsync_path(os.path.dirname(self.copy.path))
         except OSError as e:
             self.fail(e)
@@ -295,6 +296,7 @@ class Writer:
         if self.tmp:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
+            release(self.tmp)
             self.tmp = None
 
 

@@ -5,6 +5,7 @@ write end with one line (exit 2) and no staged file left."""
 import json
 import os
 import resource
+import stat
 import subprocess
 import sys
 
@@ -106,6 +107,10 @@ def test_a_stopped_run_keeps_its_staged_files_and_resume_reuses_them(tmp_path):
     _stopped(_launch(2, [*train, "--stage-dir", stage, "--epochs", "1000", "--save", ckpt]), tag, 2)
     first = _files(stage)
     assert len(first) == 2 and not any(name.startswith(".") for name in first), first
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {stat.S_IMODE(os.stat(stage / name).st_mode) for name in first}
+    assert modes == {0o666 & ~umask}, modes         # readable as any tool's output, not mkstemp's 0600
     lines, _ = _stopped(_launch(2, [*train, "--stage-dir", stage, "--epochs", "1000", "--resume", ckpt,
                                     "--save", ckpt]), tag, 2)
     assert any("2 of 2 ranks reuse" in ln for ln in lines), lines
