@@ -434,15 +434,17 @@ class Stream:
                                                      rows is self.part.train)
         return slot
 
-    def _ready(self, slot):
-        """Generator: wait for `slot`'s read; raises its error."""
+    def _ready(self, slot, training=True):
+        """Generator: wait for `slot`'s read; raises its error. `wait_s` counts the waits of
+        `training` (scoring's are the scorer's time)."""
         self.tick += 1
         self.used[slot] = self.tick
         future = self.futures[slot]
         if not future.done():
             t0 = time.perf_counter()
             yield future
-            self.wait_s += time.perf_counter() - t0
+            if training:
+                self.wait_s += time.perf_counter() - t0
         try:
             future.result()
         except BaseException:
@@ -484,7 +486,7 @@ class Stream:
         pinned = self._pinned()
         for i, (a, b) in enumerate(spans):
             slot = yield from self._fetch(("scan", id(rows), a), rows, a, b, pinned)
-            yield from self._ready(slot)
+            yield from self._ready(slot, training=False)
             if i + 1 < len(spans) and pinned is None:
                 yield from self._fetch(("scan", id(rows), spans[i + 1][0]), rows, *spans[i + 1], keep=slot)
             each(self.X[slot][:b - a], self.Y[slot][:b - a], a, b)

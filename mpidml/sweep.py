@@ -11,6 +11,7 @@ points without a word to the others, and a larger --trials keeps a smaller one's
 first. `points` is the one place that lists the models.
 """
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -178,19 +179,25 @@ def smallest(values):
 
 def points(cfg):
     """Every model's overrides, {key: value} in the axes' order, in model order: [{}]
-    without a sweep (one model). Trial after trial, each crossed with the grid."""
-    grid = [(k, v) for k, v in cfg.sweep if not isinstance(v, Sampled)]
-    drawn = [(k, v) for k, v in cfg.sweep if isinstance(v, Sampled)]
+    without a sweep (one model). Trial after trial, each crossed with the grid. Drawn once
+    per sweep (the job asks for them at every step of its setup), copied for each caller."""
+    return [dict(p) for p in _points(cfg.sweep, cfg.trials, cfg.sweep_seed)]
+
+
+@functools.lru_cache(maxsize=4)
+def _points(axes, trials, seed):
+    grid = [(k, v) for k, v in axes if not isinstance(v, Sampled)]
+    drawn = [(k, v) for k, v in axes if isinstance(v, Sampled)]
     product = [dict(zip([k for k, _ in grid], p)) for p in itertools.product(*(v for _, v in grid))]
     if not drawn:
         return product
-    rng = np.random.default_rng(cfg.sweep_seed)
+    rng = np.random.default_rng(seed)
     models = []
-    for _ in range(cfg.trials or DEFAULT_TRIALS):
+    for _ in range(trials or DEFAULT_TRIALS):
         trial = {k: distribution.draw(rng) for k, distribution in drawn}
         for point in product:
             values = {**trial, **point}
-            models.append({k: values[k] for k, _ in cfg.sweep})
+            models.append({k: values[k] for k, _ in axes})
     return models
 
 

@@ -450,9 +450,8 @@ class Model:
 
         def add(X, y, a, b):
             sums.append(partial_sums(self.net, self.opt.weights, X, y, info["task"], k, self.job.scaling))
-        t0, waited = self.clock(), self.stream.wait_s
+        t0 = self.clock()
         yield from self.stream.scan(getattr(part, kind), add)
-        self.stream.wait_s = waited         # read_wait_s: the time training waited, scoring not counted
         if not sums:        # no rows of this kind here: zeros of the sums' shape
             add(self.stream.X[0][:0], self.stream.Y[0][:0], 0, 0)
         return (yield from self.evaluate(sums=np.sum(sums, axis=0), t0=t0))
