@@ -43,6 +43,8 @@ inside MPI calls, so the round starts at the sync point itself and, while it is 
 flight, the trainer lets MPI progress it between layers. Every epoch ends with a
 blocking average, so the model tested and saved is the global one.
 """
+import time
+
 import numpy as np
 from mpi4py import MPI
 
@@ -56,21 +58,31 @@ def default_merge_after(every):
 
 class Averager:
     """The averaging schedule of one model: every `every` local steps, blocking, or (with
-    `merge_after` D, 0 for the default) overlapped and merged D steps later."""
+    `merge_after` D, 0 for the default) overlapped and merged D steps later. `may_overlap`:
+    the schedule may turn overlapped later (set_cadence; --sync-every auto)."""
 
-    def __init__(self, group, state, weight, every=1, merge_after=None, optimizer=None, keep_state=False):
+    def __init__(self, group, state, weight, every=1, merge_after=None, optimizer=None, keep_state=False,
+                 may_overlap=False):
         self.group, self.state, self.weight = group, state, weight
-        self.overlap = merge_after is not None
-        self.every, self.merge_after = every, merge_after or default_merge_after(every)
+        self.set_cadence(every, merge_after)
         self.optimizer = optimizer      # merges the delta through its update rule (Optimizer.absorb)
         # keep_state: average out of place, so that a collective a lost rank broke leaves this
         # rank's state whole for the survivors to go on from (elastic.py); one copy per average
         self.keep_state = keep_state
-        self.snap = np.empty_like(state) if self.overlap else None
-        self.buf = np.empty_like(state) if self.overlap or keep_state else None
+        self.may_overlap = may_overlap or self.overlap
+        self.snap = np.empty_like(state) if self.may_overlap else None
+        self.buf = np.empty_like(state) if self.may_overlap or keep_state else None
         self.requested, self.done = Event(), Event()
         self.in_flight = self.stopping = False
         self.merge_at = -1
+        self.blocking_s = 0.0       # the last blocking average, start to end (cadence.Tuner.review)
+        self.clock = time.perf_counter
+
+    def set_cadence(self, every, merge_after=None):
+        """Average every `every` steps from the next step on, overlapped and merged
+        `merge_after` steps later (0: the default), or blocking (None); between rounds."""
+        self.overlap = merge_after is not None
+        self.every, self.merge_after = every, merge_after or default_merge_after(every)
 
     def after_step(self, s, last, check):
         """Generator: the averaging due after local step `s` of an epoch whose last step is
@@ -96,13 +108,32 @@ class Averager:
 
     def blocking(self):
         """Generator: average the state now."""
+        t0 = self.clock()
         if not self.keep_state:
             self.state *= self.weight
             yield from self.group.allreduce(self.state, "average")
-            return
+        else:
+            np.multiply(self.state, self.weight, out=self.buf)
+            yield from self.group.allreduce(self.buf, "average")
+            self.state[...] = self.buf
+        self.blocking_s = self.clock() - t0
+
+    def probe_round(self, steps, dry_step):
+        """Generator: the seconds an overlapped round blocks behind `steps` calls of
+        `dry_step(poll)` (which let MPI progress it between layers, as training does), its
+        copies and merge included; on scratch copies, so the state stays as it was
+        (cadence.Tuner; never with a round in flight)."""
+        t0 = self.clock()
+        np.copyto(self.snap, self.state)
         np.multiply(self.state, self.weight, out=self.buf)
-        yield from self.group.allreduce(self.buf, "average")
-        self.state[...] = self.buf
+        handle = self.group.start(lambda: self.group.comm.Iallreduce(MPI.IN_PLACE, self.buf, MPI.SUM), "cadence")
+        blocked = self.clock() - t0
+        for _ in range(steps):
+            dry_step(self.group.poke)
+        t1 = self.clock()
+        yield from self.group.complete(handle)
+        self.buf -= self.snap
+        return blocked + self.clock() - t1
 
     def start(self):
         """Snapshot the state, start the Iallreduce of its weighted copy right away, and

@@ -344,6 +344,14 @@ def _text(v):
     return isinstance(v, str)
 
 
+def _cadence(v):
+    """One choice of --sync-every auto (cadence.Cadence.as_dict), as --resume goes on with it."""
+    return (isinstance(v, dict) and _is_count(v.get("every"), 1) and _is_count(v.get("epoch"), 0)
+            and (v.get("merge_after") is None or _is_count(v["merge_after"], 1) and v["merge_after"] <= v["every"])
+            and all(_number(v.get(k)) and v[k] >= 0 for k in ("step_ms", "average_ms"))
+            and (v.get("round_wait_ms") is None or _number(v["round_wait_ms"])) and _text(v.get("why")))
+
+
 # a model file's attributes that evaluate, predict and --resume read: what each must be. Those
 # not listed (seed, ranks, rng, features, best_epoch) are a record for people, read by nothing.
 _ATTRIBUTES = {
@@ -365,6 +373,7 @@ _ATTRIBUTES = {
     "stopped_at": (_optional(lambda v: isinstance(v, dict)), "null or a JSON object (see _stop_problem)"),
     "early_stopped": (_optional(lambda v: _is_count(v, 1)), "null or the epoch early stopping ended"),
     "series": (_optional(_text), "a checkpoint series (text)"),
+    "cadence": (_optional(_list_of(_cadence)), "null or the choices of --sync-every auto (cadence.Cadence)"),
     "halving": (_optional(_object({"rung": _is_count, "halved": _optional(_is_count),
                                    "decisions": _list_of(lambda d: isinstance(d, dict))})),
                 "null or the model's place in a halving search (rung, halved, decisions)"),

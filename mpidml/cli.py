@@ -18,6 +18,7 @@ import sys
 
 from . import __version__, sweep
 from .abort import abort, leave_it_to_rank_0
+from .cadence import AUTO
 from .config import ON_FAILURE, TrainConfig, bundled_dataset
 from .errors import STOPPED, MpidmlError, Stopped, UsageError
 from .guard import Interrupted, installed
@@ -73,6 +74,11 @@ def _whole(text, least):
 
 def _positive_int(text):
     return _whole(text, 1)
+
+
+def _sync_every(text):
+    """--sync-every: a count of steps, or auto (cadence.py chooses it)."""
+    return AUTO if text.strip().lower() == AUTO else _positive_int(text)
 
 
 def _nonneg_int(text):
@@ -236,8 +242,10 @@ def add_train_options(p):
     g = p.add_argument_group("aggregation")
     g.add_argument("--sync", choices=("average", "gradients"), default=S,
                    help="average: model averaging every K steps (local SGD); gradients: Allreduce every step")
-    g.add_argument("--sync-every", type=_positive_int, default=S, metavar="K",
-                   help=f"local steps between averagings (default {d.sync_every})")
+    g.add_argument("--sync-every", type=_sync_every, default=S, metavar="K",
+                   help=f"local steps between averagings, or auto: chosen (and whether and how far to overlap, "
+                        f"unless --overlap/--no-overlap says) from measured step and average times "
+                        f"(default {d.sync_every})")
     g.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=S,
                    help="run the averaging as a non-blocking collective behind the next steps")
     g.add_argument("--merge-after", type=_positive_int, default=S, metavar="D",
@@ -566,15 +574,25 @@ def make_config(args, environ=os.environ, options=None, origin=""):
         raise UsageError(f"--hidden applies to --model mlp, not --model {cfg.model}")
     if cfg.merge_after and not cfg.overlap:
         raise UsageError("--merge-after applies to --overlap (a blocking average merges at once)")
-    if cfg.overlap:             # the effective D is what the metrics and the model file record
+    if cfg.sync_every == AUTO:
+        _check_auto(cfg)
+    elif cfg.overlap:             # the effective D is what the metrics and the model file record
         from .aggregate import default_merge_after
         cfg.merge_after = cfg.merge_after or default_merge_after(cfg.sync_every)
-    if cfg.merge_after > cfg.sync_every:
+    if cfg.sync_every != AUTO and cfg.merge_after > cfg.sync_every:
         raise UsageError(f"--merge-after {cfg.merge_after} must be at most --sync-every {cfg.sync_every}: "
                          "a round merges before the next one starts")
     if cfg.sync == "gradients" and cfg.overlap:
         raise UsageError("--overlap applies to --sync average (gradient Allreduce runs every step)")
     return cfg
+
+
+def _check_auto(cfg):
+    """--sync-every auto chooses K and D together, for model averaging."""
+    if cfg.sync == "gradients":
+        raise UsageError("--sync-every auto applies to --sync average (a gradient Allreduce runs every step)")
+    if cfg.merge_after:
+        raise UsageError("--merge-after comes with a fixed --sync-every K: --sync-every auto chooses D with K")
 
 
 def _option_text(value):
@@ -636,8 +654,12 @@ def _check_sweep(cfg):
     if "hidden" in swept or "activation" in swept:
         if cfg.model != "mlp":
             raise UsageError(f"--sweep of {'hidden' if 'hidden' in swept else 'activation'} needs --model mlp")
-    if "sync_every" in swept and cfg.overlap and cfg.merge_after:
-        every = sweep.smallest(dict(cfg.sweep)["sync_every"])
+    values = dict(cfg.sweep).get("sync_every")
+    if values is not None and not isinstance(values, sweep.Sampled) and AUTO in values:
+        _check_auto(cfg)            # the models that choose their own
+        values = [v for v in values if v != AUTO]
+    if values and cfg.overlap and cfg.merge_after:
+        every = sweep.smallest(values)
         if cfg.merge_after > every:
             raise UsageError(f"--merge-after {cfg.merge_after} exceeds a swept --sync-every {every}")
 

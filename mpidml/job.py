@@ -22,6 +22,7 @@ import numpy as np
 from . import data as datamod
 from . import leaderboard, progress, stream, sweep
 from .aggregate import default_merge_after
+from .cadence import AUTO, Cadence
 from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
 from .elastic import Elastic, die
 from .errors import DivergedError, Stopped, UsageError
@@ -340,7 +341,7 @@ class Job:
         cfg, models = self.cfg, []
         for i, overrides in enumerate(sweep.points(cfg)):
             mcfg = dataclasses.replace(cfg, **overrides)
-            if cfg.overlap and "merge_after" not in cfg.given:
+            if cfg.overlap and "merge_after" not in cfg.given and mcfg.sync_every != AUTO:
                 mcfg.merge_after = default_merge_after(mcfg.sync_every)
             mcfg.epochs = cfg.epochs or saved_epochs or auto_epochs(max(self.part.sizes), mcfg.batch_size)
             models.append(Model(self, mcfg, i, overrides))
@@ -413,7 +414,8 @@ class Job:
                             "history": resume.attrs.get("history", []),
                             "stopped_at": self._mid_epoch(resume, model),
                             "early_stopped": resume.attrs.get("early_stopped"),
-                            "halving": resume.attrs.get("halving") or {}}
+                            "halving": resume.attrs.get("halving") or {},
+                            "cadence": resume.attrs.get("cadence")}
             else:
                 model.net.init(opt.weights, np.random.default_rng(model.cfg.seed))
         yield from g.agree(err, "resume")
@@ -426,6 +428,8 @@ class Job:
                 model.start_step = meta["stopped_at"]["step"]
                 model.start_loss = tuple(meta["stopped_at"]["loss"][g.rank])
             model.stopped_early = meta["early_stopped"]
+            if meta["cadence"] and model.cfg.sync_every == AUTO:       # --resume keeps auto's choice
+                model.cadences = [Cadence.from_dict(c) for c in meta["cadence"]]
             model.rung, model.halved = meta["halving"].get("rung", 0), meta["halving"].get("halved")
             # a model halted at rung r says that r was decided; the longest record of the verdicts wins
             self.decisions = max(self.decisions, model.rung + (model.halved is not None))
@@ -591,6 +595,12 @@ class Job:
                 CheckpointSeries(path, cfg.keep_checkpoints).add(epoch)
             if self.tracer:
                 self.tracer.span("io", "checkpoint", t0, self.clock())
+
+    def cadence_chosen(self, model, cadence):
+        """--sync-every auto chose (every rank at once): rank 0 prints it, once per choice."""
+        if self.group.rank == 0 and not self.cfg.quiet:
+            which = f"model {model.index}: " if len(self.models) > 1 else ""
+            log.info(f"mpidml: --sync-every auto: {which}{cadence.describe()}")
 
     def model_done(self, model):
         if self.group.rank == 0 and len(self.models) > 1:
@@ -798,7 +808,7 @@ class Job:
                         "validation_samples": val_rows,
                         "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
                         "partition_sizes": part.sizes},
-               "history": best.history}
+               "history": best.history, "sync": best.sync_record()}
         if self.streaming:
             doc["data"]["stream"] = self.streaming.document(part)
         if best.final is not None:
@@ -810,7 +820,8 @@ class Job:
             doc["search"] = sweep.document(self.cfg)
         if len(self.models) > 1:
             doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
-                             "test": m.final, "timing": m.timing(), "early_stopped": m.stopped_early,
+                             "test": m.final, "timing": m.timing(), "sync": m.sync_record(),
+                             "early_stopped": m.stopped_early,
                              "epochs": len(m.history), "diverged": m.diverged,
                              **({"rung": m.rung, "halved": m.halved} if self.halving else {}),
                              "started": m.started} for m in self.models]
@@ -846,6 +857,7 @@ class Job:
                          data=self.info.get("identity"), stopped_at=stopped_at,
                          best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early,
                          halving=self._halving_record(model) if self.halving else None,
+                         cadence=model.sync_record()["choices"] or None,
                          series=self.series_of(model))
 
 

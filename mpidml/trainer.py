@@ -15,6 +15,7 @@ yielding after every step), with tasks of its own beside it:
   prefetch      the next epoch's minibatch order
 and, with --overlap, its averager's communicator.
 """
+import copy
 import functools
 import logging
 import time
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import ft
 from .aggregate import Averager
+from .cadence import AUTO, Tuner
 from .elastic import die
 from .errors import DivergedError
 from .evaluate import from_sums, partial_sums
@@ -70,6 +72,8 @@ class Model:
         self.paused = False         # at a rung's end, waiting for the others and the verdict
         self.rung, self.halved = 0, None    # the rungs it passed; the epoch halving stopped it at
         self.diverged = None            # the epoch its training diverged in (a sweep goes on)
+        self.cadences = None            # --sync-every auto: the choices a resumed file recorded
+        self.tuner = None
 
     def describe(self):
         """The overrides in words, for progress lines: `lr=0.1 hidden=64`."""
@@ -111,20 +115,52 @@ class Model:
         """The stop vote, the averager and the tasks beside the training."""
         self.sched, self.vote = sched, StopVote(self.group, signals)
         self.orders, self.order_ready, self.order_taken = {}, Event(), Event()
-        self.averager = None
-        part = self.job.part
+        cfg, part = self.cfg, self.job.part
         self.stream = Stream(part) if part.streamed else None      # two chunk buffers of its own
-        if self.cfg.sync == "average":
-            weight = self.dtype.type(part.local_rows / self.job.n_total)
-            self.averager = Averager(self.group, self.opt.state, weight, self.cfg.sync_every,
-                                     self.cfg.merge_after if self.cfg.overlap else None, self.opt,
-                                     keep_state=self.job.elastic.active)
+        self.averager = self._averager() if cfg.sync == "average" else None
         tag = "" if len(self.job.models) == 1 else f" {self.index}"
-        if self.averager is not None and self.cfg.overlap:
+        if self.averager is not None and self.averager.may_overlap:
             sched.spawn(self.averager.communicator(), "communicator" + tag)
         # the epoch a Segment goes on with (after a lost rank) has its order already
         sched.spawn(self.prefetch(self.start_epoch if self.segment is None else self.segment.epoch + 1),
                     "prefetch" + tag)
+
+    def _averager(self):
+        """Its averaging schedule; with --sync-every auto, and the tuner that chooses it
+        (before the first step, where no resumed file recorded a choice)."""
+        cfg, part = self.cfg, self.job.part
+        weight = self.dtype.type(part.local_rows / self.job.n_total)
+        auto = cfg.sync_every == AUTO
+        merge_after = cfg.merge_after if cfg.overlap and not auto else None
+        averager = Averager(self.group, self.opt.state, weight, 1 if auto else cfg.sync_every, merge_after, self.opt,
+                            keep_state=self.job.elastic.active, may_overlap=auto)
+        if auto:
+            said = cfg.overlap if "overlap" in cfg.given else None
+            previous = self.tuner.choices if self.tuner is not None else self.cadences
+            self.tuner = Tuner(averager, self._dry_step, overlap=said,
+                               announce=functools.partial(self.job.cadence_chosen, self))
+            if previous:
+                self.tuner.resume(previous)
+        return averager
+
+    def _dry_step(self):
+        """A training step that moves nothing, for the tuner to time: a copy of the optimizer
+        on a random batch of the real shape (the seed's minibatches stay as they were);
+        `step(poll)` takes the trainer's layer hook."""
+        info, cfg = self.job.info, self.cfg
+        rng = np.random.default_rng(cfg.seed)
+        rows = min(cfg.batch_size, int(max(self.job.part.sizes)))
+        X = rng.standard_normal((rows, info["features"])).astype(self.dtype)
+        if info["task"] == "regression":
+            y = rng.standard_normal(rows).astype(self.dtype)
+        else:
+            y = rng.integers(0, max(2, len(info["classes"])), rows).astype(np.int32)
+        opt, grad = copy.deepcopy(self.opt), np.empty(self.net.size, self.dtype)
+
+        def step(poll=None):
+            self.net.loss_grad(opt.weights, X, y, grad, poll)
+            opt.step(grad, cfg.lr)
+        return step
 
     def prefetch(self, first):
         """Task: compute each epoch's minibatch order ahead of the trainer, until it finished
@@ -160,7 +196,7 @@ class Model:
             yield from self._score_as_resumed()     # trained already: the metrics of its weights
             return
         cfg, g, net, opt, part = self.cfg, self.group, self.net, self.opt, self.job.part
-        B, K = cfg.batch_size, cfg.sync_every
+        B = cfg.batch_size
         sizes = np.array(part.sizes)
         steps = self._steps()
         lr_at = schedule(cfg.schedule, cfg.lr, steps * cfg.epochs, steps, int(cfg.warmup_epochs * steps),
@@ -180,8 +216,12 @@ class Model:
         until = min(self.until or cfg.epochs, cfg.epochs)          # a halving rung ends before the last epoch
         if self.start_epoch >= until and segment is None:          # resumed at its rung's end: scored
             yield from self._score_as_resumed()                     # for the verdict and the records
+        tuner = self.tuner
+        if tuner is not None and tuner.cadence is None:
+            yield from tuner.choose(self.start_epoch)
         for epoch in range(self.start_epoch if segment is None else segment.epoch, until):
             self.epoch = epoch
+            K = averager.every if averager is not None else cfg.sync_every     # auto: it changes between epochs
             t_epoch = self.clock()
             comm0, idle0, compute0 = g.comm_s, self.sched.idle_s, self.compute_s
             self.epoch_order = None
@@ -276,6 +316,9 @@ class Model:
             self.job.epoch_done(self, entry)
             if val is not None and self._early_stop(epoch, val):
                 break
+            if tuner is not None and epoch + 1 < until:
+                steps_taken = max(1, last + 1 - first)
+                yield from tuner.review(epoch + 1, (self.compute_s - compute0) / steps_taken, averager.blocking_s)
             if epoch + 1 < until and (yield from self.vote.poll()):
                 yield from self._stop(epoch + 1, 0, None)
                 return
@@ -474,6 +517,20 @@ class Model:
         self.eval_s += t1 - t0
         yield from self.group.allreduce(sums, "evaluate")
         return from_sums(sums, info["task"], k)
+
+    def sync_record(self):
+        """How it averaged: the metrics' `sync` (with --sync-every auto, every choice made)."""
+        cfg, a = self.cfg, self.averager
+        choices = self.tuner.choices if self.tuner is not None else self.cadences or []
+        now = choices[-1] if choices else None
+        if now is not None:
+            every, merge_after = now.every, now.merge_after
+        elif a is not None:
+            every, merge_after = a.every, a.merge_after if a.overlap else None
+        else:
+            every, merge_after = cfg.sync_every, cfg.merge_after if cfg.overlap else None
+        return {"mode": cfg.sync, "auto": cfg.sync_every == AUTO, "every": every, "overlap": merge_after is not None,
+                "merge_after": merge_after, "choices": [c.as_dict() for c in choices]}
 
     def train_s(self):
         """This model's training loop, test and validation scoring excluded."""
