@@ -3,7 +3,7 @@ reported as ratios (these machines are shared and noisy). Writes .bench/BENCHMAR
 `--out BENCHMARKS.md` (`make bench BENCH_OUT=BENCHMARKS.md`) rewrites the committed report.
 
     .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data,sweep,mpis,elastic,
-                                          stream,search] [--quick] [--out F] [--openmpi BIN]
+                                          stream,search,network] [--quick] [--out F] [--openmpi BIN]
 
 Sections:
   throughput  mpidml at N=1, 2 against a bare single-process numpy minibatch loop
@@ -21,6 +21,8 @@ Sections:
               cache warm and cold (against dd) (only when asked: --only stream; bench/stream.py)
   search      27 sampled MLPs at N=2: every model every epoch against successive halving, and scikit-learn's
               HalvingRandomSearchCV (only when asked: --only search; bench/search.py)
+  network     two simulated hosts, 1 rank each, the link unshaped, 1 Gbit/s, 100 Mbit/s: the loop, mpidml's fixed K
+              and --sync-every auto against the ceiling (only when asked: --only network; bench/network.py)
 """
 import argparse
 import dataclasses
@@ -1031,11 +1033,19 @@ def bench_search(args):
     return search.bench_search(args)
 
 
+def bench_network(args):
+    """bench/network.py's section, imported as bench_stream imports bench/stream.py."""
+    sys.modules.setdefault("run", sys.modules[__name__])
+    import network
+    return network.bench_network(args)
+
+
 SECTIONS = {"throughput": bench_throughput, "scaling": bench_scaling, "scheduler": bench_scheduler,
             "overlap": bench_overlap, "mlp": bench_mlp, "parity": bench_parity, "data": bench_data,
             "sweep": bench_sweep, "mpis": bench_mpis,
-            "elastic": bench_elastic, "stream": bench_stream, "search": bench_search}
-OPTIONAL = ("mpis", "elastic", "stream", "search")       # run only when --only names them
+            "elastic": bench_elastic, "stream": bench_stream, "search": bench_search,
+            "network": bench_network}
+OPTIONAL = ("mpis", "elastic", "stream", "search", "network")       # run only when --only names them
 DEFAULT = ",".join(name for name in SECTIONS if name not in OPTIONAL)
 
 
