@@ -94,6 +94,8 @@ class Averager:
             return
         if self.overlap:
             yield from self.finish(check)       # still in flight only when D = K
+            if s + self.merge_after >= last:    # the epoch's full average comes first: the round would
+                return                          # only hold it up (a slow link's 10 ms an epoch)
             self.start()
             self.merge_at = s + self.merge_after
         else:

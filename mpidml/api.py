@@ -171,7 +171,8 @@ _PARAMETERS = f"""
         {_D.gamma}, {_D.clip_norm}).
     sync : {{"average", "gradients"}}, default {_D.sync!r}
         Model averaging every `sync_every` local steps, or a gradient Allreduce every step.
-    sync_every : int, default {_D.sync_every}
+    sync_every : int or "auto", default {_D.sync_every}
+        "auto": chosen, with `overlap` and `merge_after`, from measured step and average times.
     overlap : bool, default {_D.overlap}
         The averaging runs behind the next `merge_after` steps (0: `sync_every` / 2).
     merge_after : int, default {_D.merge_after}

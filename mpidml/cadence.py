@@ -41,8 +41,8 @@ BLOCKING_UP_TO = 16     # blocking averaging, where it meets the target with K u
 MAX_EVERY = 256         # the accuracy bound on K
 HIDE = 1.5              # first overlapped probe: D steps take this many times an average
 PROBE_STEPS = 8         # dry steps timed (after one that warms the caches)
-PROBE_AVERAGES = 3      # blocking averages timed
-PROBE_ROUNDS = 2        # overlapped rounds probed at each D
+PROBE_AVERAGES = 2      # blocking averages timed (the least: the first of a size sets its path up)
+PROBE_ROUNDS = 1        # overlapped rounds probed at each D (measuring costs D steps of training)
 DRIFT = 2.0             # measured anew when the step or the average time moves this factor
 
 
@@ -57,6 +57,7 @@ class Cadence:
     average_ms: float = 0.0
     round_wait_ms: float = None     # an overlapped round's blocked time, where one was probed
     why: str = ""
+    took_ms: float = 0.0            # what measuring cost (the training waited for it)
 
     @property
     def overlap(self):
@@ -130,6 +131,7 @@ class Tuner:
 
     def choose(self, epoch, why="measured before the first step"):
         """Generator: measure (every rank), agree on the slowest, choose, apply, announce."""
+        t0 = self.clock()
         if self.group.size == 1:
             cadence = Cadence(self.max_every, None, epoch, why="one rank: nothing to average")
         else:
@@ -138,6 +140,7 @@ class Tuner:
             average_s = yield from self._time_averages()
             (step_s, average_s), _ = yield from self._agree(largest=(step_s, average_s))
             cadence = yield from self._decide(dry_step, step_s, average_s, epoch, why)
+        cadence.took_ms = (self.clock() - t0) * 1e3
         self.choices.append(cadence)
         self.baseline = None
         self.averager.set_cadence(cadence.every, cadence.merge_after)
@@ -173,17 +176,16 @@ class Tuner:
         return float(np.median(times))
 
     def _time_averages(self):
-        """Generator: median seconds of a blocking Allreduce of the state's size, each after
-        a one-number Allreduce that lines the ranks up."""
+        """Generator: the least seconds of a blocking Allreduce of the state's size, each
+        after a one-number Allreduce that lines the ranks up."""
         scratch, line = np.zeros_like(self.averager.state), np.zeros(1)
-        yield from self.group.allreduce(scratch, "cadence")        # the first of a size sets its path up
         times = []
         for _ in range(PROBE_AVERAGES):
             yield from self.group.allreduce(line, "cadence")
             t0 = self.clock()
             yield from self.group.allreduce(scratch, "cadence")
             times.append(self.clock() - t0)
-        return float(np.median(times))
+        return min(times)
 
     def _agree(self, largest=(), least=()):
         """Generator: the largest over the ranks of each of `largest`, the least of `least`

@@ -75,7 +75,7 @@ def test_a_fast_link_averages_blocking_without_probing():
 def test_a_slow_link_overlaps_with_the_first_d_that_hides_a_round():
     # 100 Mbit/s: a step 0.75 ms, an average 15 ms; D=32 blocks 5 ms (target at K=64: 0.96 ms), D=64 0.5 ms
     choice, probed = decide(0.75e-3, 15e-3, waits=lambda d: 5e-3 if d < 64 else 0.5e-3)
-    assert probed == [32, 32, 64, 64]           # PROBE_ROUNDS at each D
+    assert probed == [32] * cadence.PROBE_ROUNDS + [64] * cadence.PROBE_ROUNDS
     assert (choice.every, choice.merge_after, choice.round_wait_ms) == (128, 64, 0.5)
     assert choice.average_ms == 15 and choice.step_ms == 0.75
 
