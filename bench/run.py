@@ -169,7 +169,7 @@ def bench_throughput(args):
 
 # -- scheduler ---------------------------------------------------------------------------
 def bench_scheduler(args):
-    from mpidml.scheduler import Scheduler
+    from mpidml.runtime.scheduler import Scheduler
     n = 200_000
     work = np.zeros(1)
 
@@ -274,8 +274,8 @@ def overlap_accuracy(args):
 
 # -- mlp ---------------------------------------------------------------------------------
 def gemm_vs_step():
-    from mpidml.models import build
-    from mpidml.optim import Optimizer
+    from mpidml.learn.models import build
+    from mpidml.learn.optim import Optimizer
     rng = np.random.default_rng(0)
     net = build("mlp", 100, 10, hidden=(256,))
     opt = Optimizer("momentum", net.size, np.float32, 0.05, 1e-4, net.weight_mask())
@@ -620,7 +620,7 @@ def plain_read(path):
 def read_paths(path):
     """One rank's partition (of 2) read run by run, raw and through HDF5, best of 3 each."""
     from mpidml import data as datamod
-    from mpidml.rows import Rows
+    from mpidml.data.rows import Rows
     info = datamod.describe(path, test_fraction=0.01)
     runs = datamod.plan_for(info, 2).ranges[0]
     times = []
@@ -707,7 +707,7 @@ def bench_data(args):
     text += table(["size", "layout", "--distribute", "plain read (s)", "distribute_s",
                    "ratio (target <= 1 for synth defaults)", "rank 0 peak MB", "rank 1 peak MB",
                    "rank 0 - rank 1"], rows)
-    text += ("\n\nRead path (mpidml/rows.py), one process reading one rank's partition (of 2) of the 0.4 GB "
+    text += ("\n\nRead path (mpidml/data/rows.py), one process reading one rank's partition (of 2) of the 0.4 GB "
              "files run by run (the block permutation's ranges), best of 3: through HDF5 (one hyperslab per run) "
              "and as raw `preadv`s at the offsets HDF5 reports for uncompressed data.\n\n")
     text += table(["size", "layout", "runs", "HDF5 (s)", "raw (s)", "raw speed-up"], paths)
@@ -917,7 +917,7 @@ def run_elastic(launch, python, env, path, epochs, kill=None):
 def recovery_row(n, where, run, lost):
     """A recovery table's row: the whole gap (death printed to training again), the survivors'
     recovery_s, the lost rank's rows, ranks after, exit code, every epoch on every row."""
-    from mpidml.partition import make_plan
+    from mpidml.data.partition import make_plan
     doc = run.doc
     failure = (doc.get("failures") or [None])[0]
     if not failure or run.died_at is None:

@@ -3,7 +3,7 @@ closed standard stream /dev/null, pin BLAS threads before numpy loads."""
 import os
 import sys
 
-from mpidml.guard import Guard
+from mpidml.runtime.guard import Guard
 
 
 def reopen_closed_std():
@@ -28,10 +28,10 @@ def reopen_closed_std():
 
 def entry():
     Guard().install()               # first: a signal in any later import would kill the rank
-    from mpidml.threads import pin_blas_threads
+    from mpidml.runtime.threads import pin_blas_threads
     reopen_closed_std()
     pin_blas_threads(sys.argv[1:])
-    from mpidml.cli import main  # numpy loads here, after the pinning
+    from mpidml.cli.main import main  # numpy loads here, after the pinning
     code = main()
     from mpidml import ft
     if ft.shrunk is not None or ft.lost_ranks():
@@ -48,7 +48,7 @@ def leave_without_finalize(code, survivors):
     finalizing, and rank 0 may still be writing the checkpoint or its last line."""
     from mpi4py import MPI
 
-    from mpidml.ft import loud_again
+    from mpidml.runtime.ft import loud_again
     try:
         if survivors is not None:   # None: a rank lost with no shrink after it (the job's end)
             survivors.Barrier()

@@ -34,9 +34,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .arrays import ArraySource, labels
 from .compat import BaseEstimator, ClassifierMixin, NotFittedError, RegressorMixin, validate_data
 from .config import TrainConfig
+from .data.arrays import ArraySource, labels
 
 _D = TrainConfig()          # the defaults: the command line's
 # fit_hdf5's keywords: how the file is read and split, as the train options of that name
@@ -86,8 +86,8 @@ def train(config=None, **options):
     """
     from mpi4py import MPI
 
-    from . import session
-    from .cli import make_config
+    from .cli.main import make_config
+    from .training import session
     if isinstance(config, Mapping):
         options, config = {**config, **options}, None
     args = argparse.Namespace(config=os.fspath(config)) if config is not None else argparse.Namespace()
@@ -119,7 +119,7 @@ def load(path):
     >>> model = mpidml.load("model.h5")
     >>> model.predict(X)
     """
-    from .checkpoint import ModelFile
+    from .learn.checkpoint import ModelFile
     m = ModelFile.load(os.fspath(path))
     cls = Regressor if m.task == "regression" else Classifier
     config = m.attrs.get("config", {})
@@ -136,7 +136,7 @@ def load(path):
 def _progress_to_stdout(rank):
     """Progress lines as the command line prints them, unless the program set up logging."""
     if not logging.getLogger("mpidml").hasHandlers():
-        from .progress import setup_logging
+        from .files.progress import setup_logging
         setup_logging(rank)
 
 
@@ -277,8 +277,8 @@ class _Estimator(BaseEstimator):
         classes), as --resume continues a model file."""
         if not self.__sklearn_is_fitted__():
             return self._fit_rows(X, y, reset=True, classes=classes, epochs=1)
-        from .checkpoint import ModelFile
-        from .provenance import MODEL_OPTIONS
+        from .data.provenance import MODEL_OPTIONS
+        from .learn.checkpoint import ModelFile
         m = self._model
         with tempfile.TemporaryDirectory(prefix="mpidml-") as tmp:
             path = os.path.join(tmp, "fitted.h5")
@@ -294,7 +294,7 @@ class _Estimator(BaseEstimator):
     def _config(self, adopt=(), **options):
         """The TrainConfig of these parameters (and `options`), checked as the command line
         checks its options; `adopt`: options a resumed file decides, whatever the parameters."""
-        from .cli import make_config
+        from .cli.main import make_config
         params = self.get_params()
         verbose = params.pop("verbose")
         # the parameters changed from the defaults are the options "given" (as on a command line)
@@ -307,7 +307,7 @@ class _Estimator(BaseEstimator):
     def _train(self, cfg, source=None):
         from mpi4py import MPI
 
-        from . import session
+        from .training import session
         comm = MPI.COMM_WORLD
         if not cfg.quiet:
             _progress_to_stdout(comm.rank)
@@ -332,7 +332,7 @@ class _Estimator(BaseEstimator):
         if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                                  "appropriate arguments before using this estimator.")
-        from .evaluate import predict
+        from .learn.evaluate import predict
         X = validate_data(self, X, reset=False)
         m = self._model
         net, scaling = m.net(), m.scaling()
@@ -352,7 +352,7 @@ class _Estimator(BaseEstimator):
         if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: nothing to save.")
         if _rank() == 0:
-            from .checkpoint import check_output
+            from .learn.checkpoint import check_output
             check_output(os.fspath(path), "save")
             self._model.save(os.fspath(path))
 

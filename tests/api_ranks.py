@@ -10,7 +10,7 @@
 import json
 import sys
 
-from mpidml.threads import pin_blas_threads
+from mpidml.runtime.threads import pin_blas_threads
 
 pin_blas_threads([])        # as the command line does: one BLAS thread per rank
 
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import mpidml  # noqa: E402
-from mpidml.partition import balanced_sizes  # noqa: E402
+from mpidml.data.partition import balanced_sizes  # noqa: E402
 
 comm = MPI.COMM_WORLD
 rank = comm.rank

@@ -4,12 +4,12 @@ import sys
 
 from mpi4py import MPI
 
-import mpidml.trainer
-from mpidml.cli import main
+import mpidml.learn.trainer
+from mpidml.cli.main import main
 
 where = sys.argv[1]
 if where == "all" or str(MPI.COMM_WORLD.rank) in where.split(","):
     def broken(*args, **kwargs):
         raise RuntimeError("planted bug")
-    mpidml.trainer.build = broken
+    mpidml.learn.trainer.build = broken
 sys.exit(main(sys.argv[2:]))

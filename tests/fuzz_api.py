@@ -18,7 +18,7 @@ import sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 signal.alarm(60)                     # no rank outlives a timed-out launch for long
 
-from mpidml.threads import pin_blas_threads  # noqa: E402
+from mpidml.runtime.threads import pin_blas_threads  # noqa: E402
 
 pin_blas_threads([])
 

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from mpidml.aggregate import Averager
-from mpidml.comm import Group
-from mpidml.scheduler import Scheduler
+from mpidml.learn.aggregate import Averager
+from mpidml.runtime.comm import Group
+from mpidml.runtime.scheduler import Scheduler
 
 comm = MPI.COMM_WORLD
 rank, size = comm.rank, comm.size

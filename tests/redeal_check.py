@@ -7,8 +7,8 @@ import numpy as np
 from mpi4py import MPI
 
 from mpidml import data
-from mpidml.comm import Group, drive
-from mpidml.elastic import Holdings
+from mpidml.learn.elastic import Holdings
+from mpidml.runtime.comm import Group, drive
 
 path, mode, how = sys.argv[1:4]
 group = Group(MPI.COMM_WORLD)

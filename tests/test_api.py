@@ -75,7 +75,7 @@ def test_fit_at_3_ranks_on_user_shards_is_bit_identical_to_the_command_line(tmp_
     assert res["same_model_on_every_rank"] and res["same_history"] and res["epochs"] == options["epochs"]
     mpiexec(3, ["--quiet", "--data", data, "--partition", "contiguous", "--test-fraction", "0", *flags,
                 "--save", tmp_path / "cli.h5"], check=0)
-    from mpidml.checkpoint import ModelFile
+    from mpidml.learn.checkpoint import ModelFile
     api, cli = ModelFile.load(tmp_path / "api.h5"), ModelFile.load(tmp_path / "cli.h5")
     assert np.array_equal(api.optimizer_state, cli.optimizer_state)
     assert [h["train_loss"] for h in api.history] == [h["train_loss"] for h in cli.history]
@@ -92,7 +92,7 @@ def test_models_from_files_predict_as_mpidml_predict_does(tmp_path, blobs):
     est = mpidml.Classifier(model="mlp", hidden=(8,), epochs=3).fit_hdf5(blobs)
     est.save(tmp_path / "api.h5")
     assert len(est.history_) == 3 and "test_accuracy" in est.history_[-1]
-    from mpidml.checkpoint import ModelFile
+    from mpidml.learn.checkpoint import ModelFile
     assert np.array_equal(ModelFile.load(tmp_path / "cli.h5").params, ModelFile.load(tmp_path / "api.h5").params)
     with h5py.File(blobs) as f:
         X = f["X"][()]

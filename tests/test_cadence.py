@@ -1,4 +1,4 @@
-"""--sync-every auto (mpidml/cadence.py): the choice from measured times against hand-computed
+"""--sync-every auto (mpidml/learn/cadence.py): the choice from measured times against hand-computed
 values, its revision on drift, and whole runs: the choice is recorded, replays bit for bit
 when given by hand, survives --resume, and bad combinations are refused."""
 import json
@@ -9,8 +9,8 @@ import pytest
 from conftest import mpiexec, refused, train
 
 from mpidml import cadence
-from mpidml.cadence import Cadence, Tuner, blocking_every, first_merge_after, hidden, pow2_at_least
-from mpidml.comm import drive
+from mpidml.learn.cadence import Cadence, Tuner, blocking_every, first_merge_after, hidden, pow2_at_least
+from mpidml.runtime.comm import drive
 
 pytestmark = pytest.mark.timeout(120)
 

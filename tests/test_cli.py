@@ -8,9 +8,9 @@ import pytest
 from conftest import DIGITS, mpiexec, train
 
 from mpidml import datatools
-from mpidml.cli import make_config, parse
+from mpidml.cli.main import make_config, parse
 from mpidml.errors import UsageError
-from mpidml.threads import pin_blas_threads
+from mpidml.runtime.threads import pin_blas_threads
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -300,7 +300,7 @@ def test_data_that_convert_reads_is_pointed_at_it(tmp_path):
     makes it HDF5; a file of no format convert reads gets the plain line."""
     from conftest import refused
 
-    from mpidml.h5 import open_h5
+    from mpidml.data.h5 import open_h5
     for name in ("x.csv", "x.parquet", "x.NPY"):
         (tmp_path / name).write_text("a,b\n1,2\n")
         with pytest.raises(UsageError, match=f"not an HDF5 file; convert it first: mpidml data convert "
@@ -325,7 +325,7 @@ def test_help_of_every_subcommand_shows_defaults(capsys):
                                          ('{"history": [], "timing": {"per_rank": {"compute_s": [1]}}}',
                                           "per_rank")])
 def test_plot_names_what_is_wrong_with_a_metrics_file(tmp_path, doc, needle):
-    from mpidml.plot import load
+    from mpidml.cli.plot import load
     path = tmp_path / "m.json"
     path.write_text(doc)
     with pytest.raises(UsageError, match=needle):
@@ -334,7 +334,7 @@ def test_plot_names_what_is_wrong_with_a_metrics_file(tmp_path, doc, needle):
 
 def test_plot_refuses_an_unknown_image_type(tmp_path):
     pytest.importorskip("matplotlib")
-    from mpidml.plot import plot
+    from mpidml.cli.plot import plot
     path = tmp_path / "m.json"
     path.write_text('{"history": [{"epoch": 1, "train_loss": 0.5}]}')
     with pytest.raises(UsageError, match="unknown image type .xyz"):
@@ -466,7 +466,7 @@ def test_the_bars_loss_starts_afresh_each_epoch(monkeypatch, blobs):
 
 
 def test_the_bar_shows_rate_time_left_and_loss():
-    from mpidml.progress import epoch_bar
+    from mpidml.files.progress import epoch_bar
     line = epoch_bar(3, 0.5, 2.0, 10000, 0.25)
     assert "epoch 3 [" in line and "50%" in line and "2.5k samples/s" in line and "2 s left" in line
     assert "loss 0.2500" in line
@@ -475,7 +475,7 @@ def test_the_bar_shows_rate_time_left_and_loss():
 def test_sweeps_from_several_levels_combine_axis_by_axis(tmp_path):
     """A command-line --sweep beside a config file's [sweep] table replaced the table whole,
     dropping its axes without a word; now each axis is kept, the higher level's winning."""
-    from mpidml.cli import make_config, parse
+    from mpidml.cli.main import make_config, parse
     config = tmp_path / "run.toml"
     config.write_text("[sweep]\nl2 = [0.0, 0.001]\nlr = [0.5]\n")
     cfg = make_config(parse(["train", "--config", str(config), "--sweep", "lr=0.1 0.01"]), environ={})

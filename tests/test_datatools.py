@@ -8,7 +8,7 @@ import pytest
 from conftest import lines, mpiexec, train, write_h5
 
 from mpidml import datatools
-from mpidml.datatools import convert, inspect, synth
+from mpidml.cli.datatools import convert, inspect, synth
 from mpidml.errors import UsageError
 
 pytestmark = pytest.mark.timeout(120)

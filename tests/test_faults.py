@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import DIGITS, MPIEXEC, ROOT, Job, mpiexec, quiet_lines, train, write_h5
 
-from mpidml.abort import wait_until_read
+from mpidml.runtime.abort import wait_until_read
 
 pytestmark = pytest.mark.timeout(300)
 

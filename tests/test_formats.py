@@ -20,8 +20,8 @@ import scipy.sparse
 from conftest import lines, mpiexec, refused, train, write_h5
 
 from mpidml import data, progress
-from mpidml.checkpoint import ModelFile
 from mpidml.errors import UsageError
+from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(120)
 NAMES = np.array(["B cell", "NK cell", "T cell"])
@@ -458,7 +458,7 @@ def test_pickled_attributes_are_read_as_plain_data_never_unpickled():
     import os
     import pickle
 
-    from mpidml.formats import plain_data
+    from mpidml.data.formats import plain_data
     for value in (["a", "b"], [(1, ["x", "y"])], ("a",), {"k": [1, 2.5, None, True]}, [10 ** 30, -3, "é"], []):
         for protocol in range(6):
             assert plain_data(pickle.dumps(value, protocol=protocol)) == value
@@ -470,7 +470,7 @@ def test_pickled_attributes_are_read_as_plain_data_never_unpickled():
 def test_pickled_object_arrays_are_recognized_never_called():
     """pandas' fixed format pickles names of mixed types as a numpy object array: its items
     are read from the opcodes, the call to numpy that would rebuild it recorded, not made."""
-    from mpidml.formats import Call, _object_array, plain_data
+    from mpidml.data.formats import Call, _object_array, plain_data
     for protocol in range(2, 6):
         items = [0, 1, 2.5, "label"]
         assert _object_array(pickle.dumps(np.array(items, dtype=object), protocol=protocol)) == items

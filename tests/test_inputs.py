@@ -12,9 +12,9 @@ import pytest
 from conftest import lines, mpiexec, refused, train
 
 from mpidml import data
-from mpidml.checkpoint import ModelFile
-from mpidml.comm import drive
 from mpidml.errors import UsageError
+from mpidml.learn.checkpoint import ModelFile
+from mpidml.runtime.comm import drive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -417,7 +417,7 @@ def test_a_file_without_the_split_options_resumes(tmp_path):
 
 
 def _split_model(tmp_path):
-    from mpidml.datatools import synth
+    from mpidml.cli.datatools import synth
     synth(str(tmp_path / "s.h5"), 400, 4, 2, seed=1)
     model = tmp_path / "m.h5"
     mpiexec(1, ["--quiet", "--data", tmp_path / "s.h5", "--epochs", "1", "--save", model], check=0)

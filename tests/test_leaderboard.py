@@ -10,8 +10,8 @@ import pytest
 from conftest import DIGITS, lines, mpiexec, quiet_lines, refused
 
 from mpidml import leaderboard, sweep
-from mpidml.leaderboard import Leaderboard
-from mpidml.plot import load
+from mpidml.cli.plot import load
+from mpidml.learn.leaderboard import Leaderboard
 
 pytestmark = pytest.mark.timeout(120)
 SWEEP = ["--epochs", "3", "--sweep", "lr=0.01 0.1 0.5"]
@@ -217,7 +217,7 @@ def test_the_plot_draws_the_score_against_each_swept_option_on_a_log_axis_where_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mpidml.plot import _score_by_option, plot
+    from mpidml.cli.plot import _score_by_option, plot
     doc = document([classification(0.3, 0.8), classification(0.2, 0.9), classification(0.4, 0.7)])
     for entry, lr in zip(doc["sweep"], (1e-4, 1e-3, 1e-2)):
         entry["overrides"]["lr"] = lr

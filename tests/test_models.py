@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mpidml.models import Net, build
+from mpidml.learn.models import Net, build
 
 
 def numeric_grad(net, w, X, y, eps=1e-6):

@@ -137,7 +137,7 @@ def test_every_optimizer_reaches_logistic_regression_at_3_ranks(tmp_path, opt):
 
 
 def test_mlp_separates_what_no_linear_model_can(tmp_path):
-    from mpidml.datatools import synth
+    from mpidml.cli.datatools import synth
     path = tmp_path / "nl.h5"
     synth(path, 6000, 6, 3, kind="nonlinear", test_samples=2000)
     linear = train(3, tmp_path, "--data", path, "--model", "softmax", name="l.json")

@@ -23,7 +23,7 @@ from conftest import MPIEXEC, ROOT, Job, mpiexec, pids_by_tag, quiet_lines
 pytestmark = [pytest.mark.timeout(120), pytest.mark.network]
 
 TCP = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self"}
-GRACE = 2.0          # mpidml.comm.GRACE: how long the ranks wait for answers to their pings
+GRACE = 2.0          # mpidml.runtime.comm.GRACE: how long the ranks wait for answers to their pings
 
 TRANSPORT = """
 import json, os, time

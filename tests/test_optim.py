@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from mpidml.optim import Optimizer, schedule
+from mpidml.learn.optim import Optimizer, schedule
 
 
 def run(kind, grads, lr=0.1, **kw):

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from conftest import MPIEXEC, ROOT, mpiexec, write_h5
 
-from mpidml.checkpoint import atomic_write, atomic_write_bytes, check_output
 from mpidml.errors import UsageError
+from mpidml.learn.checkpoint import atomic_write, atomic_write_bytes, check_output
 
 pytestmark = pytest.mark.timeout(120)
 LONG = "n" * 250            # legal: NAME_MAX is 255
@@ -212,7 +212,7 @@ def test_kept_checkpoints_of_a_symlinked_save_are_the_epochs_files(work, tmp_pat
 
 
 def test_a_save_of_no_series_keeps_its_checkpoints_with_a_warning(tmp_path, caplog):
-    from mpidml.checkpoint import CheckpointSeries
+    from mpidml.learn.checkpoint import CheckpointSeries
     (tmp_path / "m.h5").write_bytes(b"no model file")
     for epoch in (1, 2):
         CheckpointSeries(str(tmp_path / "m.h5"), 1).add(epoch)
@@ -330,7 +330,7 @@ def test_a_later_numbered_name_that_is_no_model_file_is_one_line(work, tmp_path,
 
 WRITE_UNTIL_SIGNALLED = """
 import os, resource, signal, sys, time
-from mpidml.checkpoint import atomic_write_bytes, atomic_write
+from mpidml.learn.checkpoint import atomic_write_bytes, atomic_write
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 def write(tmp):
     with open(tmp, "wb") as f:

@@ -1,4 +1,4 @@
-"""Overlapped averaging keeps the accuracy of blocking averaging (mpidml/aggregate.py)."""
+"""Overlapped averaging keeps the accuracy of blocking averaging (mpidml/learn/aggregate.py)."""
 import numpy as np
 import pytest
 from conftest import train, write_h5

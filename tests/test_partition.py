@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mpidml.partition import balanced_sizes, default_block_rows, make_plan, pieces, slabs
+from mpidml.data.partition import balanced_sizes, default_block_rows, make_plan, pieces, slabs
 
 
 def rows_of(ranges):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import mpiexec
 
-from mpidml.data import Partition, plan_for
-from mpidml.elastic import Holdings, expand
+from mpidml.data.distribute import Partition, plan_for
+from mpidml.learn.elastic import Holdings, expand
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpidml.rows import Rows
+from mpidml.data.rows import Rows
 
 RNG = np.random.default_rng(3)
 X = RNG.standard_normal((1000, 7)).astype(np.float32)

@@ -8,9 +8,9 @@ import pytest
 from conftest import mpiexec, refused, train
 
 from mpidml import sweep
-from mpidml.checkpoint import ModelFile
-from mpidml.cli import make_config, parse
-from mpidml.datatools import synth
+from mpidml.cli.datatools import synth
+from mpidml.cli.main import make_config, parse
+from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(180)
 SAMPLED = ["--sweep", "lr=loguniform(1e-3,1e-1)", "--sweep", "batch-size=32 64", "--sweep", "l2=uniform(0,0.01)"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from mpidml.scheduler import Event, Scheduler, Sleep, Wait
+from mpidml.runtime.scheduler import Event, Scheduler, Sleep, Wait
 
 
 def test_round_robin_order_and_results():
@@ -142,7 +142,7 @@ def test_a_rank_with_its_own_core_keeps_polling_mpi(monkeypatch, polls):
     """Each step of a collective needs every rank inside MPI: with a core per rank a waiting
     rank polls (no naps within SPIN_S_OWN_CORE); sharing cores, it naps after SPIN_S_SHARED.
     Deadlines hold either way."""
-    import mpidml.scheduler as sched_mod
+    import mpidml.runtime.scheduler as sched_mod
     naps = []
     real_sleep = time.sleep
     monkeypatch.setattr(sched_mod.time, "sleep", lambda s: (naps.append(s), real_sleep(s)))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import DIGITS, MPIEXEC, Job, mpiexec, refused, train
 
-from mpidml.checkpoint import ModelFile
-from mpidml.datatools import synth
+from mpidml.cli.datatools import synth
 from mpidml.errors import STOPPED
+from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(240)
 NET = ["--data", DIGITS, "--model", "mlp", "--hidden", "16", "--no-overlap"]

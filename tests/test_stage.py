@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import MPIEXEC, ROOT, Job, mpiexec, quiet_lines, refused, write_h5
 
-from mpidml.checkpoint import ModelFile
 from mpidml.errors import STOPPED
+from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,10 +12,10 @@ import pytest
 from conftest import MPIEXEC, ROOT, Job, mpiexec, quiet_lines, rank_pids, refused
 from test_batch import _site_env
 
-from mpidml.checkpoint import ModelFile
-from mpidml.datatools import synth
+from mpidml.cli.datatools import synth
 from mpidml.errors import STOPPED
-from mpidml.stop import parse_signals
+from mpidml.learn.checkpoint import ModelFile
+from mpidml.runtime.stop import parse_signals
 
 pytestmark = pytest.mark.timeout(180)
 # a run long enough to be stopped in the middle of an epoch (780 steps per rank at 2 ranks)
@@ -302,11 +302,11 @@ def test_resume_checks_every_sweep_file_against_the_adopted_split(tmp_path, data
 
 def test_the_guard_is_installed_before_any_other_mpidml_module_loads():
     """Ctrl-C to the group 0.15 s after a 3-rank launch killed a rank with KeyboardInterrupt
-    in `from mpidml.threads import ...`, a line of mpidml's __main__ that ran before the
+    in `from mpidml.runtime.threads import ...`, a line of mpidml's __main__ that ran before the
     handlers (MPICH's banner, exit 11). The guard now comes first."""
     code = """if True:
         import sys
-        import mpidml.guard as guard
+        import mpidml.runtime.guard as guard
         seen, install = [], guard.Guard.install
         def spy(self):
             seen.append(sorted(m for m in sys.modules if m.startswith("mpidml.")))
@@ -321,4 +321,5 @@ def test_the_guard_is_installed_before_any_other_mpidml_module_loads():
         print(seen[0], file=sys.stderr)
     """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert proc.stderr.strip() == "['mpidml.__main__', 'mpidml.errors', 'mpidml.guard']", proc.stderr
+    loaded = "['mpidml.__main__', 'mpidml.errors', 'mpidml.runtime', 'mpidml.runtime.guard']"
+    assert proc.stderr.strip() == loaded, proc.stderr

@@ -21,12 +21,12 @@ import pytest
 from conftest import MPIEXEC, Job, launch, lines, mpiexec, quiet_lines, refused, train
 
 from mpidml import partition
-from mpidml.checkpoint import ModelFile
-from mpidml.data import describe, plan_for
-from mpidml.datatools import synth
+from mpidml.cli.datatools import synth
+from mpidml.data.distribute import describe, plan_for
+from mpidml.data.partition import rows_of
+from mpidml.data.stream import EpochPlan, Stream, StreamedPart
 from mpidml.errors import STOPPED
-from mpidml.partition import rows_of
-from mpidml.stream import EpochPlan, Stream, StreamedPart
+from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(120)
 # chunks of ~100 rows of 8 float32 features (40 bytes a row with its label): 10+ chunks a rank

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import DIGITS, lines, mpiexec, refused, train
 
-from mpidml.checkpoint import ModelFile
-from mpidml.cli import make_config, parse
+from mpidml.cli.main import make_config, parse
 from mpidml.errors import UsageError
+from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(180)
 NET = ["--data", DIGITS, "--model", "mlp", "--hidden", "32", "--epochs", "3", "--no-overlap"]
@@ -132,7 +132,7 @@ def test_a_stopped_sweep_resumes_to_the_same_models(tmp_path):
 
     from conftest import MPIEXEC, Job
 
-    from mpidml.datatools import synth
+    from mpidml.cli.datatools import synth
     from mpidml.errors import STOPPED
     data = tmp_path / "d.h5"
     synth(str(data), 60000, 16, 4, seed=2)
@@ -202,7 +202,7 @@ def test_a_sweep_of_more_models_than_mpi_has_communicators(tmp_path):
 def _tiny_sweep(tmp_path, models):
     """Options of a sweep of `models` softmax models (one step an epoch) on a tiny file: more
     than the COMMUNICATORS (64) that train at once, so that later ones wait for a communicator."""
-    from mpidml.datatools import synth
+    from mpidml.cli.datatools import synth
     data = tmp_path / "tiny.h5"
     synth(str(data), 40, 2, 2, seed=1)
     return ["--data", data, "--model", "softmax", "--sweep", "seed=" + " ".join(map(str, range(models)))]
@@ -271,7 +271,7 @@ def test_a_sweeps_training_time_is_its_loop_without_scoring(tmp_path):
     """Each model's evaluation time counted its wait in the scores' Allreduce, while the other
     models computed; the job subtracted them all from its wall time: -0.8 s of training in a
     0.4 s run of 20 models at 2 ranks."""
-    from mpidml.datatools import synth
+    from mpidml.cli.datatools import synth
     synth(str(tmp_path / "s.h5"), 2000, 8, 3, seed=1)
     doc = train(2, tmp_path, "--data", tmp_path / "s.h5", "--model", "softmax", "--epochs", "3",
                 "--sweep", "lr=0.1 0.05 0.02 0.01 0.005", "--sweep", "l2=0 0.001 0.01 0.1")

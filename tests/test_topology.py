@@ -1,6 +1,6 @@
 """Placement of ranks on hosts and cores, and the wait policy it implies (topology.py)."""
-from mpidml.threads import blas_threads
-from mpidml.topology import Layout, Placement, _ranges
+from mpidml.runtime.threads import blas_threads
+from mpidml.runtime.topology import Layout, Placement, _ranges
 
 
 def place(host, cpus, quota=None, threads=1):

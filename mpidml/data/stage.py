@@ -28,11 +28,11 @@ import stat
 import h5py
 import numpy as np
 
-from . import data as datamod
-from .checkpoint import create_h5, fsync_path, release, temporary
-from .errors import UsageError
+from ..errors import UsageError
+from ..files.progress import Progress
+from ..learn.checkpoint import create_h5, fsync_path, release, temporary
+from . import distribute as datamod
 from .partition import slabs
-from .progress import Progress
 from .provenance import DataIdentity
 from .stream import RowSet, StreamedPart
 

@@ -33,11 +33,11 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from . import ft
-from .comm import Group, drive
-from .data import plan_for, read_file_rows
-from .errors import RanksLost, UsageError
-from .partition import balanced_sizes, rows_of, slabs, validation_draw
+from ..data.distribute import plan_for, read_file_rows
+from ..data.partition import balanced_sizes, rows_of, slabs, validation_draw
+from ..errors import RanksLost, UsageError
+from ..runtime import ft
+from ..runtime.comm import Group, drive
 
 log = logging.getLogger("mpidml")
 

@@ -8,8 +8,8 @@ that classes are united, encoded and stored exactly as for an HDF5 file.
 """
 import numpy as np
 
-from .data import Partition, class_array, encode_labels
-from .errors import UsageError
+from ..errors import UsageError
+from .distribute import Partition, class_array, encode_labels
 
 NAME = "<arrays>"       # where info names the file: in messages and the metrics document
 

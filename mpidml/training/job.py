@@ -19,21 +19,24 @@ import time
 
 import numpy as np
 
-from . import data as datamod
-from . import leaderboard, progress, stream, sweep
-from .aggregate import default_merge_after
-from .cadence import AUTO, Cadence
-from .checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
-from .elastic import Elastic, die
-from .errors import DivergedError, Stopped, UsageError
-from .evaluate import Scaling
-from .leaderboard import entry_score, rank_key
-from .partition import slabs
-from .provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
-from .scheduler import Scheduler, Sleep
-from .stop import StopSignals
-from .topology import gather_layout
-from .trainer import Model
+from ..data import distribute as datamod
+from ..data import stream
+from ..data.partition import slabs
+from ..data.provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
+from ..errors import DivergedError, Stopped, UsageError
+from ..files import progress
+from ..learn import leaderboard
+from ..learn.aggregate import default_merge_after
+from ..learn.cadence import AUTO, Cadence
+from ..learn.checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
+from ..learn.elastic import Elastic, die
+from ..learn.evaluate import Scaling
+from ..learn.leaderboard import entry_score, rank_key
+from ..learn.trainer import Model
+from ..runtime.scheduler import Scheduler, Sleep
+from ..runtime.stop import StopSignals
+from ..runtime.topology import gather_layout
+from . import sweep
 
 log = logging.getLogger("mpidml")
 COMMUNICATORS = 64      # a sweep's models training at once, each on a communicator of its own
@@ -310,7 +313,7 @@ class Job:
         """Generator: this rank's StreamedPart, over the file or (--stage-dir) its staged copy."""
         g, s = self.group, self.streaming
         if self.cfg.stage_dir:
-            from .stage import stage
+            from ..data.stage import stage
             return (yield from stage(g, info, s.plan, self.cfg.stage_dir, self.dtype, s.chunk_bytes,
                                      progress.style(self.cfg, g.rank)))
         err = part = None
@@ -938,7 +941,7 @@ def _train(job, cfg, tracer, signals):
         payloads = job.elastic.retry(lambda: job.group.gather_json(tracer.payload(), label="trace"), "trace")
         group = job.group
         if group.rank == 0:
-            from .trace import write
+            from ..files.trace import write
             write(cfg.trace, payloads)
     stopped = [m for m in models if m.stopped_at]
     if group.rank != 0:

@@ -11,7 +11,7 @@ imports nothing heavy: it loads before the BLAS threads are pinned.
 """
 import signal
 
-from .errors import STOPPED
+from ..errors import STOPPED
 
 CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 _installed = None

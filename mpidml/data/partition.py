@@ -19,7 +19,7 @@ communication.
 import numpy as np
 from numpy.random import default_rng  # at import: its first use would cost 10 ms mid-run
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def default_block_rows(n_rows, chunk_rows=None):

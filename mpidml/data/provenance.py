@@ -12,8 +12,8 @@ import hashlib
 
 import numpy as np
 
+from ..errors import UsageError
 from . import formats
-from .errors import UsageError
 from .h5 import open_h5
 
 SAMPLED_ROWS = 64

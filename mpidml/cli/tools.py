@@ -6,14 +6,16 @@ import sys
 
 import numpy as np
 
-from . import __version__, data, formats
-from .checkpoint import check_output
-from .comm import drive
-from .errors import UsageError
-from .evaluate import from_sums, partial_sums, predict
-from .partition import balanced_sizes
-from .progress import quiet_stdout
-from .topology import gather_layout
+from .. import __version__
+from ..data import distribute as data
+from ..data import formats
+from ..data.partition import balanced_sizes
+from ..errors import UsageError
+from ..files.progress import quiet_stdout
+from ..learn.checkpoint import check_output
+from ..learn.evaluate import from_sums, partial_sums, predict
+from ..runtime.comm import drive
+from ..runtime.topology import gather_layout
 
 log = logging.getLogger("mpidml")
 
@@ -41,7 +43,7 @@ def run(args, group, report):
 def results(metrics_path, out=None):
     """`results METRICS.json [-o CSV]`: a sweep's leaderboard, printed as training prints it;
     with `out`, its CSV too (--results)."""
-    from .leaderboard import Leaderboard
+    from ..learn.leaderboard import Leaderboard
     from .plot import load
     if out:
         check_output(out, "-o", (("metrics", metrics_path),))
@@ -89,7 +91,7 @@ def _inputs(args):
 
 
 def _load(path):
-    from .checkpoint import ModelFile
+    from ..learn.checkpoint import ModelFile
     m = ModelFile.load(path)
     return m, m.net(), m.scaling()
 
@@ -133,7 +135,7 @@ def _trained_on(m, path, x, y):
     """Whether rows x, y of `path` are the very datasets the model trained on (the data
     identity its file records: same shapes, dtypes and sampled rows), so that scores on them
     include its training rows. Files from before provenance record none: False."""
-    from .provenance import fingerprint
+    from ..data.provenance import fingerprint
     saved = m.attrs.get("data")
     return isinstance(saved, dict) and saved.get("fingerprint") == fingerprint(path, x, y)
 
@@ -265,7 +267,7 @@ def _write_predictions(args, m, info, recv):
     """The gathered rows [label or value, class probabilities...] into --out: HDF5 datasets
     (labels, class_index, classes, proba; or values), or CSV with a header and a row per
     sample (label, proba_CLASS...; or value)."""
-    from .checkpoint import atomic_write
+    from ..learn.checkpoint import atomic_write
     classes = None if m.task == "regression" else data.class_array(info)
     if _out_format(args.out) == "csv":
         atomic_write(args.out, lambda tmp: _write_csv(tmp, recv, classes))
@@ -274,7 +276,7 @@ def _write_predictions(args, m, info, recv):
 
 
 def _write_hdf5(tmp, args, info, recv, classes):
-    from .checkpoint import create_h5
+    from ..learn.checkpoint import create_h5
     with create_h5(tmp) as f:
         if classes is None:
             f["values"] = recv[:, 0]
@@ -310,7 +312,7 @@ def info(group):
     import mpi4py
     from mpi4py import MPI
 
-    from mpidml.ft import fault_tolerance, library
+    from mpidml.runtime.ft import fault_tolerance, library
     ft = fault_tolerance()
     lines = {
         "mpidml": __version__, "python": platform.python_version(), "numpy": np.__version__,
@@ -334,7 +336,7 @@ def info(group):
         lines["hosts"] = len(layout.hosts)
         for i, host in enumerate(layout.hosts):
             lines[f"host {i}"] = host.describe()
-        from .stream import STREAM_SHARE, mb, rank_memory
+        from ..data.stream import STREAM_SHARE, mb, rank_memory
         limit, said = rank_memory(len(layout.host_of(0).ranks))
         lines["memory_per_rank"] = (f"{mb(limit)} ({said}); a run streams its rows from the file where they "
                                     f"would take more than {STREAM_SHARE:g} of it (--memory-limit, --stream)")

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SEARCHES = ("grid", "halving")                                      # --search
 SELECTIONS = ("val_loss", "val_accuracy", "val_f1", "val_r2")       # --select

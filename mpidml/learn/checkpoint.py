@@ -28,9 +28,9 @@ import threading
 import h5py
 import numpy as np
 
-from .errors import UsageError
+from ..data.partition import PARTITION_MODES
+from ..errors import UsageError
 from .optim import SLOTS
-from .partition import PARTITION_MODES
 
 log = logging.getLogger("mpidml")
 
@@ -655,7 +655,7 @@ class ModelFile:
 
     @classmethod
     def load(cls, path):
-        from .data import open_h5
+        from ..data.distribute import open_h5
         with open_h5(path) as f:
             if f.attrs.get("format") != FORMAT:
                 raise UsageError(f"{path}: not an mpidml model file (attribute format is missing or wrong)")

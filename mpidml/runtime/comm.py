@@ -22,8 +22,8 @@ from collections import defaultdict
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import DivergedError, MpidmlError, StallError, UsageError
 from .abort import release_node_segment
-from .errors import DivergedError, MpidmlError, StallError, UsageError
 from .scheduler import Scheduler, Wait
 
 PING_TAG, PONG_TAG, PROGRESS_TAG, ARRIVED_TAG = 21, 22, 23, 24

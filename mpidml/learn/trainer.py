@@ -22,18 +22,18 @@ import time
 
 import numpy as np
 
-from . import ft
+from ..data.stream import EpochPlan, Stream
+from ..errors import DivergedError
+from ..runtime import ft
+from ..runtime.scheduler import Event
+from ..runtime.stop import StopVote
 from .aggregate import Averager
 from .cadence import AUTO, Tuner
 from .elastic import die
-from .errors import DivergedError
 from .evaluate import from_sums, partial_sums
 from .leaderboard import selection_score
 from .models import build
 from .optim import Optimizer, schedule
-from .scheduler import Event
-from .stop import StopVote
-from .stream import EpochPlan, Stream
 
 log = logging.getLogger("mpidml")
 

@@ -19,10 +19,10 @@ import zlib
 import h5py
 import numpy as np
 
-from .checkpoint import atomic_write, check_output, create_h5
-from .data import label_text, open_h5, sparse_classes
-from .errors import UsageError
-from .h5 import CONVERTIBLE
+from ..data.distribute import label_text, open_h5, sparse_classes
+from ..data.h5 import CONVERTIBLE
+from ..errors import UsageError
+from ..learn.checkpoint import atomic_write, check_output, create_h5
 
 log = logging.getLogger("mpidml")
 CHUNK = 65536

@@ -6,7 +6,7 @@ import os
 
 import h5py
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # the filters hdf5plugin provides, by HDF5 filter number (HDF5 itself has gzip, szip,
 # shuffle, fletcher32, scaleoffset, nbit; h5py adds lzf)

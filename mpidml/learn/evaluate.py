@@ -1,8 +1,8 @@
 """Testing the global model: metrics on held-out data, and predictions for new rows."""
 import numpy as np
 
+from ..errors import DivergedError
 from . import metrics
-from .errors import DivergedError
 
 
 class Scaling:

@@ -13,17 +13,17 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
     job.Job. `summary`: rank 0 logs the test line and writes cfg.metrics_json."""
     import numpy as np
 
-    from .comm import Group, drive
-    from .errors import MpidmlError
+    from ..errors import MpidmlError
+    from ..runtime.comm import Group, drive
+    from ..runtime.stop import parse_signals, watching
     from .job import Job, train
-    from .stop import parse_signals, watching
     group = Group(comm, cfg.stall_timeout)
     job = None
     try:                        # from here on the communicators are freed whatever happens
         tracer = None
         if cfg.trace:           # the trace's clocks start together
             drive(group.collective(lambda: group.comm.Ibarrier(), "trace"), "trace")
-            from .trace import Tracer
+            from ..files.trace import Tracer
             tracer = group.tracer = Tracer(comm.rank)
         job = Job(cfg, group, tracer, source, task)
         # a diverging run ends with DivergedError (exit 3), not a page of warnings
@@ -49,7 +49,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
 def report(doc, metrics_json=None, quiet=False):
     """Rank 0: the final summary line(s) and the metrics file."""
     if metrics_json:
-        from .checkpoint import atomic_write_json
+        from ..learn.checkpoint import atomic_write_json
         atomic_write_json(metrics_json, doc, indent=1)
     t = doc.get("test")
     if not t or quiet:              # quiet: nothing but warnings and errors

@@ -17,11 +17,11 @@ import os
 import h5py
 import numpy as np
 
+from ..errors import UsageError
+from ..files.progress import Progress
 from . import formats
-from .errors import UsageError
 from .h5 import node, open_h5, read_error, reading, short
 from .partition import default_block_rows, make_plan, pieces, rows_of, runs_of, slabs, validation_draw
-from .progress import Progress
 
 log = logging.getLogger("mpidml")
 LABEL_WINDOW = 1 << 20  # labels are read and checked a million rows at a time

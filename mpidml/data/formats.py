@@ -22,7 +22,7 @@ import pickletools
 import h5py
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 from .h5 import dataset, node, reading
 from .rows import Rows
 

@@ -16,15 +16,16 @@ import math
 import os
 import sys
 
-from . import __version__, sweep
-from .abort import abort, leave_it_to_rank_0
-from .cadence import AUTO
-from .config import ON_FAILURE, TrainConfig, bundled_dataset
-from .errors import STOPPED, MpidmlError, Stopped, UsageError
-from .guard import Interrupted, installed
-from .partition import PARTITION_MODES
-from .progress import quiet_stdout, setup_logging
-from .sweep import SEARCHES, SELECTIONS
+from .. import __version__
+from ..config import ON_FAILURE, TrainConfig, bundled_dataset
+from ..data.partition import PARTITION_MODES
+from ..errors import STOPPED, MpidmlError, Stopped, UsageError
+from ..files.progress import quiet_stdout, setup_logging
+from ..learn.cadence import AUTO
+from ..runtime.abort import abort, leave_it_to_rank_0
+from ..runtime.guard import Interrupted, installed
+from ..training import sweep
+from ..training.sweep import SEARCHES, SELECTIONS
 
 log = logging.getLogger("mpidml")
 SUBCOMMANDS = ("train", "evaluate", "predict", "data", "info", "plot", "results")
@@ -144,7 +145,7 @@ def _hidden(text):
 
 
 def _signals(text):
-    from .stop import parse_signals
+    from ..runtime.stop import parse_signals
     try:
         parse_signals(text)
     except ValueError as e:
@@ -154,7 +155,7 @@ def _signals(text):
 
 def _size(text):
     """--memory-limit: auto, or a size with a unit (stream.parse_size)."""
-    from .stream import parse_size
+    from ..data.stream import parse_size
     try:
         parse_size(text)
     except ValueError as e:
@@ -577,7 +578,7 @@ def make_config(args, environ=os.environ, options=None, origin=""):
     if cfg.sync_every == AUTO:
         _check_auto(cfg)
     elif cfg.overlap:             # the effective D is what the metrics and the model file record
-        from .aggregate import default_merge_after
+        from ..learn.aggregate import default_merge_after
         cfg.merge_after = cfg.merge_after or default_merge_after(cfg.sync_every)
     if cfg.sync_every != AUTO and cfg.merge_after > cfg.sync_every:
         raise UsageError(f"--merge-after {cfg.merge_after} must be at most --sync-every {cfg.sync_every}: "
@@ -686,15 +687,16 @@ def run_command(args, comm):
             e.agreed = True                      # same options, same verdict on every rank
             raise
         setup_logging(comm.rank, cfg.quiet)
-        from . import ft, session
+        from ..runtime import ft
+        from ..training import session
         if ft.fault_tolerance().available:
             ft.quiet_libnbc()
         session.run(cfg, comm)
         return 0
     setup_logging(comm.rank)
+    from ..runtime.comm import Group
+    from ..training.session import report
     from . import tools
-    from .comm import Group
-    from .session import report
     group = Group(comm)
     try:
         return tools.run(args, group, report)
@@ -741,7 +743,7 @@ def main(argv=None):
                "(less data per rank)", 2, comm, alone=True, debug=debug, everywhere=True)
         return 2
     except MPI.Exception as e:
-        from .ft import lost_ranks
+        from ..runtime.ft import lost_ranks
         lost = lost_ranks(comm)
         if lost:
             ranks = ", ".join(f"rank {r}" for r in lost)
@@ -803,7 +805,7 @@ def agree_command_line(comm, argv, environ=os.environ):
     import numpy as np
     from mpi4py import MPI
 
-    from .comm import wait_for_start
+    from ..runtime.comm import wait_for_start
     if comm.Get_size() == 1:
         return
     mine = {"argv": list(argv), "env": {k: v for k, v in environ.items() if k.startswith("MPIDML_")

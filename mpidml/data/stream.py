@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.random import default_rng
 
-from . import data as datamod
-from .errors import UsageError
+from ..errors import UsageError
+from . import distribute as datamod
 from .partition import slabs, validation_draw
 
 CHUNK_MB = 64           # a chunk's default size; two per stream

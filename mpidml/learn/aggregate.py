@@ -48,7 +48,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from .scheduler import Event
+from ..runtime.scheduler import Event
 
 
 def default_merge_after(every):
