@@ -619,7 +619,7 @@ def plain_read(path):
 
 def read_paths(path):
     """One rank's partition (of 2) read run by run, raw and through HDF5, best of 3 each."""
-    from mpidml import data as datamod
+    from mpidml.data import distribute as datamod
     from mpidml.data.rows import Rows
     info = datamod.describe(path, test_fraction=0.01)
     runs = datamod.plan_for(info, 2).ranges[0]

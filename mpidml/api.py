@@ -352,7 +352,7 @@ class _Estimator(BaseEstimator):
         if not self.__sklearn_is_fitted__():
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: nothing to save.")
         if _rank() == 0:
-            from .learn.checkpoint import check_output
+            from .files.outputs import check_output
             check_output(os.fspath(path), "save")
             self._model.save(os.fspath(path))
 

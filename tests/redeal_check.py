@@ -6,7 +6,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from mpidml import data
+from mpidml.data import distribute as data
 from mpidml.learn.elastic import Holdings
 from mpidml.runtime.comm import Group, drive
 

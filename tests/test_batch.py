@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import BIN, DIGITS, MPIEXEC, ROOT
 
-from mpidml.learn.checkpoint import atomic_write_bytes
+from mpidml.files.outputs import atomic_write_bytes
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import mpiexec, refused, train
 
-from mpidml import cadence
+from mpidml.learn import cadence
 from mpidml.learn.cadence import Cadence, Tuner, blocking_every, first_merge_after, hidden, pow2_at_least
 from mpidml.runtime.comm import drive
 

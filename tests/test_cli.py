@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import DIGITS, mpiexec, train
 
-from mpidml import datatools
+from mpidml.cli import datatools
 from mpidml.cli.main import make_config, parse
 from mpidml.errors import UsageError
 from mpidml.runtime.threads import pin_blas_threads
@@ -448,7 +448,7 @@ def test_the_bars_loss_starts_afresh_each_epoch(monkeypatch, blobs):
     """The bar's running loss (Model.running) showed the last epoch's whole loss until the
     next epoch's first step: the loss seen as each epoch's first step begins is none yet."""
     import mpidml
-    from mpidml import trainer
+    from mpidml.learn import trainer
     seen, init = [], trainer.Model.__init__
 
     def probed(model, *args, **kwargs):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import lines, mpiexec, train, write_h5
 
-from mpidml import datatools
+from mpidml.cli import datatools
 from mpidml.cli.datatools import convert, inspect, synth
 from mpidml.errors import UsageError
 

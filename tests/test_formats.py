@@ -19,8 +19,9 @@ import pytest
 import scipy.sparse
 from conftest import lines, mpiexec, refused, train, write_h5
 
-from mpidml import data, progress
+from mpidml.data import distribute as data
 from mpidml.errors import UsageError
+from mpidml.files import progress
 from mpidml.learn.checkpoint import ModelFile
 
 pytestmark = pytest.mark.timeout(120)
@@ -433,7 +434,7 @@ def test_progress_is_silent_for_quick_work_and_with_quiet(logged):
 
 EAGER = """
 import sys
-from mpidml import progress
+from mpidml.files import progress
 progress.QUIET_S = progress.EVERY_S = 0.0     # every window shows
 from mpidml.__main__ import entry
 sys.exit(entry())

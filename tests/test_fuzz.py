@@ -1130,7 +1130,7 @@ def temporaries_left(out, killed):
         return sorted(p.name for p in out.iterdir() if p.name.startswith(".mpidml-"))
     deadline = time.monotonic() + 5
     while killed and left() and time.monotonic() < deadline:
-        subprocess.run([sys.executable, "-c", "import sys; from mpidml.learn.checkpoint import atomic_write_bytes; "
+        subprocess.run([sys.executable, "-c", "import sys; from mpidml.files.outputs import atomic_write_bytes; "
                         "atomic_write_bytes(sys.argv[1], b'')", str(out / "next")], check=True, timeout=30)
         time.sleep(0.2)
     return left()

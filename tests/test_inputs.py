@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import lines, mpiexec, refused, train
 
-from mpidml import data
+from mpidml.data import distribute as data
 from mpidml.errors import UsageError
 from mpidml.learn.checkpoint import ModelFile
 from mpidml.runtime.comm import drive

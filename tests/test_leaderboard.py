@@ -9,9 +9,10 @@ import shutil
 import pytest
 from conftest import DIGITS, lines, mpiexec, quiet_lines, refused
 
-from mpidml import leaderboard, sweep
 from mpidml.cli.plot import load
+from mpidml.learn import leaderboard
 from mpidml.learn.leaderboard import Leaderboard
+from mpidml.training import sweep
 
 pytestmark = pytest.mark.timeout(120)
 SWEEP = ["--epochs", "3", "--sweep", "lr=0.01 0.1 0.5"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mpidml import metrics
+from mpidml.learn import metrics
 
 
 def test_confusion_and_f1_by_hand():

@@ -6,7 +6,7 @@ import os
 
 from conftest import DIGITS, mpirun, train
 
-from mpidml import progress
+from mpidml.files import progress
 
 CURVES = ("train_loss", "test_loss", "test_accuracy")
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import MPIEXEC, ROOT, mpiexec, write_h5
 
 from mpidml.errors import UsageError
-from mpidml.learn.checkpoint import atomic_write, atomic_write_bytes, check_output
+from mpidml.files.outputs import atomic_write, atomic_write_bytes, check_output
 
 pytestmark = pytest.mark.timeout(120)
 LONG = "n" * 250            # legal: NAME_MAX is 255
@@ -330,7 +330,7 @@ def test_a_later_numbered_name_that_is_no_model_file_is_one_line(work, tmp_path,
 
 WRITE_UNTIL_SIGNALLED = """
 import os, resource, signal, sys, time
-from mpidml.learn.checkpoint import atomic_write_bytes, atomic_write
+from mpidml.files.outputs import atomic_write_bytes, atomic_write
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 def write(tmp):
     with open(tmp, "wb") as f:
@@ -364,7 +364,7 @@ def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_pa
     """SIGKILL runs no handler: its temporary stays until the next write into the directory
     removes it. Kept: a live writer's, another machine's, a reused pid's own process (its
     start time tells), a directory, names of any other scheme."""
-    from mpidml import checkpoint
+    from mpidml.files import outputs
     alive = writer(tmp_path / "other")
     try:
         (live,) = os.listdir(tmp_path)
@@ -372,8 +372,8 @@ def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_pa
         killed.kill()
         killed.communicate(timeout=30)
         (stale,) = set(os.listdir(tmp_path)) - {live}
-        machine, me, dead = checkpoint._machine(), os.getpid(), killed.pid
-        started = checkpoint._started(me)
+        machine, me, dead = outputs._machine(), os.getpid(), killed.pid
+        started = outputs._started(me)
         reused = f".mpidml-{machine}{me:08x}{started + 1:012x}-reused00.tmp"
         kept = [f".mpidml-{'0' * 8 if machine != '0' * 8 else '1' * 8}{dead:08x}{1:012x}-elsewher.tmp",
                 f".mpidml-{machine}{me:08x}{started:012x}-itsalive.tmp", ".mpidml-abcd1234.tmp", "mpidml-x.tmp",
@@ -393,9 +393,9 @@ def test_the_next_write_removes_temporaries_whose_writer_is_provably_dead(tmp_pa
 def _stale_temporary(folder):
     """A temporary named by this process's pid with another start time: a dead writer's, whose
     pid is ours now (see _remove_stale)."""
-    from mpidml import checkpoint
-    started = checkpoint._started(os.getpid())
-    path = folder / f".mpidml-{checkpoint._machine()}{os.getpid():08x}{started + 1:012x}-stale000.tmp"
+    from mpidml.files import outputs
+    started = outputs._started(os.getpid())
+    path = folder / f".mpidml-{outputs._machine()}{os.getpid():08x}{started + 1:012x}-stale000.tmp"
     path.write_bytes(b"")
     return path
 

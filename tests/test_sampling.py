@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import mpiexec, refused, train
 
-from mpidml import sweep
 from mpidml.cli.datatools import synth
 from mpidml.cli.main import make_config, parse
 from mpidml.learn.checkpoint import ModelFile
+from mpidml.training import sweep
 
 pytestmark = pytest.mark.timeout(180)
 SAMPLED = ["--sweep", "lr=loguniform(1e-3,1e-1)", "--sweep", "batch-size=32 64", "--sweep", "l2=uniform(0,0.01)"]

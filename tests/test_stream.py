@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from conftest import MPIEXEC, Job, launch, lines, mpiexec, quiet_lines, refused, train
 
-from mpidml import partition
 from mpidml.cli.datatools import synth
+from mpidml.data import partition
 from mpidml.data.distribute import describe, plan_for
 from mpidml.data.partition import rows_of
 from mpidml.data.stream import EpochPlan, Stream, StreamedPart

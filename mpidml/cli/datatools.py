@@ -22,7 +22,7 @@ import numpy as np
 from ..data.distribute import label_text, open_h5, sparse_classes
 from ..data.h5 import CONVERTIBLE
 from ..errors import UsageError
-from ..learn.checkpoint import atomic_write, check_output, create_h5
+from ..files.outputs import atomic_write, check_output, create_h5
 
 log = logging.getLogger("mpidml")
 CHUNK = 65536

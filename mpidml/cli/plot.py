@@ -7,8 +7,8 @@ import json
 import os
 
 from ..errors import UsageError
+from ..files.outputs import atomic_write, check_output
 from ..learn import leaderboard
-from ..learn.checkpoint import atomic_write, check_output
 
 PANELS_PER_ROW = 4          # score-by-option panels side by side
 GRID = 12                   # columns of the figure's grid: 3 panels above, 1 to 4 below, each an equal share

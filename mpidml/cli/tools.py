@@ -11,8 +11,8 @@ from ..data import distribute as data
 from ..data import formats
 from ..data.partition import balanced_sizes
 from ..errors import UsageError
+from ..files.outputs import check_output
 from ..files.progress import quiet_stdout
-from ..learn.checkpoint import check_output
 from ..learn.evaluate import from_sums, partial_sums, predict
 from ..runtime.comm import drive
 from ..runtime.topology import gather_layout
@@ -267,7 +267,7 @@ def _write_predictions(args, m, info, recv):
     """The gathered rows [label or value, class probabilities...] into --out: HDF5 datasets
     (labels, class_index, classes, proba; or values), or CSV with a header and a row per
     sample (label, proba_CLASS...; or value)."""
-    from ..learn.checkpoint import atomic_write
+    from ..files.outputs import atomic_write
     classes = None if m.task == "regression" else data.class_array(info)
     if _out_format(args.out) == "csv":
         atomic_write(args.out, lambda tmp: _write_csv(tmp, recv, classes))
@@ -276,7 +276,7 @@ def _write_predictions(args, m, info, recv):
 
 
 def _write_hdf5(tmp, args, info, recv, classes):
-    from ..learn.checkpoint import create_h5
+    from ..files.outputs import create_h5
     with create_h5(tmp) as f:
         if classes is None:
             f["values"] = recv[:, 0]

@@ -29,8 +29,8 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
+from ..files.outputs import create_h5, fsync_path, release, temporary
 from ..files.progress import Progress
-from ..learn.checkpoint import create_h5, fsync_path, release, temporary
 from . import distribute as datamod
 from .partition import slabs
 from .provenance import DataIdentity
@@ -236,7 +236,7 @@ def _whole(ds, shape, dtype, file_size):
 
 class Writer:
     """A rank's staged copy being written: a temporary file next to the final name, HDF5
-    written through (checkpoint.create_h5: a full disk fails the write that met it, not a
+    written through (outputs.create_h5: a full disk fails the write that met it, not a
     later close), renamed once complete and on disk. The first error is kept (`error`) and
     the file removed: the rank still receives every message rank 0 sends it."""
 

@@ -38,5 +38,5 @@ class Tracer:
 def write(path, per_rank_events):
     """One Chrome trace file from every rank's `payload()` (rank clocks aligned at start)."""
     events = [e for evs in per_rank_events for e in evs]
-    from ..learn.checkpoint import atomic_write_json
+    from .outputs import atomic_write_json
     atomic_write_json(path, {"traceEvents": events, "displayTimeUnit": "ms"})

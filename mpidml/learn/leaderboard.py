@@ -10,7 +10,7 @@ import csv
 import json
 import logging
 
-from .checkpoint import atomic_write
+from ..files.outputs import atomic_write
 
 log = logging.getLogger("mpidml")
 

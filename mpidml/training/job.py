@@ -25,10 +25,11 @@ from ..data.partition import slabs
 from ..data.provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
 from ..errors import DivergedError, Stopped, UsageError
 from ..files import progress
+from ..files.outputs import atomic_write_json, check_output
 from ..learn import leaderboard
 from ..learn.aggregate import default_merge_after
 from ..learn.cadence import AUTO, Cadence
-from ..learn.checkpoint import CheckpointSeries, ModelFile, atomic_write_json, check_output, new_series
+from ..learn.checkpoint import CheckpointSeries, ModelFile, new_series
 from ..learn.elastic import Elastic, die
 from ..learn.evaluate import Scaling
 from ..learn.leaderboard import entry_score, rank_key

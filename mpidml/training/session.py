@@ -49,7 +49,7 @@ def run(cfg, comm, source=None, task=None, everywhere=False, summary=True):
 def report(doc, metrics_json=None, quiet=False):
     """Rank 0: the final summary line(s) and the metrics file."""
     if metrics_json:
-        from ..learn.checkpoint import atomic_write_json
+        from ..files.outputs import atomic_write_json
         atomic_write_json(metrics_json, doc, indent=1)
     t = doc.get("test")
     if not t or quiet:              # quiet: nothing but warnings and errors
