@@ -1,7 +1,7 @@
 """The Python API: scikit-learn-style estimators, models from files, one training run.
 
 Everything here trains with the command line's code (session.run, job.Job) and checks
-options with its checks (cli.make_config): an estimator's parameters and `train`'s keywords
+options with its checks (training/options.make_config): an estimator's parameters and `train`'s keywords
 are the train options, underscored. mpi4py (and so MPI) is imported only by `fit`,
 `partial_fit`, `fit_hdf5` and `train`; `load` and `predict` need neither MPI nor
 scikit-learn.
@@ -25,12 +25,12 @@ True
 >>> mpidml.load("model.h5").predict(X[:3])                 # anywhere, no MPI needed
 array([...])
 """
-import argparse
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -86,11 +86,11 @@ def train(config=None, **options):
     """
     from mpi4py import MPI
 
-    from .cli.main import make_config
     from .training import session
+    from .training.options import make_config
     if isinstance(config, Mapping):
         options, config = {**config, **options}, None
-    args = argparse.Namespace(config=os.fspath(config)) if config is not None else argparse.Namespace()
+    args = SimpleNamespace(config=os.fspath(config)) if config is not None else SimpleNamespace()
     cfg = make_config(args, options=options, origin="mpidml.train: ")
     comm = MPI.COMM_WORLD
     _progress_to_stdout(comm.rank)
@@ -294,13 +294,13 @@ class _Estimator(BaseEstimator):
     def _config(self, adopt=(), **options):
         """The TrainConfig of these parameters (and `options`), checked as the command line
         checks its options; `adopt`: options a resumed file decides, whatever the parameters."""
-        from .cli.main import make_config
+        from .training.options import make_config
         params = self.get_params()
         verbose = params.pop("verbose")
         # the parameters changed from the defaults are the options "given" (as on a command line)
         chosen = {k: v for k, v in params.items() if not _is_default(k, v)}
         chosen.update(quiet=not verbose, checkpoint_signal="none", **options)
-        cfg = make_config(argparse.Namespace(), environ={}, options=chosen, origin=f"{type(self).__name__}: ")
+        cfg = make_config(SimpleNamespace(), environ={}, options=chosen, origin=f"{type(self).__name__}: ")
         cfg.given = cfg.given - set(adopt)
         return cfg
 

@@ -8,9 +8,10 @@ import pytest
 from conftest import DIGITS, mpiexec, train
 
 from mpidml.cli import datatools
-from mpidml.cli.main import make_config, parse
+from mpidml.cli.main import parse
 from mpidml.errors import UsageError
 from mpidml.runtime.threads import pin_blas_threads
+from mpidml.training.options import make_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -475,7 +476,8 @@ def test_the_bar_shows_rate_time_left_and_loss():
 def test_sweeps_from_several_levels_combine_axis_by_axis(tmp_path):
     """A command-line --sweep beside a config file's [sweep] table replaced the table whole,
     dropping its axes without a word; now each axis is kept, the higher level's winning."""
-    from mpidml.cli.main import make_config, parse
+    from mpidml.cli.main import parse
+    from mpidml.training.options import make_config
     config = tmp_path / "run.toml"
     config.write_text("[sweep]\nl2 = [0.0, 0.001]\nlr = [0.5]\n")
     cfg = make_config(parse(["train", "--config", str(config), "--sweep", "lr=0.1 0.01"]), environ={})

@@ -43,8 +43,9 @@ import numpy as np
 import pytest
 from conftest import MPIEXEC, ROOT, mpiexec
 
-from mpidml.cli.main import make_config, parse
+from mpidml.cli.main import parse
 from mpidml.errors import UsageError
+from mpidml.training.options import make_config
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(120)]
 

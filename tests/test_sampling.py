@@ -8,9 +8,10 @@ import pytest
 from conftest import mpiexec, refused, train
 
 from mpidml.cli.datatools import synth
-from mpidml.cli.main import make_config, parse
+from mpidml.cli.main import parse
 from mpidml.learn.checkpoint import ModelFile
 from mpidml.training import sweep
+from mpidml.training.options import make_config
 
 pytestmark = pytest.mark.timeout(180)
 SAMPLED = ["--sweep", "lr=loguniform(1e-3,1e-1)", "--sweep", "batch-size=32 64", "--sweep", "l2=uniform(0,0.01)"]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import DIGITS, lines, mpiexec, refused, train
 
-from mpidml.cli.main import make_config, parse
+from mpidml.cli.main import parse
 from mpidml.errors import UsageError
 from mpidml.learn.checkpoint import ModelFile
+from mpidml.training.options import make_config
 
 pytestmark = pytest.mark.timeout(180)
 NET = ["--data", DIGITS, "--model", "mlp", "--hidden", "32", "--epochs", "3", "--no-overlap"]

@@ -18,7 +18,6 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..files.progress import Progress
 from . import formats
 from .h5 import node, open_h5, read_error, reading, short
 from .partition import default_block_rows, make_plan, pieces, rows_of, runs_of, slabs, validation_draw
@@ -480,9 +479,24 @@ def _read_runs(info, datasets, runs, dtype, target_dtype):
     return X, Y, err
 
 
-def distribute(group, info, how="scatter", dtype=np.float32, feedback=None):
+class Unseen:
+    """A meter that shows nothing: where the caller passes none (`meter(what, total,
+    row_bytes, share)` makes one with tick(rows) and close(); files.progress.Progress is
+    the job's, so that reading data never decides how progress looks)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def tick(self, rows):
+        pass
+
+    def close(self):
+        pass
+
+
+def distribute(group, info, how="scatter", dtype=np.float32, meter=Unseen):
     """Generator: this rank's Partition. `how` is 'scatter' (rank 0 streams) or 'read';
-    `feedback`: how this rank shows its progress (a progress.style)."""
+    `meter`: makes what shows this rank's progress (see Unseen)."""
     plan = plan_for(info, group.size)
     rank, d = group.rank, info["features"]
     ydtype = dtype if info["task"] == "regression" else np.int32
@@ -505,8 +519,7 @@ def distribute(group, info, how="scatter", dtype=np.float32, feedback=None):
         part.test_sizes = [int(v) for v in sizes]
         jobs.append(Job(test["x"], test["y"], rows, ranges, part.test_X, part.test_y, X_TAG + 2))
     total = sum(int(s) for s in plan.sizes) + sum(part.test_sizes or [])
-    meter = Progress("distributing", total, d * np.dtype(dtype).itemsize, feedback,
-                     1.0 if how == "scatter" else 1 / group.size)
+    meter = meter("distributing", total, d * np.dtype(dtype).itemsize, 1.0 if how == "scatter" else 1 / group.size)
     err = None
     try:
         if how not in ("scatter", "read"):

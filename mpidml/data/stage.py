@@ -30,7 +30,6 @@ import numpy as np
 
 from ..errors import UsageError
 from ..files.outputs import create_h5, fsync_path, release, temporary
-from ..files.progress import Progress
 from . import distribute as datamod
 from .partition import slabs
 from .provenance import DataIdentity
@@ -44,10 +43,10 @@ GROUPS = ("/train", "/test")
 BUFFERS = datamod.BUFFERS
 
 
-def stage(group, info, plan, directory, dtype, chunk_bytes, feedback=None):
+def stage(group, info, plan, directory, dtype, chunk_bytes, meter=datamod.Unseen):
     """Generator: this rank's StreamedPart over its staged copy in `directory` (made where
     missing), sent by rank 0 where the rank has no complete copy of its own. `info`, `plan`:
-    the data's (data.describe, data.plan_for); `feedback`: how rank 0 shows progress."""
+    the data's (data.describe, data.plan_for); `meter`: makes what shows rank 0's progress (data.distribute.Unseen)."""
     source = yield from group.on_root(lambda: source_identity(info), "stage")
     copy = Copy(info, plan, group.rank, group.size, directory, dtype, source)
     err, found = None, False
@@ -64,7 +63,7 @@ def stage(group, info, plan, directory, dtype, chunk_bytes, feedback=None):
                  "reuse the rows they staged before")
     err = None
     if lacking.any():
-        err = yield from _copy(group, copy, lacking, feedback)
+        err = yield from _copy(group, copy, lacking, meter)
     part = None
     try:
         part = copy.open(chunk_bytes) if err is None else None
@@ -300,7 +299,7 @@ class Writer:
             self.tmp = None
 
 
-def _copy(group, copy, lacking, feedback):
+def _copy(group, copy, lacking, meter):
     """Generator: rank 0 sends every rank that `lacking` marks its rows, and each such rank
     writes them to a temporary file, renamed once every rank agrees that all went well.
     Returns the rename's error (the agreement that precedes it raises the others')."""
@@ -309,7 +308,7 @@ def _copy(group, copy, lacking, feedback):
         err = writer.error if writer else None
         d = copy.info["features"]
         total = sum(sizes[r] for sizes in copy.sizes for r in np.flatnonzero(lacking))
-        meter = Progress("staging", total, d * copy.dtype.itemsize, feedback)
+        meter = meter("staging", total, d * copy.dtype.itemsize)
         for jobs in copy.passes():
             if group.rank == 0:
                 verdict = yield from _send(group, copy, jobs, lacking, writer, meter)

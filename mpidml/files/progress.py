@@ -137,6 +137,13 @@ def size(n):
     return f"{n:.1f} {unit}" if n < 9.95 and unit != "B" else f"{n:.0f} {unit}"
 
 
+def meter(how):
+    """What data.distribute and data.stage take to show their progress as `how` (a style)."""
+    def make(what, total, row_bytes, share=1.0):
+        return Progress(what, total, row_bytes, how, share)
+    return make
+
+
 class Progress:
     """Progress through `total` rows of `row_bytes` each of `what`, shown as `how` (a
     `style`; None shows nothing). `share`: the part of the rows this rank handles itself;

@@ -177,7 +177,8 @@ class Job:
         elif self.streaming:
             self.part = yield from self._open_stream(info)
         else:
-            self.part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype, progress.style(cfg, g.rank))
+            self.part = yield from datamod.distribute(g, info, cfg.distribute, self.dtype,
+                                                      progress.meter(progress.style(cfg, g.rank)))
         self.distribute_s = self.clock() - t0
         if self.tracer:
             self.tracer.span("io", "distribute", t0, self.clock())
@@ -316,7 +317,7 @@ class Job:
         if self.cfg.stage_dir:
             from ..data.stage import stage
             return (yield from stage(g, info, s.plan, self.cfg.stage_dir, self.dtype, s.chunk_bytes,
-                                     progress.style(self.cfg, g.rank)))
+                                     progress.meter(progress.style(self.cfg, g.rank))))
         err = part = None
         try:
             part = stream.StreamedPart.of_plan(info, s.plan, g.rank, g.size, self.dtype, s.chunk_bytes)
