@@ -46,7 +46,8 @@ class FakeGroup:
 
 
 class FakeAverager:
-    """Records the cadence set; an overlapped round blocks as `waits(d)` says."""
+    """Records the cadence set; an overlapped round blocks as `waits(d)` says, or gives
+    (blocked, its steps' seconds) where `waits` returns a pair."""
 
     def __init__(self, waits):
         self.group, self.state, self.waits = FakeGroup(), np.zeros(8), waits
@@ -54,7 +55,8 @@ class FakeAverager:
 
     def probe_round(self, d, dry_step):
         self.probed.append(d)
-        return self.waits(d)
+        got = self.waits(d)
+        return got if isinstance(got, tuple) else (got, 0.0)
         yield
 
     def set_cadence(self, every, merge_after):
@@ -76,14 +78,27 @@ def test_a_slow_link_overlaps_with_the_first_d_that_hides_a_round():
     # 100 Mbit/s: a step 0.75 ms, an average 15 ms; D=32 blocks 5 ms (target at K=64: 0.96 ms), D=64 0.5 ms
     choice, probed = decide(0.75e-3, 15e-3, waits=lambda d: 5e-3 if d < 64 else 0.5e-3)
     assert probed == [32] * cadence.PROBE_ROUNDS + [64] * cadence.PROBE_ROUNDS
-    assert (choice.every, choice.merge_after, choice.round_wait_ms) == (128, 64, 0.5)
+    assert (choice.every, choice.merge_after, choice.round_cost_ms) == (128, 64, 0.5)
     assert choice.average_ms == 15 and choice.step_ms == 0.75
+
+
+def test_a_round_that_slows_the_steps_costs_as_much_as_one_that_blocks():
+    """Nothing blocked, but the D steps beside the round took 5 ms (then 0.5 ms) more than D
+    steps without it: the same choice as rounds that block that long."""
+    choice, _ = decide(0.75e-3, 15e-3, waits=lambda d: (0.0, 5e-3 if d < 64 else 0.5e-3))
+    assert (choice.every, choice.merge_after) == (128, 64) and abs(choice.round_cost_ms - 0.5) < 1e-9
 
 
 def test_overlap_that_never_hides_leaves_blocking_at_the_bound():
     choice, probed = decide(0.75e-3, 15e-3, waits=lambda d: 1.0)
     assert (choice.every, choice.merge_after) == (cadence.MAX_EVERY, None)
     assert probed[-1] == cadence.MAX_EVERY // 2 and "does not pay" in choice.why
+
+
+def test_at_the_bound_overlap_wins_where_its_round_costs_less_than_an_average():
+    # 100 Mbit/s, a heavier round: K = 256 either way; a round costs 5 ms against a 15 ms average
+    choice, _ = decide(0.75e-3, 15e-3, waits=lambda d: 5e-3)
+    assert (choice.every, choice.merge_after) == (256, 128)
 
 
 def test_the_users_overlap_word_is_kept():
@@ -174,6 +189,6 @@ def test_a_model_file_with_a_bad_choice_is_refused(tmp_path, blobs):
     train(1, tmp_path, "--data", blobs, "--epochs", 1, "--sync-every", "auto", "--save", tmp_path / "m.h5")
     with h5py.File(tmp_path / "m.h5", "a") as f:
         f.attrs["cadence"] = json.dumps([{"every": 8, "merge_after": 16, "epoch": 0, "step_ms": 1, "average_ms": 1,
-                                          "round_wait_ms": None, "why": ""}])
+                                          "round_cost_ms": None, "why": ""}])
     refused(1, ["--data", blobs, "--epochs", 2, "--sync-every", "auto", "--resume", tmp_path / "m.h5"],
             "attribute cadence")

@@ -50,6 +50,8 @@ from mpi4py import MPI
 
 from ..runtime.scheduler import Event
 
+FREE_STEPS = 16     # probe_round: steps timed without a round, to compare the steps beside it with
+
 
 def default_merge_after(every):
     """D when --merge-after is not given: half a round, at least one step."""
@@ -121,21 +123,28 @@ class Averager:
         self.blocking_s = self.clock() - t0
 
     def probe_round(self, steps, dry_step):
-        """Generator: the seconds an overlapped round blocks behind `steps` calls of
-        `dry_step(poll)` (which let MPI progress it between layers, as training does), its
-        copies and merge included; on scratch copies, so the state stays as it was
-        (cadence.Tuner; never with a round in flight)."""
+        """Generator: (seconds blocked, seconds the steps lost) of an overlapped round behind
+        `steps` calls of `dry_step(poll)` (which let MPI progress it between layers, as
+        training does): blocked counts its copies, merge and final wait; lost, what those
+        steps took beyond steps just before without a round (up to FREE_STEPS, scaled):
+        moving the bytes takes the kernel's network work and MPI's progress calls from
+        computing; timed side by side, a load on the machine weighs on both. On scratch
+        copies, so the state stays as it was (cadence.Tuner; never with a round in flight)."""
+        free = min(steps, FREE_STEPS)
         t0 = self.clock()
+        for _ in range(free):
+            dry_step()
+        t1 = self.clock()
         np.copyto(self.snap, self.state)
         np.multiply(self.state, self.weight, out=self.buf)
         handle = self.group.start(lambda: self.group.comm.Iallreduce(MPI.IN_PLACE, self.buf, MPI.SUM), "cadence")
-        blocked = self.clock() - t0
+        t2 = self.clock()
         for _ in range(steps):
             dry_step(self.group.poke)
-        t1 = self.clock()
+        t3 = self.clock()
         yield from self.group.complete(handle)
         self.buf -= self.snap
-        return blocked + self.clock() - t1
+        return t2 - t1 + self.clock() - t3, t3 - t2 - (t1 - t0) * steps / free
 
     def start(self):
         """Snapshot the state, start the Iallreduce of its weighted copy right away, and

@@ -11,9 +11,11 @@ first step, on its own communicator:
   average  blocking Allreduces of a scratch buffer the state's size, after one that lines
            the ranks up (what an average costs, not how late a rank came);
   overlap  one overlapped round on the scratch buffer, hidden behind D dry steps that let
-           MPI progress it between layers (as training does): the time it still blocks,
-           copies and merge included. Over TCP a round needs longer than a blocking
-           average to complete behind computation, so D doubles until it hides.
+           MPI progress it between layers (as training does): what it costs the training,
+           the time it still blocks (copies and merge included) and what its D steps took
+           beyond D undisturbed ones (moving the bytes takes the kernel's and MPI's time
+           from computing: on a fast link a round blocks 0.15 ms, yet costs 0.3-0.5 ms).
+           D doubles until a round costs under TARGET_SHARE of its K = 2D steps.
 
 Every rank measures, the slowest measurement decides (one Allreduce of MAX), so every
 rank computes the same choice. Blocking averaging wins where it keeps ranks waiting under
@@ -55,7 +57,7 @@ class Cadence:
     epoch: int = 0
     step_ms: float = 0.0
     average_ms: float = 0.0
-    round_wait_ms: float = None     # an overlapped round's blocked time, where one was probed
+    round_cost_ms: float = None     # what an overlapped round cost the training, where one was probed
     why: str = ""
     took_ms: float = 0.0            # what measuring cost (the training waited for it)
 
@@ -74,8 +76,8 @@ class Cadence:
     def describe(self):
         how = (f"overlapped, merged {self.merge_after} steps later" if self.overlap else "blocking")
         measured = [f"a step {self.step_ms:.3g} ms, an average {self.average_ms:.3g} ms"] if self.step_ms else []
-        if self.round_wait_ms is not None:
-            measured[-1] += f", an overlapped round blocked {self.round_wait_ms:.3g} ms"
+        if self.round_cost_ms is not None:
+            measured[-1] += f", an overlapped round cost {self.round_cost_ms:.3g} ms"
         return f"averaging every {self.every} steps, {how} ({'; '.join([*measured, self.why])})"
 
 
@@ -98,9 +100,9 @@ def first_merge_after(step_s, average_s, max_every=MAX_EVERY):
     return min(pow2_at_least(HIDE * average_s / max(step_s, 1e-9)), max(1, max_every // 2))
 
 
-def hidden(round_wait_s, every, step_s):
-    """True when an overlapped round that blocks `round_wait_s` meets the target at K = every."""
-    return round_wait_s <= TARGET_SHARE * every * step_s
+def hidden(round_cost_s, every, step_s):
+    """True when an overlapped round that costs `round_cost_s` meets the target at K = every."""
+    return round_cost_s <= TARGET_SHARE * every * step_s
 
 
 class Tuner:
@@ -195,32 +197,38 @@ class Tuner:
         return tuple(float(x) for x in buf[:len(largest)]), tuple(-float(x) for x in buf[len(largest):])
 
     def _probe(self, d, dry_step):
-        """Generator: the least of PROBE_ROUNDS overlapped rounds' blocked seconds behind d dry
-        steps, the largest over the ranks (noise only ever adds to it)."""
-        waits = []
+        """Generator: what an overlapped round behind d dry steps costs the training: the
+        time it blocks, and what its steps took beyond d steps without it (the kernel's
+        network work and MPI's progress calls take cores from computing: a fast link's round
+        blocks 0.15 ms yet cost 0.3-0.5 ms); the least of PROBE_ROUNDS, the largest over the
+        ranks (noise only ever adds to it)."""
+        costs = []
         for _ in range(PROBE_ROUNDS):
-            waits.append((yield from self.averager.probe_round(d, dry_step)))
-        (wait_s,), _ = yield from self._agree(largest=(min(waits),))
-        return wait_s
+            blocked, lost = yield from self.averager.probe_round(d, dry_step)
+            costs.append(blocked + max(0.0, lost))
+        (cost_s,), _ = yield from self._agree(largest=(min(costs),))
+        return cost_s
 
     def _decide(self, dry_step, step_s, average_s, epoch, why):
         """Generator: blocking where it meets the target within BLOCKING_UP_TO, else the
-        overlapped D that hides a probed round, where its K = 2D beats blocking's."""
+        overlapped D whose probed round meets it at K = 2D, where that averages more often
+        than blocking can (or, both at the bound, costs less)."""
         ms = dict(epoch=epoch, step_ms=step_s * 1e3, average_ms=average_s * 1e3)
         k_blocking = blocking_every(step_s, average_s, self.max_every)
         if not self.may_overlap or (k_blocking <= BLOCKING_UP_TO and not self.must_overlap):
             return Cadence(k_blocking, None, why=why, **ms)
         d = first_merge_after(step_s, average_s, self.max_every)
         while True:
-            wait_s = yield from self._probe(d, dry_step)
+            cost_s = yield from self._probe(d, dry_step)
             every = min(2 * d, self.max_every)
-            if hidden(wait_s, every, step_s) or every >= self.max_every:
+            if hidden(cost_s, every, step_s) or every >= self.max_every:
                 break
             d *= 2
-        if every >= k_blocking and not self.must_overlap:
-            return Cadence(k_blocking, None, round_wait_ms=wait_s * 1e3, why=why + "; overlap does not pay here",
+        pays = every < k_blocking or (every == k_blocking and cost_s < average_s)
+        if not pays and not self.must_overlap:
+            return Cadence(k_blocking, None, round_cost_ms=cost_s * 1e3, why=why + "; overlap does not pay here",
                            **ms)
-        return Cadence(every, min(d, every), round_wait_ms=wait_s * 1e3, why=why, **ms)
+        return Cadence(every, min(d, every), round_cost_ms=cost_s * 1e3, why=why, **ms)
 
 
 def _ratio(a, b):

@@ -65,7 +65,7 @@ def _cadence(v):
     return (isinstance(v, dict) and _is_count(v.get("every"), 1) and _is_count(v.get("epoch"), 0)
             and (v.get("merge_after") is None or _is_count(v["merge_after"], 1) and v["merge_after"] <= v["every"])
             and all(_number(v.get(k)) and v[k] >= 0 for k in ("step_ms", "average_ms"))
-            and (v.get("round_wait_ms") is None or _number(v["round_wait_ms"])) and _text(v.get("why")))
+            and (v.get("round_cost_ms") is None or _number(v["round_cost_ms"])) and _text(v.get("why")))
 
 
 # a model file's attributes that evaluate, predict and --resume read: what each must be. Those
