@@ -1,3 +1,9 @@
+"""What bench/run.py's sections share: running commands and mpidml (`sh`, `mpidml`), synthetic
+files (`synth`), the report's pieces (`table`, `fmt`, `progress`) and its targets (`target`,
+which collects every missed one in MISSED for the summary at the top of the report), and the
+measuring helpers more than one section uses. One module, imported by name (bench/ is on
+sys.path when bench/run.py runs), so every section appends to the same MISSED list.
+"""
 import dataclasses
 import glob
 import json
@@ -11,8 +17,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, ".bench", "data")      # synthetic files and scratch, removed when done
 PY = sys.executable
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+sys.path.insert(0, ROOT)             # this checkout's mpidml for the sections' own imports
 
 T_START = time.perf_counter()
 MISSED = []     # every target a section missed, listed at the top of BENCHMARKS.md
@@ -73,6 +78,7 @@ def fmt(x, digits=0):
     return f"{x:,.{digits}f}"
 
 
+# -- measuring helpers more than one section uses ----------------------------------------
 def gemm_vs_step():
     from mpidml.models import build
     from mpidml.optim import Optimizer

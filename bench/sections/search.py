@@ -215,7 +215,7 @@ def agreement(name, search):
                   f"search: {name} winner named alike by metrics, leaderboard and CSV")
 
 
-def bench_search(args):
+def measure(args):
     path = teacher("search-teacher.h5")
     first = Search(args, path, "halving-1", HALVING)
     grid = Search(args, path, "grid", [])
@@ -250,9 +250,9 @@ def bench_search(args):
 def problem_note(grid, halving):
     rungs = ", ".join(map(str, halving.doc["halving"]["rungs"]))
     kept = " then ".join(str(len(d["kept"])) for d in halving.doc["halving"]["decisions"])
-    return (f"A held-out style problem of bench/search.py's own: {ROWS // 1000}k x {FEATURES} Gaussian features, "
-            f"10 classes drawn from the softmax of a random {FEATURES}-{TEACHER_WIDTH}-{CLASSES} tanh network at "
-            f"temperature {TEMPERATURE} (`synth`'s blobs are Gaussian classes of one spread, which a linear "
+    return (f"A held-out style problem of bench/sections/search.py's own: {ROWS // 1000}k x {FEATURES} Gaussian "
+            f"features, 10 classes drawn from the softmax of a random {FEATURES}-{TEACHER_WIDTH}-{CLASSES} tanh "
+            f"network at temperature {TEMPERATURE} (`synth`'s blobs are Gaussian classes of one spread, which a linear "
             "boundary separates best; its `--kind nonlinear` plateaus for epochs before a few models break out, "
             f"which halving's first rungs cannot see), {VALIDATION:.0%} of the training rows held out for validation "
             f"({grid.doc['data']['validation_samples']:,} rows), {TEST_ROWS // 1000}k test rows. {TRIALS} MLPs "

@@ -240,7 +240,7 @@ def setup_text(args, big_size, fits_size, said):
     return text
 
 
-def bench_stream(args):
+def measure(args):
     title = "Streaming: data larger than memory (--stream, --memory-limit)"
     big = synth(f"stream-{BIG[0]}.h5", "--samples", BIG[0], "--features", FEATURES, "--classes", 10, "--noise", 1.5,
                 "--test-samples", BIG[1])

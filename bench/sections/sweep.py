@@ -1,3 +1,5 @@
+"""Sweeps: a 4-model sweep in one job against the same 4 models as separate jobs, back to back,
+in wall time, samples/s and accuracy."""
 import json
 import os
 import time
@@ -14,8 +16,7 @@ def timed(cmd):
     return time.perf_counter() - t0
 
 
-def bench_sweep(args):
-    """A 4-model sweep in one job against the same 4 models as separate jobs, back to back."""
+def measure(args):
     path = synth("s200k.h5", "--samples", 200_000, "--features", 100, "--classes", 10, "--noise", 1.5,
                  "--test-samples", 20_000)
     epochs = 1 if args.quick else 3

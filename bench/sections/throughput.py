@@ -1,3 +1,6 @@
+"""Throughput against a bare numpy loop: softmax regression (plain SGD) on synthetic 1M x 100,
+mpidml at N=1 and N=2 against the hand-rolled single-process minibatch loop it replaces, in
+samples/s and test accuracy (targets: N=1 >= 1.5x the loop, N=2 >= 1.9x N=1)."""
 import time
 
 import h5py
@@ -37,7 +40,7 @@ def bare_numpy_loop(path, epochs, B=256, lr=0.05):
     return n * epochs / elapsed, acc
 
 
-def bench_throughput(args):
+def measure(args):
     path = synth("s1m.h5", "--samples", 1_000_000, "--features", 100, "--classes", 10, "--noise", 1.5,
                  "--test-samples", 100_000)
     epochs = 2 if args.quick else 3
