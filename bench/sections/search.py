@@ -18,8 +18,8 @@ import warnings
 import h5py
 import numpy as np
 
-import run
-from run import progress, sh, synth, table, target
+import harness
+from harness import progress, sh, synth, table, target
 
 N = 2
 ROWS, TEST_ROWS, FEATURES, CLASSES = 400_000, 40_000, 100, 10
@@ -45,9 +45,9 @@ class Search:
     its stdout (the leaderboard) and the first row of its --results CSV."""
 
     def __init__(self, args, path, tag, extra):
-        out, results = (os.path.join(run.WORK, f"search-{tag}.{ext}") for ext in ("json", "csv"))
+        out, results = (os.path.join(harness.WORK, f"search-{tag}.{ext}") for ext in ("json", "csv"))
         t0 = time.perf_counter()
-        proc = sh([args.mpiexec, "-n", N, run.PY, "-m", "mpidml", "--data", path, *SEARCH, *extra,
+        proc = sh([args.mpiexec, "-n", N, harness.PY, "-m", "mpidml", "--data", path, *SEARCH, *extra,
                    "--metrics-json", out, "--results", results])
         self.wall = time.perf_counter() - t0
         self.stdout = proc.stdout
@@ -95,7 +95,7 @@ def teacher(name):
     teacher, its layers' gain GAIN) at temperature TEMPERATURE (Gumbel noise on its logits), so
     no model beats the teacher's own accuracy (0.80) and a linear one stays well below it
     (about 0.6). Same seed, same file."""
-    path = os.path.join(run.WORK, name)
+    path = os.path.join(harness.WORK, name)
     if os.path.exists(path):
         return path
     rng = np.random.default_rng(SEED)
@@ -113,7 +113,7 @@ def teacher(name):
 
 def subsample(path):
     """The first SUBSAMPLE training rows of `path` and all its test rows, as a file of its own."""
-    out = os.path.join(run.WORK, "search-subsample.h5")
+    out = os.path.join(harness.WORK, "search-subsample.h5")
     with h5py.File(path) as f, h5py.File(out, "w") as g:
         for name, rows in (("train/X", SUBSAMPLE), ("train/y", SUBSAMPLE), ("test/X", None), ("test/y", None)):
             g[name] = f[name][:rows]
@@ -136,7 +136,7 @@ def same_points(args, grid):
     tiny = synth("search-tiny.h5", "--samples", 3000, "--features", 10, "--classes", 3, "--seed", SEED)
     drawn = {N: [entry["overrides"] for entry in grid.doc["sweep"]]}
     for n in (1, 3):
-        doc = run.mpidml(n, ["--data", tiny, "--model", "mlp", "--epochs", 1, *SPACE], args.mpiexec, quiet=True)
+        doc = harness.mpidml(n, ["--data", tiny, "--model", "mlp", "--epochs", 1, *SPACE], args.mpiexec, quiet=True)
         drawn[n] = [entry["overrides"] for entry in doc["sweep"]]
     same = all(points == drawn[N] for points in drawn.values())
     progress(f"search: the sampled points at 1, 2, 3 ranks are {'identical' if same else 'NOT identical'}")
@@ -215,7 +215,7 @@ def agreement(name, search):
                   f"search: {name} winner named alike by metrics, leaderboard and CSV")
 
 
-def bench_search(args):
+def measure(args):
     path = teacher("search-teacher.h5")
     first = Search(args, path, "halving-1", HALVING)
     grid = Search(args, path, "grid", [])
@@ -250,9 +250,9 @@ def bench_search(args):
 def problem_note(grid, halving):
     rungs = ", ".join(map(str, halving.doc["halving"]["rungs"]))
     kept = " then ".join(str(len(d["kept"])) for d in halving.doc["halving"]["decisions"])
-    return (f"A held-out style problem of bench/search.py's own: {ROWS // 1000}k x {FEATURES} Gaussian features, "
-            f"10 classes drawn from the softmax of a random {FEATURES}-{TEACHER_WIDTH}-{CLASSES} tanh network at "
-            f"temperature {TEMPERATURE} (`synth`'s blobs are Gaussian classes of one spread, which a linear "
+    return (f"A held-out style problem of bench/sections/search.py's own: {ROWS // 1000}k x {FEATURES} Gaussian "
+            f"features, 10 classes drawn from the softmax of a random {FEATURES}-{TEACHER_WIDTH}-{CLASSES} tanh "
+            f"network at temperature {TEMPERATURE} (`synth`'s blobs are Gaussian classes of one spread, which a linear "
             "boundary separates best; its `--kind nonlinear` plateaus for epochs before a few models break out, "
             f"which halving's first rungs cannot see), {VALIDATION:.0%} of the training rows held out for validation "
             f"({grid.doc['data']['validation_samples']:,} rows), {TEST_ROWS // 1000}k test rows. {TRIALS} MLPs "

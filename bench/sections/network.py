@@ -15,11 +15,11 @@ import subprocess
 
 import numpy as np
 
-import run
-from run import fmt, progress, sh, synth, table, target
+import harness
+from harness import fmt, progress, sh, synth, table, target
 
 LINKS = (("unshaped", ""), ("1 Gbit/s", "1gbit"), ("100 Mbit/s", "100mbit"))    # label, MH_RATE
-BATCH = 256                     # run.SCALE_MODEL's batch per rank
+BATCH = 256                     # harness.SCALE_MODEL's batch per rank
 # mpidml's fixed-K rows: label, K, overlapped
 FIXED = (("mpidml blocking K=16", 16, False), ("mpidml overlap K=16", 16, True),
          ("mpidml blocking K=64", 64, False), ("mpidml overlap K=64", 64, True),
@@ -33,7 +33,7 @@ TIMEOUT = 900                   # s per run: a hung run becomes a failed row, no
 @dataclasses.dataclass
 class Result:
     """One run of a row. `rate` (samples/s, 0 when it failed) and `wait_ms` (ms a rank was
-    blocked per average) are what run.best_of reads; `share`: the share of the training time
+    blocked per average) are what harness.best_of reads; `share`: the share of the training time
     the ranks waited; `merge_ms`: ms an overlapped round's merge waited; `choice`: what
     `--sync-every auto` chose; `error`: one line when the run failed."""
     rate: float = 0.0
@@ -61,7 +61,7 @@ class Hosts:
 
     @property
     def env(self):
-        return {"MPIEXEC": self.mpiexec, "MH_RATE": self.rate, "PYTHONPATH": run.ROOT}
+        return {"MPIEXEC": self.mpiexec, "MH_RATE": self.rate, "PYTHONPATH": harness.ROOT}
 
 
 def one_line(message):
@@ -85,7 +85,7 @@ def attempt(name, job):
 
 def fresh(name):
     """A path under the bench's scratch folder, with no file left there by an earlier run."""
-    path = os.path.join(run.WORK, name)
+    path = os.path.join(harness.WORK, name)
     if os.path.exists(path):
         os.remove(path)
     return path
@@ -133,10 +133,10 @@ def merge_wait_ms(doc, epochs, every):
 
 
 def run_mpidml(hosts, path, epochs, extra):
-    """mpidml over the two hosts with run.SCALE_MODEL and `extra` (its averaging options)."""
+    """mpidml over the two hosts with harness.SCALE_MODEL and `extra` (its averaging options)."""
     out = fresh("network.json")
-    sh([*hosts.launch, run.PY, "-m", "mpidml", "--quiet", "--metrics-json", out, "--data", path, "--epochs", epochs,
-        *run.SCALE_MODEL, *extra], timeout=TIMEOUT, env=hosts.env)
+    sh([*hosts.launch, harness.PY, "-m", "mpidml", "--quiet", "--metrics-json", out, "--data", path, "--epochs", epochs,
+        *harness.SCALE_MODEL, *extra], timeout=TIMEOUT, env=hosts.env)
     with open(out) as f:
         doc = json.load(f)
     t = doc["timing"]
@@ -152,8 +152,8 @@ def run_loop(hosts, path, epochs, extra):
     """bench/handloop.py over the two hosts; its wait: the time in its averaging Allreduce
     (mean over ranks, syncs x wait per sync) over its training time."""
     out = fresh("network-loop.json")
-    sh([*hosts.launch, run.PY, os.path.join(run.ROOT, "bench", "handloop.py"), "--data", path, "--epochs", epochs,
-        "--out", out, *extra], timeout=TIMEOUT, env=hosts.env)
+    sh([*hosts.launch, harness.PY, os.path.join(harness.ROOT, "bench", "handloop.py"), "--data", path,
+        "--epochs", epochs, "--out", out, *extra], timeout=TIMEOUT, env=hosts.env)
     with open(out) as f:
         doc = json.load(f)
     waited = doc["wait_per_sync_ms"] * doc["syncs"] / 1e3
@@ -161,8 +161,8 @@ def run_loop(hosts, path, epochs, extra):
 
 
 def run_ceiling(rows, epochs, mpiexec):
-    """run.run_ceiling at N=2: two single-rank runs at once, on this host (no link to cross)."""
-    return Result(run.run_ceiling(2, rows, epochs, mpiexec).rate)
+    """harness.run_ceiling at N=2: two single-rank runs at once, on this host (no link to cross)."""
+    return Result(harness.run_ceiling(2, rows, epochs, mpiexec).rate)
 
 
 def jobs_for(hosts, path, rows, epochs):
@@ -272,9 +272,9 @@ def setup_text(rows, epochs, repeat):
             "blocking, from the metrics.")
 
 
-def bench_network(args):
+def measure(args):
     title = "Across hosts: averaging over a network (two simulated hosts)"
-    script = run.multihost_script("mpiexec-2hosts")
+    script = harness.multihost_script("mpiexec-2hosts")
     if not script:
         return title, ("Not run: shared/multihost/mpiexec-2hosts is missing or its --check failed here (it needs "
                        "root, ip and unshare).")
@@ -287,7 +287,7 @@ def bench_network(args):
     table_rows, targets = [], []
     for link, rate in LINKS:
         progress(f"network {link}: {len(FIXED) + 4} rows x {repeat}")
-        res = run.best_of(jobs_for(Hosts(script, args.mpiexec, rate), path, rows, epochs), repeat)
+        res = harness.best_of(jobs_for(Hosts(script, args.mpiexec, rate), path, rows, epochs), repeat)
         table_rows += link_rows(link, res)
         targets.append(link_targets(link, res))
     text = setup_text(rows, epochs, repeat) + "\n\n"

@@ -11,8 +11,8 @@ import re
 import threading
 import time
 
-import run
-from run import fmt, mpidml, progress, sh, synth, table, target
+import harness
+from harness import fmt, mpidml, progress, sh, synth, table, target
 
 N = 2
 LIMIT = "256M"                  # per rank: the two ranks may use 512 MB together
@@ -108,8 +108,8 @@ class KeepCold:
 def over_memory(args, path, size):
     """The file (> 3x the ranks' limits together) trained under --memory-limit: streaming must
     turn itself on (its line, data.stream.why), and each rank's peak RSS stay under the limit."""
-    out = os.path.join(run.WORK, "stream-memory.json")
-    proc = sh([args.mpiexec, "-n", N, run.PY, "-m", "mpidml", "--quiet", "--metrics-json", out, "--data", path,
+    out = os.path.join(harness.WORK, "stream-memory.json")
+    proc = sh([args.mpiexec, "-n", N, harness.PY, "-m", "mpidml", "--quiet", "--metrics-json", out, "--data", path,
                "--epochs", 1, "--batch-size", 256, "--memory-limit", LIMIT])
     with open(out) as f:
         doc = json.load(f)
@@ -234,13 +234,13 @@ def setup_text(args, big_size, fits_size, said):
             "training rows' bytes over train_s. Read wait: the largest share of train_s a rank waited for a chunk "
             "(its read_wait_s also counts waits while scoring the test rows, outside train_s). ratio: peak RSS / "
             "limit (first row), streamed / in-memory samples/s (warm), streamed rows MB/s / dd (cold).")
-    if run.pages_out_idle_memory():
+    if harness.pages_out_idle_memory():
         text += (" This VM's kernel pages out memory DAMON sees as idle, page cache included, so even a warm file "
                  "may be partly read from disk again.")
     return text
 
 
-def bench_stream(args):
+def measure(args):
     title = "Streaming: data larger than memory (--stream, --memory-limit)"
     big = synth(f"stream-{BIG[0]}.h5", "--samples", BIG[0], "--features", FEATURES, "--classes", 10, "--noise", 1.5,
                 "--test-samples", BIG[1])
