@@ -72,6 +72,7 @@ class Model:
         self.paused = False         # at a rung's end, waiting for the others and the verdict
         self.rung, self.halved = 0, None    # the rungs it passed; the epoch halving stopped it at
         self.diverged = None            # the epoch its training diverged in (a sweep goes on)
+        self.averager = None            # its averaging schedule, from its first run on (_spawn)
         self.cadences = None            # --sync-every auto: the choices a resumed file recorded
         self.tuner = None
 
