@@ -313,7 +313,7 @@ class _Estimator(BaseEstimator):
             _progress_to_stdout(comm.rank)
         doc, job = session.run(cfg, comm, source, self._task, everywhere=True, summary=not cfg.quiet)
         best = job.best_model()
-        self._adopt(job.model_file(best, len(best.history)), doc["history"])
+        self._adopt(job.outputs.file(best, len(best.history)), doc["history"])
 
     def _adopt(self, m, history):
         """Become the fitted model `m` (a checkpoint.ModelFile)."""

@@ -252,7 +252,7 @@ class Elastic:
         for model, seconds in zip(job.models, spent):
             model.group.comm_s_by_label = seconds
         if group.rank == 0 and old.rank != 0:
-            job.take_over()
+            job.report.take_over()
 
     def setup(self):
         """The job's setup, again without the ranks lost meanwhile (the survivors start over

@@ -139,7 +139,7 @@ class Model:
             said = cfg.overlap if "overlap" in cfg.given else None
             previous = self.tuner.choices if self.tuner is not None else self.cadences
             self.tuner = Tuner(averager, self._dry_step, overlap=said,
-                               announce=functools.partial(self.job.cadence_chosen, self))
+                               announce=functools.partial(self.job.report.cadence_chosen, self))
             if previous:
                 self.tuner.resume(previous)
         return averager
@@ -359,7 +359,7 @@ class Model:
     def _finish(self):
         self.finished = True
         self._end_tasks()
-        self.job.model_done(self)
+        self.job.report.model_done(self)
 
     def _end_tasks(self):
         if self.stream is not None:

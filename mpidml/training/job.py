@@ -4,17 +4,18 @@ models, run their tasks, report.
 The job owns what its models share: the partitions, the standardization, the scheduler,
 the stop signals and the outputs. Each model (trainer.Model) owns its training: a run
 trains one, a sweep (--sweep) several at once on the same partitions, so that one model
-computes while another's collective is in flight. Tasks on each rank's scheduler:
+computes while another's collective is in flight. The job orchestrates; it holds an
+object for each of the rest: resume.Resumes (the --resume files, their checks, where each
+model goes on), report.Reporter (rank 0's lines, the bar, the metrics document) and
+saving.ModelOutputs (the model files and checkpoints). Tasks on each rank's scheduler:
   lane          the models on one communicator, one after the other, each training in
                 it (see _lane); prefetch (and communicator with --overlap) per model,
                 see trainer.py
-  monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal)
+  monitor       the live progress bar on rank 0 (--progress-bar, or stdout a terminal;
+                see report.py)
 """
 import dataclasses
 import logging
-import os
-import resource
-import sys
 import time
 
 import numpy as np
@@ -22,22 +23,22 @@ import numpy as np
 from ..data import distribute as datamod
 from ..data import stream
 from ..data.partition import slabs
-from ..data.provenance import MODEL_OPTIONS, DataIdentity, adopt_model_options, apply_options, check_data
+from ..data.provenance import DataIdentity, apply_options
 from ..errors import DivergedError, Stopped, UsageError
 from ..files import progress
-from ..files.outputs import atomic_write_json, check_output
-from ..learn import leaderboard
 from ..learn.aggregate import default_merge_after
-from ..learn.cadence import AUTO, Cadence
-from ..learn.checkpoint import CheckpointSeries, ModelFile, new_series
+from ..learn.cadence import AUTO
 from ..learn.elastic import Elastic, die
 from ..learn.evaluate import Scaling
 from ..learn.leaderboard import entry_score, rank_key
 from ..learn.trainer import Model
-from ..runtime.scheduler import Scheduler, Sleep
+from ..runtime.scheduler import Scheduler
 from ..runtime.stop import StopSignals
 from ..runtime.topology import gather_layout
 from . import sweep
+from .report import Reporter
+from .resume import Resumes, resume_files
+from .saving import ModelOutputs, check_outputs
 
 log = logging.getLogger("mpidml")
 COMMUNICATORS = 64      # a sweep's models training at once, each on a communicator of its own
@@ -74,50 +75,6 @@ def n_outputs(kind, info):
     return 1 if (kind == "logistic" or (kind == "mlp" and k == 2)) else k
 
 
-def check_outputs(cfg):
-    """Before any work: no output may overwrite an input (--data, --config, every file
-    --resume names) or another output. The one exception: a model may rewrite the file it
-    resumes from (a resumed run continues its own checkpoint): --save the --resume file of a
-    single run, --save-dir/model-NNN.h5 model NNN's. The numbered checkpoints' longer names
-    must fit too. --save-dir is created (as mkdir -p) once everything else passed, then each
-    model's file in it is checked."""
-    inputs = [("--data", cfg.data), ("--config", cfg.config_file)]
-    resumed = [("--resume", path) for path in resume_files(cfg)]
-    if cfg.save:
-        check_output(cfg.save, "--save", inputs + (resumed if cfg.sweep else []))
-    if cfg.keep_checkpoints:
-        outputs = [("--metrics-json", cfg.metrics_json), ("--trace", cfg.trace), ("--results", cfg.results)]
-        CheckpointSeries(cfg.save, cfg.keep_checkpoints).check(inputs + outputs)
-    taken = inputs + resumed + [("--save", cfg.save)]
-    for path, option in ((cfg.metrics_json, "--metrics-json"), (cfg.trace, "--trace"), (cfg.results, "--results")):
-        if path:
-            check_output(path, option, taken)
-            taken.append((option, path))
-    if cfg.save_dir:
-        make_directory(cfg.save_dir, "--save-dir")
-        for index, own in enumerate(resumed or [None] * len(sweep.points(cfg))):
-            check_output(sweep_file(cfg.save_dir, index), "--save-dir", [t for t in taken if t != own])
-
-
-def resume_files(cfg):
-    """The model files --resume names: the file, or in a sweep one per model of the grid in
-    the directory (as --save-dir wrote them)."""
-    if not cfg.resume:
-        return []
-    if not cfg.sweep:
-        return [cfg.resume]
-    return [sweep_file(cfg.resume, i) for i in range(len(sweep.points(cfg)))]
-
-
-def sweep_file(directory, index):
-    """Model `index`'s file in a sweep's --save-dir (and so in the --resume directory)."""
-    return os.path.join(directory, f"model-{index:03d}.h5")
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 class Job:
     """One training job on one rank (see `train`): the data, the models, the outputs.
 
@@ -132,12 +89,9 @@ class Job:
         self.source, self.task = source, task
         self.dtype = np.dtype(cfg.dtype)
         self.clock = time.perf_counter
-        self.bar, self.bar_width = False, 0
-        self.line_at = None         # when rank 0 printed its last epoch line
-        self.held = None            # the last epoch line not printed (see _show)
-        self.printed = 0            # a sweep's epoch lines settled so far (see _sweep_lines)
         self.models = []
-        self.series = {}            # model index: its checkpoint series, see series_of
+        self.report = Reporter(self, COMMUNICATORS)     # rank 0's lines and metrics document
+        self.outputs = ModelOutputs(self)               # the model files and their checkpoints
         self.elastic = Elastic(self)    # what the survivors of a lost rank do
         self.halted = None          # why the survivors of a lost rank stopped (elastic.py)
         self.streaming = None       # stream.Streaming: the rows stay in the file
@@ -148,7 +102,7 @@ class Job:
     def setup(self):
         """Generator: describe, distribute, standardize, hold out, build and initialize."""
         cfg, g = self.cfg, self.group
-        self.resumes = []           # rank 0: (path, ModelFile) per model, when resuming
+        self.resumes = Resumes(self)        # rank 0: the files --resume names, loaded in _describe
         yield from self._agree_options()
         described = (yield from self.source.describe(g)) if self.source else None
         self.info = info = yield from g.on_root(lambda: self._describe(described), "describe")
@@ -194,11 +148,10 @@ class Job:
         self.scaling = yield from self._scaling(info.get("scaling"))
         self._standardize()
         self.models = self._build_models(info["model"].get("epochs"))
-        if cfg.save or cfg.save_dir:    # every rank knows each checkpoint series: a new rank 0 continues it
-            ids = [self.series_of(m) for m in self.models] if g.rank == 0 else None
-            self.series = dict(enumerate((yield from g.bcast_json(ids, label="series"))))
+        if cfg.save or cfg.save_dir:
+            yield from self.outputs.agree_series()
         for model in self.models:
-            yield from self._initial_state(model, self.resumes[model.index][1] if self.resumes else None)
+            yield from self._initial_state(model)
         for model in self.models:       # a resumed search: those still in it passed every verdict
             if model.halved is None and not model.stopped_early:
                 model.rung = self.decisions
@@ -218,21 +171,10 @@ class Job:
         """Rank 0: check the outputs, load what --resume names, describe the data (or take
         the source's info, `described`); the returned dict is what every rank learns (JSON)."""
         cfg = self.cfg
-        check_outputs(cfg)
+        check_outputs(cfg, resume_files(cfg))
         self.elastic.check()
-        adopted, resume = {}, None
-        if cfg.resume:
-            self.resumes = [(path, ModelFile.load(path)) for path in self.resume_paths()]
-            resume = self.resumes[0][1]
-            # in place before the data is described: the split must be the saved run's
-            if cfg.sweep:           # its swept options are its grid's; its models share the split and the rest
-                swept = {key for key, _ in cfg.sweep}
-                adopted = adopt_model_options(cfg, self.resumes[0][0], resume.model_options(),
-                                              [k for k in MODEL_OPTIONS if k not in swept])
-                self._check_grid()
-            else:
-                adopted = adopt_model_options(cfg, cfg.resume, resume.model_options())
-            self._warn_validation_moves(resume)
+        adopted = self.resumes.load() if cfg.resume else {}
+        resume = self.resumes.first()
         task = self.task
         if resume is not None:
             task = resume.task
@@ -252,20 +194,7 @@ class Job:
             info["model"] = {"kind": choose_model(cfg.model, info), "hidden": list(cfg.hidden),
                              "activation": cfg.activation}
             return info
-        for path, m in self.resumes:       # the architecture comes from the file
-            if "identity" in info:
-                check_data(path, m.attrs.get("data"), DataIdentity(**info["identity"]))
-        info["adopted"] = adopted
-        info["model"] = {"kind": resume.kind, "hidden": [int(h) for h in resume.sizes[1:-1]],
-                         "activation": resume.activation,
-                         "epochs": int(resume.attrs.get("config", {}).get("epochs", 0))}
-        info["complete"] = self._already_complete(cfg.epochs or info["model"]["epochs"])
-        info["stream_chunk_rows"] = (resume.attrs.get("rng") or {}).get("chunk_rows")
-        # the first layer was trained on features scaled this way: keep it
-        info["scaling"] = {k: None if v is None else np.ravel(v).tolist() for k, v in
-                           (("mean", resume.mean), ("std", resume.std),
-                            ("y_mean", resume.y_mean), ("y_std", resume.y_std))}
-        return info
+        return self.resumes.describe(info, adopted)
 
     def _streaming(self, info):
         """Generator: a stream.Streaming when this job leaves its rows in the file (--stream,
@@ -403,122 +332,25 @@ class Job:
             scaling.y_mean, scaling.y_std = float(ym[0]), float(ys[0])
         return scaling
 
-    def _initial_state(self, model, resume):
-        """Generator: the same starting state on every rank (seeded on rank 0, broadcast)."""
+    def _initial_state(self, model):
+        """Generator: the same starting state on every rank (seeded on rank 0, or its
+        --resume file's: see resume.Resumes; broadcast)."""
         g, opt = self.group, model.opt
         meta, err = None, None
         if g.rank == 0:
-            if resume is not None:
-                err = self._check_resume(resume, model)
-                if err is None:
-                    if resume.optimizer_state is not None and resume.optimizer_state.size == opt.state.size:
-                        opt.state[...] = resume.optimizer_state
-                    else:
-                        opt.weights[...] = resume.params
-                    meta = {"epoch": int(resume.epoch), "step": int(resume.attrs.get("step", 0)),
-                            "history": resume.attrs.get("history", []),
-                            "stopped_at": self._mid_epoch(resume, model),
-                            "early_stopped": resume.attrs.get("early_stopped"),
-                            "halving": resume.attrs.get("halving") or {},
-                            "cadence": resume.attrs.get("cadence")}
+            if self.resumes.of(model) is not None:
+                meta, err = self.resumes.restore(model)
             else:
                 model.net.init(opt.weights, np.random.default_rng(model.cfg.seed))
         yield from g.agree(err, "resume")
         yield from g.bcast(opt.state, label="init")
         if self.cfg.resume:
             meta = yield from g.bcast_json(meta, label="init")
-            model.start_epoch, opt.t, model.history = meta["epoch"], meta["step"], meta["history"]
-            model.resumed_at = model.start_epoch
-            if meta["stopped_at"]:
-                model.start_step = meta["stopped_at"]["step"]
-                model.start_loss = tuple(meta["stopped_at"]["loss"][g.rank])
-            model.stopped_early = meta["early_stopped"]
-            if meta["cadence"] and model.cfg.sync_every == AUTO:       # --resume keeps auto's choice
-                model.cadences = [Cadence.from_dict(c) for c in meta["cadence"]]
-            model.rung, model.halved = meta["halving"].get("rung", 0), meta["halving"].get("halved")
+            self.resumes.go_on(model, meta)
             # a model halted at rung r says that r was decided; the longest record of the verdicts wins
             self.decisions = max(self.decisions, model.rung + (model.halved is not None))
             if len(meta["halving"].get("decisions", [])) > len(self.halvings):
                 self.halvings = meta["halving"]["decisions"]
-
-    def _check_grid(self):
-        """Rank 0: each resumed file of a sweep must be its grid point: the same swept values
-        and model options. Hidden layers are an mlp's alone: any other model has none,
-        whatever --hidden says."""
-        for (path, m), overrides in zip(self.resumes, sweep.points(self.cfg)):
-            saved, ours = m.model_options(), dataclasses.replace(self.cfg, **overrides)
-            for key in (*overrides, *MODEL_OPTIONS):        # the split: every file's is the one adopted
-                value = getattr(ours, key)
-                if key == "hidden":
-                    value = list(value) if saved["model"] == "mlp" else []
-                if key in saved and saved[key] != value and not (key == "model" and value == "auto"):
-                    raise UsageError(f"{path} was trained with {key.replace('_', '-')} {saved[key]}, its sweep "
-                                     f"point has {value}: resume with the same --sweep (and --trials, --sweep-seed)")
-
-    def _warn_validation_moves(self, resume):
-        """Rank 0: validation rows are drawn from each rank's partition, so at another rank
-        count they are other rows, some of them trained on before."""
-        saved = resume.attrs.get("ranks")
-        if self.cfg.validation_fraction and saved and saved != self.group.size and self.source is None:
-            log.warning(f"mpidml: warning: {self.cfg.resume} was trained at {saved} ranks, this run has "
-                        f"{self.group.size}: its validation rows are drawn anew from each rank's rows, so some "
-                        "were training rows; validation scores and early stopping lean optimistic")
-
-    def resume_paths(self):
-        """The files --resume names: the model file, or in a sweep one per model of the grid
-        in the directory (as --save-dir wrote them)."""
-        if self.cfg.sweep and not os.path.isdir(self.cfg.resume):
-            raise UsageError(f"--resume {self.cfg.resume}: a sweep resumes from the directory its --save-dir "
-                             "wrote, not a file")
-        paths = resume_files(self.cfg)
-        missing = [p for p in paths if not os.path.exists(p)]
-        if self.cfg.sweep and missing:
-            held = len(paths) - len(missing)
-            raise UsageError(f"--resume {self.cfg.resume}: the sweep has {len(paths)} models, the directory holds "
-                             f"{held} (no {os.path.basename(missing[0])}); resume with the --sweep, --trials and "
-                             "--sweep-seed that wrote it")
-        return paths
-
-    def _check_resume(self, m, model):
-        path = self.resumes[model.index][0]
-        sizes = [int(s) for s in m.sizes]
-        if sizes != model.net.sizes or m.head != model.net.head:
-            return UsageError(f"{path}: model layers {sizes} ({m.head}) do not fit this data "
-                              f"({model.net.sizes}, {model.net.head})")
-        saved_optimizer = m.attrs.get("config", {}).get("optimizer")
-        if m.optimizer_state is not None and saved_optimizer not in (None, model.cfg.optimizer):
-            return UsageError(f"{path}: saved with --optimizer {saved_optimizer}, "
-                              f"this run uses {model.cfg.optimizer}")
-        return None
-
-    def _already_complete(self, epochs):
-        """Rank 0: the line to print when every resumed file has trained all `epochs` already
-        (or stopped early)."""
-        done = [int(m.epoch) for _, m in self.resumes if not m.attrs.get("early_stopped")]
-        if any(e < epochs for e in done):
-            return None
-        asked = f"--epochs {self.cfg.epochs}" if self.cfg.epochs else "its --epochs"
-        what = f"{max(done)} epochs" if done else "stopped early"
-        if self.cfg.sweep:
-            what = f"{len(self.resumes)} models, {what}"
-        return (f"{self.cfg.resume}: already complete ({what}, {asked}); nothing to train "
-                "(ask for more with a larger --epochs)")
-
-    def _mid_epoch(self, m, model):
-        """Rank 0: where in its epoch the resumed file stopped, when this run can continue from
-        there: the same ranks, batch size and partitions give the same minibatches. Otherwise
-        the epoch starts over from the saved (global) weights."""
-        at = m.attrs.get("stopped_at")
-        if not at or not at["step"]:        # stopped at the epoch's start: it starts as any epoch does
-            return None
-        now = {"ranks": self.group.size, "batch_size": model.cfg.batch_size, "partition": self.partitioning(),
-               "chunk_rows": self.chunk_rows()}
-        if all(at.get(k) == v for k, v in now.items()):
-            return at
-        log.warning(f"mpidml: warning: {self.resumes[model.index][0]} stopped within epoch {int(m.epoch) + 1} at "
-                    f"{at['ranks']} ranks, batch size {at['batch_size']}; with other ranks, batch size, "
-                    "partitions or streamed chunks that epoch starts over")
-        return None
 
     def chunk_rows(self):
         """A stream's chunk rows (its epochs' order follows from them), or None in memory."""
@@ -529,144 +361,13 @@ class Job:
         plan = [self.info["partition"], self.info["block_rows"], self.info["partition_seed"]]
         return plan + ["redealt"] if self.elastic.redealt else plan
 
-    # -- progress -------------------------------------------------------------------------
-    def monitor(self):
-        """Task: a live bar within the epoch, redrawn every 0.2 s (rank 0), until every model
-        has finished: how far, samples/s, the time left in the epoch and the running loss."""
-        epoch, start, since, width = None, self.clock(), 0.0, 0
-        while not all(m.finished or m.paused for m in self.models):
-            yield Sleep(0.2)
-            model = next((m for m in self.models if not m.finished), None)
-            if model is None or not model.step_total:
-                continue
-            fraction = model.step_index / model.step_total
-            if model.epoch != epoch:
-                epoch, start, since = model.epoch, self.clock(), fraction
-            loss_sum, count = model.running
-            line = progress.epoch_bar(epoch + 1, fraction, self.clock() - start, self.n_total,
-                                      loss_sum / count if count else None, since)
-            self.bar_width = width = max(width, len(line))
-            self.bar = progress.redraw(sys.stdout, f"\r{line:<{width}}")
-            if not self.bar:
-                return
-        self.clear_bar()
-
-    def clear_bar(self):
-        if self.bar:
-            self.bar = progress.redraw(sys.stdout, "\r" + " " * self.bar_width + "\r")
-
-    def _show(self, line, n, total):
-        """Rank 0: epoch line `n` of `total`: every one up to 10 or with --verbose; beyond, the
-        first, the last and at most one a second (tiny data made 75 lines in a few seconds;
-        the metrics file keeps every epoch). A line held back is printed when training ends
-        short of the last (early stopping, a stop signal: see train), so that the last epoch
-        trained shows."""
-        if self.cfg.quiet:
-            return
-        now = self.clock()
-        self.held = line
-        if (self.cfg.verbose or total <= 10 or n == total or self.line_at is None
-                or now - self.line_at >= progress.LINE_S):
-            self.line_at = now
-            self._print_held()
-
-    def _print_held(self):
-        if self.held is not None:
-            self.clear_bar()
-            log.info(self.held)
-            self.held = None
-
     def epoch_done(self, model, entry):
         """A model finished an epoch (every rank at once): rank 0 prints, rewrites the metrics
-        and checkpoints. In a sweep the line and the metrics come when the epoch is settled
-        (_sweep_lines): rewriting every model's metrics after every model's epoch took time
-        in the square of the models."""
+        (see report.Reporter.epoch_done) and checkpoints."""
         if self.group.rank != 0:
             return
-        epoch = entry["epoch"]
-        if len(self.models) == 1:
-            self._progress_line(entry, model.cfg.epochs)
-            if epoch < model.cfg.epochs:
-                self._write_running()
-        else:
-            self._sweep_lines()
-        cfg = model.cfg
-        every = cfg.checkpoint_every
-        if every and epoch % every == 0 and epoch < cfg.epochs and (cfg.save or cfg.save_dir):
-            t0 = self.clock()
-            path = self.model_path(model)
-            self.model_file(model, epoch).save(path)
-            if cfg.keep_checkpoints and len(self.models) == 1:
-                CheckpointSeries(path, cfg.keep_checkpoints).add(epoch)
-            if self.tracer:
-                self.tracer.span("io", "checkpoint", t0, self.clock())
-
-    def cadence_chosen(self, model, cadence):
-        """--sync-every auto chose (every rank at once): rank 0 prints it, once per choice."""
-        if self.group.rank == 0 and not self.cfg.quiet:
-            which = f"model {model.index}: " if len(self.models) > 1 else ""
-            log.info(f"mpidml: --sync-every auto: {which}{cadence.describe()}")
-
-    def model_done(self, model):
-        if self.group.rank == 0 and len(self.models) > 1:
-            self._sweep_lines()
-
-    def _progress_line(self, entry, epochs):
-        metric = "".join(f"  {k} {entry[k]:.4f}" for k in ("test_loss", "test_accuracy", "test_r2", "val_loss",
-                                                            "val_accuracy", "val_r2") if k in entry)
-        wall = entry["wall_s"]
-        share = entry["comm_wait_s"] / wall if wall > 0 else 0.0
-        self._show(f"epoch {entry['epoch']:>3}/{epochs}  train_loss {entry['train_loss']:.4f}{metric}"
-                   f"  {entry['samples_per_s'] / 1e3:8.1f}k samples/s  wait {share:4.0%}", entry["epoch"], epochs)
-
-    def _sweep_lines(self, show=True):
-        """Rank 0: the sweep's epoch lines that are settled, then the metrics. Its models
-        train in generations of COMMUNICATORS (see _lane): the line for epoch E of a
-        generation is settled once each of its models has trained that epoch or finished,
-        and printed when some model trained it in this run. `show` False: counted, not printed
-        (a new rank 0: the lost one printed them)."""
-        epochs, size = self.cfg.epochs, COMMUNICATORS
-        total, settled = -(-len(self.models) // size) * epochs, self.printed
-        while self.printed < total:
-            generation, done = divmod(self.printed, epochs)
-            epoch = done + 1
-            models = self.models[generation * size:(generation + 1) * size]
-            if not all(len(m.history) >= epoch or m.finished for m in models):
-                break
-            self.printed += 1
-            training = sum(m.resumed_at < epoch <= len(m.history) for m in models)
-            if training and show:
-                self._show(self._sweep_line(epoch, models, training), self.printed, total)
-        if settled < self.printed < total and show:
-            self._write_running()
-
-    def _sweep_line(self, epoch, models, training):
-        """The line for `epoch` of the generation `models`: how many trained it (and in a
-        sweep of several generations, how many models have started), and the best validation
-        score (--select) any model has had at any epoch so far: it never goes down."""
-        everyone = len(self.models)
-        who = (f"{training} of {everyone} models training" if len(models) == everyone else
-               f"models {models[0].index}-{models[-1].index}: {training} training, "
-               f"{sum(m.started for m in self.models)} of {everyone} started")
-        line = f"epoch {epoch:>3}/{self.cfg.epochs}  {who}"
-        seen = self.best_seen(epoch)
-        if seen is None:
-            return line
-        model, entry = seen
-        key = "val_r2" if self.info["task"] == "regression" else "val_accuracy"
-        shown = "".join(f"  {k} {entry[k]:.4f}" for k in dict.fromkeys((self.cfg.select, key)))
-        return f"{line}  best so far: model {model.index} ({model.describe()}) epoch {entry['epoch']}{shown}"
-
-    def best_seen(self, epoch):
-        """(model, history entry) of the best validation score by --select in the epochs up
-        to `epoch` (models ahead of the line have later ones); None before any validation."""
-        select, best = self.cfg.select, None
-        for m in self.models:
-            for entry in m.history[:epoch]:
-                score = entry_score(select, entry)
-                if score is not None and (best is None or score > best[0]):
-                    best = (score, m, entry)
-        return best and best[1:]
+        self.report.epoch_done(model, entry)
+        self.outputs.checkpoint(model, entry["epoch"])
 
     # -- the whole job -------------------------------------------------------------------
     def train(self, signals):
@@ -680,9 +381,7 @@ class Job:
                 models = [m for m in self.models[lane::COMMUNICATORS] if not m.finished]
                 if models:
                     self.sched.spawn(self._lane(models, signals, self.decisions > 0), f"lane {lane}")
-            if progress.style(self.cfg, self.group.rank) == "bar":
-                self.bar = True
-                self.sched.spawn(self.monitor(), "monitor")
+            self.report.start_bar(self.sched)
             if self.elastic.settle(self.elastic.attempt(self.sched.run)[0]):
                 if not self._halve():       # halving: the next rung, if the search goes on
                     break
@@ -693,21 +392,13 @@ class Job:
         if len(self.models) > 1 and all(m.diverged for m in self.models):
             raise DivergedError("training diverged in every model of the sweep; try smaller learning rates "
                                 "(--lr, the sweep's lr), --clip-norm, or --standardize", agreed=True)
-        self._print_held()          # rank 0: the last epoch line, when training ended short of it
+        self.report.print_held()    # rank 0: the last epoch line, when training ended short of it
         return self.clock() - t0 - sum(m.eval_s for m in self.models)
 
     def close(self):
         """Let go of the rows: a stream's reader thread and open file."""
         if getattr(self, "part", None) is not None:
             self.part.close()
-
-    def take_over(self):
-        """This rank is rank 0 now (the old one was lost): it prints the progress from here
-        on, after the sweep lines the old one printed (those of the epochs settled here)."""
-        if log.handlers:            # the command line's or the API's logging: rank 0's now
-            progress.setup_logging(0, self.cfg.quiet)
-        if len(self.models) > 1:
-            self._sweep_lines(show=False)
 
     def _lane(self, models, signals, late=False):
         """Task: the models that share one communicator (every COMMUNICATORS-th of a sweep: MPI
@@ -741,11 +432,6 @@ class Job:
     def halving(self):
         return self.cfg.search == "halving"
 
-    def _halving_record(self, model):
-        """A model's place in the search, for its file (resume) and the metrics: the rungs it
-        passed, the epoch halving stopped it at (None: it was not), and the verdicts so far."""
-        return {"rung": model.rung, "halved": model.halved, "decisions": self.halvings}
-
     def _halve(self):
         """After a rung every model reached the end of (or left early): the best 1/ETA by
         --select go on, the others stop there. Rank 0 ranks them and every rank takes its
@@ -772,7 +458,7 @@ class Job:
         self.halvings.append({"rung": rung + 1, "epoch": end, "kept": ranked[:keep], "stopped": ranked[keep:]})
         if self.group.rank == 0 and self.cfg.save_dir:      # the verdict on file at once: a kill keeps it
             for m in alive:
-                self.model_file(m, len(m.history)).save(self.model_path(m))
+                self.outputs.save(m, len(m.history))
         if self.group.rank == 0 and not self.cfg.quiet:
             best = by_index[ranked[0]]
             log.info(f"halving: rung {rung + 1} ended at epoch {end}: {keep} of {len(alive)} models go on; best "
@@ -789,81 +475,6 @@ class Job:
     def best_on(self):
         """What chose the best model: its validation score, or (without validation rows) its training loss."""
         return "validation" if any(m.validation is not None for m in self.models) else "train_loss"
-
-    def model_path(self, model):
-        """Where a model's file goes: --save for a single run; in a sweep --save-dir/model-NNN.h5."""
-        if len(self.models) == 1 and self.cfg.save:
-            return self.cfg.save
-        return sweep_file(self.cfg.save_dir, model.index)
-
-    def _write_running(self):
-        if self.cfg.metrics_json:
-            # a job killed later still leaves the epochs it finished (the final write adds timing)
-            atomic_write_json(self.cfg.metrics_json, self.document("running"), indent=1)
-
-    def document(self, status):
-        """Rank 0: the metrics document as far as the run has come (`status` running,
-        complete or stopped); train() adds timing and memory at the end. Top level: the
-        best model's config, history and test; a sweep adds every model under `sweep`."""
-        info, part, best = self.info, self.part, self.best_model()
-        val_rows = int(sum(part.val_sizes)) if part.holds("val") else 0
-        doc = {"status": status, "ranks": self.group.size, "model": self.kind, "config": best.cfg.as_dict(),
-               "data": {"path": info["path"], "train_samples": self.n_total,
-                        "test_samples": int(sum(part.test_sizes)) if part.holds("test") else 0,
-                        "validation_samples": val_rows,
-                        "features": info["features"], "classes": len(info["classes"]) if info["classes"] else 0,
-                        "partition_sizes": part.sizes},
-               "history": best.history, "sync": best.sync_record()}
-        if self.streaming:
-            doc["data"]["stream"] = self.streaming.document(part)
-        if best.final is not None:
-            doc["test"] = best.final
-        if best.validation is not None:
-            doc["validation"] = best.validation
-        doc["failures"] = self.elastic.document()
-        if self.cfg.sweep:
-            doc["search"] = sweep.document(self.cfg)
-        if len(self.models) > 1:
-            doc["sweep"] = [{"overrides": m.overrides, "history": m.history, "validation": m.validation,
-                             "test": m.final, "timing": m.timing(), "sync": m.sync_record(),
-                             "early_stopped": m.stopped_early,
-                             "epochs": len(m.history), "diverged": m.diverged,
-                             **({"rung": m.rung, "halved": m.halved} if self.halving else {}),
-                             "started": m.started} for m in self.models]
-            doc["best"], doc["best_on"] = best.index, self.best_on()
-        if self.halving:
-            doc["halving"] = {"factor": self.cfg.halving_factor, "rung_epochs": self.cfg.rung_epochs,
-                              "rungs": self.rung_ends(), "decisions": self.halvings}
-        return doc
-
-    def series_of(self, model):
-        """The model's checkpoint series (checkpoint.CheckpointSeries): the one of the file it
-        resumed from, else one new to this run."""
-        if model.index not in self.series:
-            resumed = self.resumes[model.index][1].attrs.get("series") if self.resumes else None
-            self.series[model.index] = resumed or new_series()
-        return self.series[model.index]
-
-    def model_file(self, model, epoch, stopped_at=None):
-        """A model as a file; `stopped_at`: where within `epoch` + 1 the run stopped."""
-        s, cfg = self.scaling, model.cfg
-        return ModelFile(params=model.opt.weights.copy(), optimizer_state=model.opt.state,
-                         classes=self.info["classes"], mean=s.mean, std=s.std,
-                         y_mean=None if s.y_mean is None else np.array([s.y_mean]),
-                         y_std=None if s.y_std is None else np.array([s.y_std]),
-                         kind=self.kind, task=self.info["task"], head=model.net.head, sizes=model.net.sizes,
-                         activation=model.net.activation, dtype=self.dtype.name, epoch=epoch, step=model.opt.t,
-                         seed=cfg.seed, ranks=self.group.size, label_kind=self.info["label_kind"],
-                         rng={"generator": "numpy PCG64", "epoch_order_seed": "[seed, rank, epoch]",
-                              "seed": cfg.seed, "next_epoch": epoch, "chunk_rows": self.chunk_rows()},
-                         features=self.info["features"], history=model.history,
-                         # the block size used: the default follows the file's chunking
-                         config=dict(cfg.as_dict(), block_rows=self.info["block_rows"] or cfg.block_rows),
-                         data=self.info.get("identity"), stopped_at=stopped_at,
-                         best_epoch=getattr(model, "best_epoch", None), early_stopped=model.stopped_early,
-                         halving=self._halving_record(model) if self.halving else None,
-                         cadence=model.sync_record()["choices"] or None,
-                         series=self.series_of(model))
 
 
 def _check_select(cfg, task):
@@ -884,16 +495,6 @@ def _same_options(every):
                                  f"{theirs[key]!r} on rank {rank}")
 
 
-def make_directory(path, option):
-    """Create an output directory (and its parents) as `mkdir -p` would."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{option} {path}: cannot create the directory ({e.strerror})") from None
-    if not os.path.isdir(path):
-        raise UsageError(f"{option} {path}: not a directory")
-
-
 def train(cfg, group, tracer=None, signals=None, job=None):
     """The whole training job on every rank; returns the metrics document on rank 0 (None
     when a resumed run was complete already). Raises Stopped on every rank when all stopped
@@ -909,92 +510,29 @@ def train(cfg, group, tracer=None, signals=None, job=None):
 def _train(job, cfg, tracer, signals):
     t_start = time.perf_counter()
     job.elastic.setup()                 # a rank lost before training: start again without it, or stop
-    group = job.group
+    job.report.opening()
     if job.complete:
-        if group.rank == 0:
-            log.info(f"mpidml: {job.complete}")
         return None
-    if group.rank == 0 and not cfg.quiet:
-        info = job.info
-        k = f", {len(info['classes'])} classes" if info["classes"] else ""
-        what = (f"model {job.kind} ({job.models[0].net.size} parameters)" if len(job.models) == 1
-                else f"a sweep of {len(job.models)} {job.kind} models")
-        log.info(f"mpidml: {info['path']}: {job.n_total} training rows x {info['features']} features{k}; "
-                 f"{group.size} ranks; {what}; "
-                 f"sync {cfg.sync} every {cfg.sync_every}{' overlapped' if cfg.overlap else ''}")
     train_s = job.train(signals or StopSignals(()))
-    group, models = job.group, job.models
-    comm_s = group.comm_s + sum(m.group.comm_s for m in models)
-    by_label = dict(group.comm_s_by_label)
-    for m in models:
-        for label, seconds in m.group.comm_s_by_label.items():
-            by_label[label] = by_label.get(label, 0.0) + seconds
-    compute_s = sum(m.compute_s for m in models)
-    mine = {"rss": peak_rss_mb(), "compute_s": compute_s, "comm_s": comm_s, "comm_wait_s": job.sched.idle_s,
-            "collective_s": by_label, "read_s": 0.0, "read_wait_s": sum(m.read_wait_s for m in models)}
+    models = job.models
+    mine = job.report.costs()
     if job.part.streamed:
-        mine["read_s"] = job.part.reader.read_s
         job.part.close(complete=not any(m.stopped_at for m in models))
     per_rank = job.elastic.retry(lambda: job.group.gather_json(mine, label="report"), "report")
-    group = job.group
     for m in models:
         m.group.close()
     if tracer is not None:
         payloads = job.elastic.retry(lambda: job.group.gather_json(tracer.payload(), label="trace"), "trace")
-        group = job.group
-        if group.rank == 0:
+        if job.group.rank == 0:
             from ..files.trace import write
             write(cfg.trace, payloads)
     stopped = [m for m in models if m.stopped_at]
-    if group.rank != 0:
+    if job.group.rank != 0:
         if stopped:
             raise Stopped("stopped", agreed=True)
         return None
-    for m in models:
-        if cfg.save_dir or (cfg.save and len(models) == 1):
-            epoch = m.stopped_at["epoch"] if m.stopped_at else len(m.history)
-            path = job.model_path(m)
-            job.model_file(m, epoch, m.stopped_at).save(path)
-            if cfg.keep_checkpoints and not m.stopped_at and len(models) == 1:
-                CheckpointSeries(path, cfg.keep_checkpoints).add(epoch)
-    best = job.best_model()
-    if cfg.save and len(models) > 1:
-        job.model_file(best, len(best.history)).save(cfg.save)
-    doc = job.document("stopped" if stopped else "complete")
-    samples = sum(m.samples for m in models)
-    doc.update({
-        "timing": {"wall_s": time.perf_counter() - t_start, "distribute_s": job.distribute_s,
-                   "train_s": train_s, "evaluate_s": sum(m.eval_s for m in models), "compute_s": compute_s,
-                   "comm_s": comm_s, "comm_wait_s": job.sched.idle_s,
-                   "samples_per_s": samples / train_s if train_s > 0 else 0.0,
-                   "per_rank": {k: [r[k] for r in per_rank]
-                                for k in ("compute_s", "comm_s", "comm_wait_s", "collective_s", "read_s",
-                                          "read_wait_s")}},
-        "memory": {"peak_rss_mb": [r["rss"] for r in per_rank]},
-    })
-    leaderboard.finish(cfg, doc)        # --results, and a sweep's leaderboard
+    job.outputs.save_final()
+    doc = job.report.final(stopped, mine, per_rank, t_start, train_s)
     if stopped:
-        stop = stopped[0].stopped_at
-        doc["stopped"] = {k: stop.get(k) for k in ("signal", "cause", "epoch", "step", "steps")}
-        if cfg.metrics_json:
-            atomic_write_json(cfg.metrics_json, doc, indent=1)
-        raise Stopped(stopped_line(cfg, stop, len(models), sum(not m.started for m in models)), agreed=True)
+        raise Stopped(job.report.stopped(doc, stopped), agreed=True)
     return doc
-
-
-def stopped_line(cfg, stop, n_models=1, unstarted=0):
-    """The stop's one line: where, what was kept; `unstarted`: a sweep's models that had not
-    started (trainer.Model.run)."""
-    where = (f"in epoch {stop['epoch'] + 1} after step {stop['step']} of {stop['steps']}" if stop["step"]
-             else f"after epoch {stop['epoch']}")
-    if n_models == 1:
-        kept = (f"checkpoint {cfg.save}; continue with --resume {cfg.save}" if cfg.save
-                else "no --save, so the progress is lost")
-    else:
-        kept = (f"every model's checkpoint in {cfg.save_dir}" if cfg.save_dir
-                else "no --save-dir, so the progress is lost")
-        if unstarted:
-            kept += f" ({unstarted} of the {n_models} models not started yet)"
-    if stop.get("cause"):           # the survivors of a lost rank stopped (elastic.py)
-        return f"stopped at the start of epoch {stop['epoch'] + 1}: {stop['cause']}: {kept} (exit {Stopped.code})"
-    return f"stopped by {stop['signal']} {where}: {kept} (exit {Stopped.code})"
