@@ -237,7 +237,7 @@ class CheckpointSeries:
 
     Rotation counts and removes only this run's series: the numbered files whose attribute
     `series` is the --save file's. A run starts a new series, a resumed run continues its
-    file's (Job.series_of). Without it, the highest numbers in the directory would win: an
+    file's (training.saving.ModelOutputs.series_of). Without it, the highest numbers in the directory would win: an
     earlier, longer run's files (or anything named like them) outranked this run's, which
     were deleted. Numbers above the current epoch are not counted either: they are the
     series' earlier future, from before a resume from an older checkpoint. A name this run
@@ -252,7 +252,7 @@ class CheckpointSeries:
         return f"{self.stem}.epoch{epoch:04d}{self.ext}"
 
     def check(self, taken):
-        """Before training (job.check_outputs): epoch 1's name stands for every number's (the
+        """Before training (training.saving.check_outputs): epoch 1's name stands for every number's (the
         same directory, as long a name); none of the run's other files, `taken` ((option,
         path) pairs), may be named as a numbered checkpoint or be one under another name."""
         check_output(self.name(1), "--keep-checkpoints", taken)

@@ -2,7 +2,7 @@
 
 Rank 0 prints it at the end of a sweep, --results writes it as CSV, `mpidml results
 METRICS.json` makes both from a metrics file, and `plot` draws validation score against
-each swept option: all of them read the metrics document (job.Job.document), so a run and
+each swept option: all of them read the metrics document (training.report.Reporter.document), so a run and
 its metrics file give the same table. Its first model is the document's `best`: the order
 here is job.Job.best_model's (see rank_key).
 """

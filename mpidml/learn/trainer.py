@@ -412,7 +412,7 @@ class Model:
         self.stopped_at = self._stop_point(epoch, step, self.vote.signals.name, losses=losses if step else None)
 
     def _stop_point(self, epoch, step, signal=None, cause=None, losses=None):
-        """Where the run stopped, as the model file records it (`stopped_at`; Job._mid_epoch)."""
+        """Where the run stopped, as the model file records it (`stopped_at`; training.resume.Resumes._mid_epoch)."""
         return {"epoch": epoch, "step": step, "steps": self._steps(), "signal": signal, "cause": cause,
                 "ranks": self.group.size, "batch_size": self.cfg.batch_size, "partition": self.job.partitioning(),
                 "chunk_rows": self.job.chunk_rows(), "loss": losses}
