@@ -33,7 +33,7 @@ def entry():
     pin_blas_threads(sys.argv[1:])
     from mpidml.cli.main import main  # numpy loads here, after the pinning
     code = main()
-    from mpidml import ft
+    from mpidml.runtime import ft
     if ft.shrunk is not None or ft.lost_ranks():
         leave_without_finalize(code, ft.shrunk)
     return code

@@ -42,6 +42,8 @@ def imports(dotted, path):
                     yield from (a.name for a in node.names)
                     continue
                 yield ".".join(target)
+            elif node.module == "mpidml":       # `from mpidml import x`: x itself
+                yield from (a.name for a in node.names)
             elif node.module and node.module.startswith("mpidml."):
                 yield node.module[len("mpidml."):]
         elif isinstance(node, ast.Import):
@@ -56,6 +58,9 @@ def test_every_module_has_a_layer():
 def test_imports_go_downwards(dotted, path):
     here, level = layer_of(dotted)
     for target in imports(dotted, path):
+        where = os.path.join(ROOT, *target.split("."))
+        assert target == "__version__" or os.path.isfile(where + ".py") or os.path.isdir(where), \
+            f"{dotted} imports mpidml.{target}, which does not exist"
         there, below = layer_of(target)
         assert below <= level, f"{dotted} (layer {here}) imports {target} (layer {there}, above it)"
         if below == level and there != here and level < 7:

@@ -14,8 +14,10 @@ import os
 
 from ..config import ON_FAILURE, TrainConfig, bundled_dataset
 from ..data.partition import PARTITION_MODES
+from ..data.stream import parse_size
 from ..errors import STOPPED, UsageError
 from ..learn.cadence import AUTO
+from ..runtime.stop import parse_signals
 from . import sweep
 from .sweep import SEARCHES, SELECTIONS
 
@@ -115,23 +117,20 @@ def hidden_widths(text):
     return widths
 
 
-def signal_names(text):
-    from ..runtime.stop import parse_signals
-    try:
-        parse_signals(text)
-    except ValueError as e:
-        raise OptionValueError(str(e)) from None
-    return text
+def _accepted_by(parse, doc):
+    """A converter that keeps the text where `parse` accepts it (its ValueError says why not)."""
+    def convert(text):
+        try:
+            parse(text)
+        except ValueError as e:
+            raise OptionValueError(str(e)) from None
+        return text
+    convert.__doc__ = doc
+    return convert
 
 
-def memory_size(text):
-    """--memory-limit: auto, or a size with a unit (stream.parse_size)."""
-    from ..data.stream import parse_size
-    try:
-        parse_size(text)
-    except ValueError as e:
-        raise OptionValueError(str(e)) from None
-    return text
+signal_names = _accepted_by(parse_signals, "--checkpoint-signal: signal names, or none (stop.parse_signals)")
+memory_size = _accepted_by(parse_size, "--memory-limit: auto, or a size with a unit (stream.parse_size)")
 
 
 def path_name(text):
