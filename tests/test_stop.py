@@ -323,3 +323,29 @@ def test_the_guard_is_installed_before_any_other_mpidml_module_loads():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     loaded = "['mpidml.__main__', 'mpidml.errors', 'mpidml.runtime', 'mpidml.runtime.guard']"
     assert proc.stderr.strip() == loaded, proc.stderr
+
+
+def test_a_signal_that_lands_in_a_finalizer_is_raised_after_it():
+    """A Ctrl-C whose handler ran inside a weakref callback (h5py closes its objects in
+    them) printed "Exception ignored ... Interrupted" with a traceback and was lost; now
+    it is raised once the main thread is out of the callback, and nothing is printed."""
+    code = """if True:
+        import os, signal, time, weakref
+        from mpidml.runtime.guard import Guard, Interrupted
+        guard = Guard().install()
+        guard.armed = True
+        class Held: pass
+        held = Held()
+        def finalizer(ref):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)            # the handler runs in here
+        ref = weakref.ref(held, finalizer)
+        try:
+            del held
+            time.sleep(2)
+            print("lost")
+        except Interrupted as e:
+            print("raised after", e.signal.name)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stdout.strip() == "raised after SIGINT" and not proc.stderr, proc.stdout + proc.stderr

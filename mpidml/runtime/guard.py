@@ -9,7 +9,10 @@ terminal reaches every rank twice, from the terminal and again from mpiexec, the
 often while the first was being reported (a traceback, then the banner). This module
 imports nothing heavy: it loads before the BLAS threads are pinned.
 """
+import os
 import signal
+import sys
+import threading
 
 from ..errors import STOPPED
 
@@ -56,8 +59,21 @@ class Guard:
         for number in CAUGHT:
             if number not in self.ignored:
                 signal.signal(number, self._handle)
+        if sys.unraisablehook is not self._unraisable:
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         _installed = self
         return self
+
+    def _unraisable(self, info):
+        """Interrupted raised inside a finalizer (a weakref callback of h5py's, a __del__),
+        where Python cannot pass it on: it printed "Exception ignored ..." with a traceback
+        and went on as if no signal had come. The signal is sent again a moment later, to
+        be raised where the main thread runs again outside the finalizer."""
+        if not isinstance(info.exc_value, Interrupted):
+            self._hook(info)
+            return
+        self.received = None
+        threading.Timer(0.001, os.kill, (os.getpid(), info.exc_value.signal)).start()
 
     def _handle(self, number, frame):
         if self.received is not None:
