@@ -13,15 +13,17 @@ first step, on its own communicator:
   overlap  one overlapped round on the scratch buffer, hidden behind D dry steps that let
            MPI progress it between layers (as training does): what it costs the training,
            the time it still blocks (copies and merge included) and what its D steps took
-           beyond D undisturbed ones (moving the bytes takes the kernel's and MPI's time
-           from computing: on a fast link a round blocks 0.15 ms, yet costs 0.3-0.5 ms).
+           beyond steps timed just before without it (moving the bytes takes the kernel's
+           and MPI's time from computing: on a fast link a round blocks 0.15 ms, yet costs
+           0.3-0.5 ms).
            D doubles until a round costs under TARGET_SHARE of its K = 2D steps.
 
 Every rank measures, the slowest measurement decides (one Allreduce of MAX), so every
 rank computes the same choice. Blocking averaging wins where it keeps ranks waiting under
 TARGET_SHARE of the time with K <= BLOCKING_UP_TO (no staleness, no copies: shared memory
 and fast links); otherwise overlap with K = 2D where that averages more often than
-blocking could (slow links; D = K/2 kept the accuracy of blocking, see aggregate.py).
+blocking could, or, both at the bound, costs less than a blocking average (slow links;
+D = K/2 kept the accuracy of blocking, see aggregate.py).
 K never passes MAX_EVERY: the accuracy bound (bench "network" reports each K's accuracy).
 
 At every epoch's end the model compares the step and average times of that epoch with
@@ -38,7 +40,7 @@ import numpy as np
 from mpi4py import MPI
 
 AUTO = "auto"
-TARGET_SHARE = 0.02     # of a round's time, ranks may wait this share for its average
+TARGET_SHARE = 0.02     # of a round's time, its average may cost the training this share
 BLOCKING_UP_TO = 16     # blocking averaging, where it meets the target with K up to this
 MAX_EVERY = 256         # the accuracy bound on K
 HIDE = 1.5              # first overlapped probe: D steps take this many times an average
