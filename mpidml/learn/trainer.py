@@ -13,7 +13,7 @@ in the same order.
 Each model trains inside its lane's task (`run`: minibatch steps on the local partition,
 yielding after every step), with tasks of its own beside it:
   prefetch      the next epoch's minibatch order
-and, with --overlap, its averager's communicator.
+and, with --overlap or --sync-every auto, its averager's communicator.
 """
 import copy
 import functools
