@@ -179,6 +179,7 @@ def test_the_choice_is_printed_once(tmp_path, blobs):
     (["--sync", "gradients", "--sync-every", "auto"], "--sync-every auto applies to --sync average"),
     (["--sync-every", "auto", "--overlap", "--merge-after", 4], "--merge-after comes with a fixed --sync-every"),
     (["--sweep", "sync_every=8 auto", "--overlap", "--merge-after", 4], "--merge-after comes with a fixed"),
+    (["--sweep", "sync_every=choice(auto|16)", "--trials", 4, "--sync", "gradients"], "applies to --sync average"),
     (["--sync-every", "often"], "--sync-every"),
 ])
 def test_refused(blobs, args, needle):

@@ -29,23 +29,29 @@ def layer_of(dotted):
     return head, LAYERS[head]
 
 
+def exists(parts):
+    where = os.path.join(ROOT, *parts)
+    return os.path.isfile(where + ".py") or os.path.isdir(where)
+
+
 def imports(dotted, path):
-    """The mpidml modules (relative to mpidml) that a module imports."""
+    """The mpidml modules (relative to mpidml) that a module imports: `from PACKAGE import
+    name` gives PACKAGE.name where that is a module (always for `from . import name`),
+    else PACKAGE."""
     package = dotted.split(".")[:-1]
     tree = ast.parse(open(path).read(), path)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
-                target = base + (node.module.split(".") if node.module else [])
-                if not target:              # `from . import x` at the top: x itself
-                    yield from (a.name for a in node.names)
-                    continue
-                yield ".".join(target)
-            elif node.module == "mpidml":       # `from mpidml import x`: x itself
-                yield from (a.name for a in node.names)
-            elif node.module and node.module.startswith("mpidml."):
-                yield node.module[len("mpidml."):]
+                target = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            elif node.module and (node.module == "mpidml" or node.module.startswith("mpidml.")):
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:
+                whole = target + [alias.name]
+                # `from . import x`: x must be a module (the subpackages' __init__ define nothing)
+                yield ".".join(whole if exists(whole) or not target or node.module is None else target)
         elif isinstance(node, ast.Import):
             yield from (a.name[len("mpidml."):] for a in node.names if a.name.startswith("mpidml."))
 
@@ -58,8 +64,7 @@ def test_every_module_has_a_layer():
 def test_imports_go_downwards(dotted, path):
     here, level = layer_of(dotted)
     for target in imports(dotted, path):
-        where = os.path.join(ROOT, *target.split("."))
-        assert target == "__version__" or os.path.isfile(where + ".py") or os.path.isdir(where), \
+        assert target == "__version__" or exists(target.split(".")), \
             f"{dotted} imports mpidml.{target}, which does not exist"
         there, below = layer_of(target)
         assert below <= level, f"{dotted} (layer {here}) imports {target} (layer {there}, above it)"

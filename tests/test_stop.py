@@ -349,3 +349,21 @@ def test_a_signal_that_lands_in_a_finalizer_is_raised_after_it():
     """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.stdout.strip() == "raised after SIGINT" and not proc.stderr, proc.stdout + proc.stderr
+
+
+def test_other_errors_in_finalizers_are_reported_as_python_reports_them():
+    """The guard's hook passes every other unraisable error to the hook before it, once:
+    installed twice (arm installs again), it once passed them to itself, for ever."""
+    code = """if True:
+        from mpidml.runtime.guard import Guard
+        guard = Guard().install()
+        guard.install()
+        class Broken:
+            def __del__(self):
+                raise ValueError("in a finalizer")
+        Broken()
+        print("went on")
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.stdout.strip() == "went on", proc.stdout + proc.stderr
+    assert "ValueError: in a finalizer" in proc.stderr and "RecursionError" not in proc.stderr, proc.stderr

@@ -17,6 +17,7 @@ import numpy as np
 
 import harness
 from harness import fmt, progress, sh, synth, table, target
+from mpidml.learn.aggregate import default_merge_after
 
 LINKS = (("unshaped", ""), ("1 Gbit/s", "1gbit"), ("100 Mbit/s", "100mbit"))    # label, MH_RATE
 BATCH = 256                     # harness.SCALE_MODEL's batch per rank
@@ -122,7 +123,7 @@ def merge_wait_ms(doc, epochs, every):
     over the rounds run: those after steps K-1, 2K-1, ... that merge D steps later before
     the epoch's last step (aggregate.Averager skips the others); None when there was none."""
     last = steps_per_epoch(doc) - 1
-    merge_after = (doc.get("sync") or {}).get("merge_after") or max(1, every // 2)
+    merge_after = (doc.get("sync") or {}).get("merge_after") or default_merge_after(every)
     rounds = epochs * sum(1 for s in range(every - 1, last, every) if s + merge_after < last)
     if rounds == 0:
         return None

@@ -4,8 +4,8 @@ Errors: every rank parses the same command line, so a bad option fails on all of
 at once and only rank 0 prints it. Errors found in the data are agreed by all ranks
 (comm.Group.agree) before anyone reports them. Anything that fails on one rank alone
 (a stall, a bug) prints from that rank and calls MPI_Abort, so no rank is left waiting
-in a collective (mpidml/abort.py); when every rank fails alike (Ctrl-C, which the launcher
-forwards to all, or a bug), rank 0 alone reports it; signals: mpidml/guard.py. Exit codes:
+in a collective (mpidml/runtime/abort.py); when every rank fails alike (Ctrl-C, which the launcher
+forwards to all, or a bug), rank 0 alone reports it; signals: mpidml/runtime/guard.py. Exit codes:
 0 ok, 1 internal error, 2 bad usage or input, 3 diverged, 4 a peer rank stalled, 75 stopped
 by --checkpoint-signal (SIGTERM, SIGUSR1, SIGUSR2, SIGHUP) with a checkpoint written (batch
 scripts requeue), 130 interrupted.

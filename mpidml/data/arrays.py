@@ -1,6 +1,6 @@
 """Rows in memory as a training job's data: each rank passes its own shard (the user
 shards, as with Horovod), so there is nothing to read or send; the ranks only agree on
-what the rows are (counts, features, classes), as data.describe does for a file.
+what the rows are (counts, features, classes), as data.distribute.describe does for a file.
 
 ArraySource is job.Job's `source` for the estimators' fit and partial_fit. Labels are
 kept in the form data.as_labels gives file labels (int64, or UTF-8 bytes for text), so
@@ -63,7 +63,7 @@ class ArraySource:
         self.X, self.y, self.task, self.classes, self.error = X, y, task, classes, error
 
     def describe(self, group):
-        """Generator (collective): data.describe's info for the rows of every rank together."""
+        """Generator (collective): data.distribute.describe's info for the rows of every rank together."""
         named = None if self.error is None else UsageError(f"rank {group.rank}: {self.error}")
         try:
             yield from group.agree(named, "validate")

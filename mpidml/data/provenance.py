@@ -47,7 +47,7 @@ class DataIdentity:
 
     @classmethod
     def of(cls, info):
-        """The identity of the training file `data.describe` returned `info` for."""
+        """The identity of the training file `data.distribute.describe` returned `info` for."""
         return cls(info["path"], info["x"], info["y"], info["rows"], info["features"], info["classes"],
                    fingerprint(info["path"], info["x"], info["y"]))
 

@@ -46,7 +46,8 @@ BUFFERS = datamod.BUFFERS
 def stage(group, info, plan, directory, dtype, chunk_bytes, meter=datamod.Unseen):
     """Generator: this rank's StreamedPart over its staged copy in `directory` (made where
     missing), sent by rank 0 where the rank has no complete copy of its own. `info`, `plan`:
-    the data's (data.describe, data.plan_for); `meter`: makes what shows rank 0's progress (data.distribute.Unseen)."""
+    the data's (distribute.describe, distribute.plan_for); `meter`: makes what shows rank 0's
+    progress (distribute.Unseen)."""
     source = yield from group.on_root(lambda: source_identity(info), "stage")
     copy = Copy(info, plan, group.rank, group.size, directory, dtype, source)
     err, found = None, False
@@ -178,7 +179,7 @@ class Copy:
                 for g, n in zip(GROUPS, self.rows) for v in ("X", "y")]
 
     def staged_info(self):
-        """The staged file's description, as data.describe gives one for a file."""
+        """The staged file's description, as data.distribute.describe gives one for a file."""
         info, classes = self.info, self.info["classes"]
         test = None
         if len(self.rows) > 1:

@@ -251,7 +251,7 @@ class Streaming:
 
 
 class StreamedPart:
-    """A rank's rows left in a file: what data.Partition holds, as RowSets. `train`: the
+    """A rank's rows left in a file: what data.distribute.Partition holds, as RowSets. `train`: the
     partition (validation rows among them, the `held` runs of local rows, skipped when
     training);
     `val`, `test`: RowSets or None; `info`: the file's (the data's, or its staged copy's)."""
@@ -298,7 +298,7 @@ class StreamedPart:
         return getattr(self, kind) is not None
 
     def hold_out(self, fraction, seed, rank):
-        """Validation rows as data.Partition.hold_out draws them, left in the file."""
+        """Validation rows as data.distribute.Partition.hold_out draws them, left in the file."""
         held_sizes, runs = validation_draw(self.sizes, fraction, seed, rank)
         if runs is None:
             return

@@ -45,7 +45,7 @@ def atomic_write(path, write):
             os.replace(tmp, path)
             fsync_path(directory)
         except BaseException as e:
-            _unlink(tmp)
+            unlink_if_there(tmp)
             if isinstance(e, OSError):          # disk full, quota, a directory gone meanwhile
                 raise UsageError(f"{path}: cannot write ({_reason(e)})") from e
             raise
@@ -211,7 +211,7 @@ def _removed_on_signal(signals=_FATAL_SIGNALS):
 def _remove_and_die(signum, frame):
     """Remove the temporaries, then end as the signal would have (the same exit status)."""
     for tmp in list(_temporaries):
-        _unlink(tmp)
+        unlink_if_there(tmp)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
@@ -224,7 +224,7 @@ def fsync_path(path):
         os.close(fd)
 
 
-def _unlink(path):
+def unlink_if_there(path):
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -262,7 +262,7 @@ _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.
                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
 
 
-def _not_regular(mode):
+def not_regular(mode):
     """What a file of `mode` that is not a regular file is, as a reason not to write it."""
     kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
     return f"is {kind}, not a regular file"
@@ -282,8 +282,8 @@ def _output_problem(path, inputs):
     except OSError as e:                    # a name too long, a symlink loop, a file used as a directory
         return f"cannot write ({e.strerror})"
     if mode is not None and not stat.S_ISREG(mode):
-        return _not_regular(mode)
-    same = next((f"{opt} {p}" for opt, p in inputs if p and _same_file(target, p)), None)
+        return not_regular(mode)
+    same = next((f"{opt} {p}" for opt, p in inputs if p and same_file(target, p)), None)
     if same:
         return f"is the same file as {same}"
     directory = os.path.dirname(target)
@@ -294,7 +294,7 @@ def _output_problem(path, inputs):
     return None
 
 
-def _same_file(a, b):
+def same_file(a, b):
     """The same name once links are followed, or the same file under another (hard) link."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True

@@ -96,8 +96,8 @@ class Averager:
             return
         if self.overlap:
             yield from self.finish(check)       # still in flight only when D = K
-            if s + self.merge_after >= last:    # the epoch's full average comes first: the round would
-                return                          # only hold it up (a slow link's 10 ms an epoch)
+            if s + self.merge_after >= last:    # it would merge at or after the epoch's last step, whose
+                return                          # full average comes first: it would only hold it up
             self.start()
             self.merge_at = s + self.merge_after
         else:

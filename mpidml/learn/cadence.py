@@ -30,8 +30,9 @@ At every epoch's end the model compares the step and average times of that epoch
 the ones it chose from; where either moved by DRIFT or more (another job took the cores,
 the link slowed, a rank was lost), it measures and chooses again before the next epoch.
 Each choice is printed once, recorded in the metrics and in the model file, and
-`--resume` starts from the last one; a run is reproducible bit for bit by giving the
-chosen --sync-every and --merge-after.
+`--resume` starts from the last one; a run that chose once is reproducible bit for bit
+by giving its choice: --sync-every K --no-overlap, or --sync-every K --overlap
+--merge-after D.
 """
 import dataclasses
 import time
@@ -55,11 +56,11 @@ class Cadence:
     """One choice: average every `every` steps, blocking (`merge_after` None) or overlapped
     and merged `merge_after` steps later, from the times measured; from `epoch` on."""
     every: int
-    merge_after: int = None
+    merge_after: int | None = None
     epoch: int = 0
     step_ms: float = 0.0
     average_ms: float = 0.0
-    round_cost_ms: float = None     # what an overlapped round cost the training, where one was probed
+    round_cost_ms: float | None = None     # what an overlapped round cost the training, where one was probed
     why: str = ""
     took_ms: float = 0.0            # what measuring cost (the training waited for it)
 
@@ -128,10 +129,22 @@ class Tuner:
         return self.choices[-1] if self.choices else None
 
     def resume(self, choices):
-        """Go on with earlier choices (this model's last rung, or a file `--resume` read), the
-        last one in force."""
+        """Go on with the choices a file `--resume` read, the last one in force."""
         self.choices = list(choices)
         self.averager.set_cadence(self.cadence.every, self.cadence.merge_after)
+
+    def record(self):
+        """The choices and the review's baseline (JSON): what the same model's next tuner
+        takes (its next rung), and what survivors of a lost rank agree on (elastic.py), so
+        that every rank goes on with the same cadence and judges drift alike."""
+        return {"choices": [c.as_dict() for c in self.choices], "baseline": self.baseline}
+
+    def restore(self, record):
+        """Take `record` (see record)."""
+        self.choices = [Cadence.from_dict(c) for c in record["choices"]]
+        self.baseline = None if record["baseline"] is None else tuple(record["baseline"])
+        if self.choices:
+            self.averager.set_cadence(self.cadence.every, self.cadence.merge_after)
 
     def choose(self, epoch, why="measured before the first step"):
         """Generator: measure (every rank), agree on the slowest, choose, apply, announce."""

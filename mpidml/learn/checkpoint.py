@@ -4,13 +4,11 @@ Layout: datasets `params` (the flat buffer), `optimizer_state` (the optimizer's 
 [w | m | v] buffer), `classes`, `mean`/`std` (feature standardization) and
 `y_mean`/`y_std` (regression targets); attributes `format`, `format_version`, `kind`,
 `task`, `head`, `sizes`, `activation`, `dtype`, `epoch`, `step`, `seed`, `ranks`,
-`label_kind`, `config`, `history`, `data`, `stopped_at`, `early_stopped` and `series`
-(JSON). Attributes are parsed strictly (JSON and numbers), never evaluated, and every
-field that evaluate, predict or --resume reads is checked on load (_ATTRIBUTES, _CONFIG,
-_array_problem): a hand-edited file is `corrupt model file (...)`, not an internal error.
-A file is written to a temporary name in the same directory, flushed, fsync'ed and
-renamed, so a crash never leaves a half-written file under the final name; check_output
-refuses, before any work, an output that would destroy something.
+`label_kind`, `config`, `history`, `data`, `stopped_at`, `early_stopped`, `series`,
+`halving` and `cadence` (JSON). Attributes are parsed strictly (JSON and numbers), never
+evaluated, and every field that evaluate, predict or --resume reads is checked on load
+(_ATTRIBUTES, _CONFIG, _array_problem): a hand-edited file is `corrupt model file
+(...)`, not an internal error. Files are written atomically (files/outputs.py).
 """
 import json
 import logging
@@ -24,7 +22,15 @@ import numpy as np
 
 from ..data.partition import PARTITION_MODES
 from ..errors import UsageError
-from ..files.outputs import _not_regular, _same_file, _unlink, atomic_write, atomic_write_bytes, check_output, create_h5
+from ..files.outputs import (
+    atomic_write,
+    atomic_write_bytes,
+    check_output,
+    create_h5,
+    not_regular,
+    same_file,
+    unlink_if_there,
+)
 from .optim import SLOTS
 
 log = logging.getLogger("mpidml")
@@ -259,7 +265,7 @@ class CheckpointSeries:
         numbered = [p for _, p in self._numbered()]
         for option, path in taken:
             if path and (self._epoch_of(os.path.abspath(path)) is not None
-                         or any(_same_file(path, p) for p in numbered)):
+                         or any(same_file(path, p) for p in numbered)):
                 raise UsageError(f"{option} {path}: is named as a numbered checkpoint, which --keep-checkpoints "
                                  f"{self.keep} beside --save {self.path} may replace or remove")
 
@@ -271,7 +277,7 @@ class CheckpointSeries:
         if problem:
             raise UsageError(f"--keep-checkpoints {target}: {problem}; nothing replaced")
         try:
-            _unlink(target)
+            unlink_if_there(target)
             os.link(os.path.realpath(self.path), target)    # the file itself, not a symlinked --save
         except OSError:
             with open(self.path, "rb") as f:
@@ -326,7 +332,7 @@ def _replace_problem(path):
     except OSError as e:
         return f"cannot write ({e.strerror})"
     if not stat.S_ISREG(mode):
-        return _not_regular(mode)
+        return not_regular(mode)
     if _series(path) is None:
         return "is not an mpidml model file"
     return None

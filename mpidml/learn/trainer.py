@@ -74,6 +74,7 @@ class Model:
         self.diverged = None            # the epoch its training diverged in (a sweep goes on)
         self.averager = None            # its averaging schedule, from its first run on (_spawn)
         self.cadences = None            # --sync-every auto: the choices a resumed file recorded
+        self.carried = None             # and the tuner's record the survivors of a lost rank agreed on
         self.tuner = None
 
     def describe(self):
@@ -132,16 +133,19 @@ class Model:
         cfg, part = self.cfg, self.job.part
         weight = self.dtype.type(part.local_rows / self.job.n_total)
         auto = cfg.sync_every == AUTO
+        said = cfg.overlap if "overlap" in cfg.given else None
         merge_after = cfg.merge_after if cfg.overlap and not auto else None
         averager = Averager(self.group, self.opt.state, weight, 1 if auto else cfg.sync_every, merge_after, self.opt,
-                            keep_state=self.job.elastic.active, may_overlap=auto)
+                            keep_state=self.job.elastic.active, may_overlap=auto and said is not False)
         if auto:
-            said = cfg.overlap if "overlap" in cfg.given else None
-            previous = self.tuner.choices if self.tuner is not None else self.cadences
+            previous = self.carried or (self.tuner.record() if self.tuner is not None else None)  # a lost rank, a rung
+            self.carried = None
             self.tuner = Tuner(averager, self._dry_step, overlap=said,
                                announce=functools.partial(self.job.report.cadence_chosen, self))
-            if previous:
-                self.tuner.resume(previous)
+            if previous is not None:
+                self.tuner.restore(previous)
+            elif self.cadences:
+                self.tuner.resume(self.cadences)
         return averager
 
     def _dry_step(self):
@@ -218,7 +222,7 @@ class Model:
         if self.start_epoch >= until and segment is None:          # resumed at its rung's end: scored
             yield from self._score_as_resumed()                     # for the verdict and the records
         tuner = self.tuner
-        if tuner is not None and tuner.cadence is None:
+        if tuner is not None and tuner.cadence is None and (segment is not None or self.start_epoch < until):
             yield from tuner.choose(self.start_epoch)
         for epoch in range(self.start_epoch if segment is None else segment.epoch, until):
             self.epoch = epoch
@@ -377,7 +381,8 @@ class Model:
         best = None if self.best is None else [self.best[0], self.best[1], self.best[3], self.best[4]]
         return {"history": self.history, "final": self.final, "validation": self.validation,
                 "stopped_early": self.stopped_early, "stopped_at": self.stopped_at, "best": best,
-                "best_epoch": getattr(self, "best_epoch", None)}
+                "best_epoch": getattr(self, "best_epoch", None),
+                "cadence": None if self.tuner is None else self.tuner.record()}
 
     def adopt(self, position):
         """Take the records of `position`; the best state's buffer is broadcast after."""
@@ -389,6 +394,7 @@ class Model:
         if position["best"] is not None:
             score, epoch, test, val = position["best"]
             self.best = (tuple(score), epoch, np.empty_like(self.opt.state), test, val)
+        self.carried = position["cadence"]          # auto's choices: every survivor the same ones (_averager)
 
     def finish_as_agreed(self):
         """The one furthest on had finished this model: so has this rank."""
@@ -526,6 +532,9 @@ class Model:
         now = choices[-1] if choices else None
         if now is not None:
             every, merge_after = now.every, now.merge_after
+        elif cfg.sync_every == AUTO:            # not chosen yet (a sweep's model that has not started)
+            return {"mode": cfg.sync, "auto": True, "every": None, "overlap": None, "merge_after": None,
+                    "choices": []}
         elif a is not None:
             every, merge_after = a.every, a.merge_after if a.overlap else None
         else:

@@ -48,6 +48,7 @@ class Guard:
     def __init__(self):
         self.numbers, self.received, self.armed = (), None, False
         self.ignored = None         # the signals this process was started with ignored
+        self._hook = None           # the unraisable hook before ours (see _unraisable)
 
     def install(self):
         """Handle CAUGHT, except a signal the process was started with ignored: `nohup`
@@ -59,7 +60,7 @@ class Guard:
         for number in CAUGHT:
             if number not in self.ignored:
                 signal.signal(number, self._handle)
-        if sys.unraisablehook is not self._unraisable:
+        if self._hook is None:             # once: arm() installs again
             self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         _installed = self
         return self

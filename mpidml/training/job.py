@@ -80,8 +80,8 @@ class Job:
 
     `source`: rows from elsewhere than the file cfg.data (arrays.ArraySource: each rank's
     own, the estimators'), an object whose generators describe(group) (collective: the
-    info data.describe gives, for every rank's rows) and distribute(group, info, how, dtype)
-    (this rank's Partition) stand in for data.describe and data.distribute. `task`: the
+    info data.distribute.describe gives, for every rank's rows) and distribute(group, info, how, dtype)
+    (this rank's Partition) stand in for data.distribute.describe and data.distribute. `task`: the
     labels are classes (or regression targets) whatever their dtype (an estimator's)."""
 
     def __init__(self, cfg, group, tracer=None, source=None, task=None):
@@ -159,7 +159,7 @@ class Job:
     def _agree_options(self):
         """Generator: every rank must train with the same options, or ranks would train other
         models, or wait in collectives the others never start. The command line refuses a
-        command that differs across ranks (cli.agree_command_line); the Python API's ranks
+        command that differs across ranks (cli.main.agree_command_line); the Python API's ranks
         each pass their own parameters, so the effective options are compared here: all but
         rank 0's printing, and the file an estimator's partial_fit resumes (one per rank)."""
         skip = {"quiet", "verbose", "progress_bar"} | ({"resume"} if self.source else set())

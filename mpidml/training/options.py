@@ -538,7 +538,8 @@ def _check_sweep(cfg):
         if cfg.model != "mlp":
             raise UsageError(f"--sweep of {'hidden' if 'hidden' in swept else 'activation'} needs --model mlp")
     values = dict(cfg.sweep).get("sync_every")
-    if values is not None and not isinstance(values, sweep.Sampled) and AUTO in values:
+    values = values.args if isinstance(values, sweep.Sampled) else values     # choice(auto 16) too
+    if values is not None and AUTO in values:
         _check_auto(cfg)            # the models that choose their own
         values = [v for v in values if v != AUTO]
     if values and cfg.overlap and cfg.merge_after:
