@@ -37,6 +37,7 @@ from .optim import Optimizer, schedule
 
 log = logging.getLogger("mpidml")
 
+
 class Model:
     """One model of the job: `cfg` is the job's configuration with this model's overrides."""
 
