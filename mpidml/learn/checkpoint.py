@@ -36,6 +36,8 @@ from .optim import SLOTS
 log = logging.getLogger("mpidml")
 
 FORMAT, VERSION = "mpidml-model", 1
+
+
 def _is_count(v, least=0):
     """A JSON whole number (not a bool) of at least `least`."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= least
