@@ -598,43 +598,58 @@ def _stream(group, info, jobs, dtype, meter, readers=1):
 
 
 def _send_windows(group, info, jobs, dtype, meter, mine):
-    """Generator: read the windows `mine` and send their rows on, through two window
-    buffers (the next window is read while the last one's sends drain), ticking `meter`
-    once a window. A read error is kept, not raised: the others are waiting for these
-    messages."""
+    """Generator: read the windows `mine` and send their rows on (pass_on); this rank's own
+    rows go straight into its partition, checked. A read error is kept, not raised: the
+    others are waiting for these messages."""
     n, W = jobs[0].rows, info["window_rows"]
     # window by window; in each, the others' rows first, so they travel while this rank reads its own
     todo = sorted(((w, r == group.rank, j, r), rows, runs) for j, job in enumerate(jobs) for r in range(group.size)
                   for w, rows, runs in windows(job.ranges[r], W, n) if w in mine)
-    err = None
     with open_for(info) as opened:
         src = Source(opened, info, jobs[0], dtype, class_array(info))
-        xbufs = [np.empty((min(W, n), info["features"]), dtype) for _ in range(BUFFERS)]
-        ybufs = [np.empty(min(W, n), jobs[0].Y.dtype) for _ in range(BUFFERS)]
-        pending, used, last, moved = [[] for _ in range(BUFFERS)], 0, -1, 0
-        for (w, _, j, r), rows, runs in todo:
-            i, job, m = w % BUFFERS, jobs[j], rows.stop - rows.start
-            if w != last:
-                meter.tick(moved)
-                last, used, moved = w, 0, 0
-                for req in pending[i]:
-                    yield from group.wait(req, "scatter")
-                pending[i] = []
-            # every stretch is read even after an error: the others check what they receive
-            moved += m
-            if r == group.rank:
-                verdict = src.fill(runs, job.X[rows], job.Y[rows])
-                err = err or verdict
-                continue
-            xb, yb = xbufs[i][used:used + m], ybufs[i][used:used + m]
-            used += m
-            verdict = src.fill(runs, xb, yb, check=False)
+
+        def keep(j, rows, runs, xb, yb, err):
+            return src.fill(runs, jobs[j].X[rows], jobs[j].Y[rows])
+        return (yield from pass_on(group, src, jobs, todo, n, (dtype, jobs[0].Y.dtype), meter, keep, "scatter"))
+
+
+def pass_on(group, src, jobs, todo, n, dtypes, meter, keep, label):
+    """Generator: the rows of `todo` (((window, own, job index, rank), rows, runs), window by
+    window, of a dataset of `n` rows) read through `src` into BUFFERS window buffers and sent, one message pair per rank
+    and window, tagged by `jobs[j].tag` (the next window is read while the last one's sends
+    drain), `meter` ticked once a window. A rank's own rows go to `keep(j, rows, runs, xb,
+    yb, err)` (buffer room of their size, if it needs any; the first error so far), which
+    returns its verdict. Every
+    stretch is read and every message sent whatever fails, as the others wait for them;
+    returns the first error. The sender of data.distribute (scatter, and read's
+    compressed slabs) and of data.stage."""
+    W = src.info["window_rows"]
+    xbufs = [np.empty((min(W, n), src.info["features"]), dtypes[0]) for _ in range(BUFFERS)]
+    ybufs = [np.empty(min(W, n), dtypes[1]) for _ in range(BUFFERS)]
+    pending, slot, used, last, moved, err = [[] for _ in range(BUFFERS)], -1, 0, -1, 0, None
+    for (w, own, j, r), rows, runs in todo:
+        m = rows.stop - rows.start
+        if w != last:
+            meter.tick(moved)
+            slot, last, used, moved = (slot + 1) % BUFFERS, w, 0, 0
+            for req in pending[slot]:
+                yield from group.wait(req, label)
+            pending[slot] = []
+        xb, yb = xbufs[slot][used:used + m], ybufs[slot][used:used + m]
+        used += m
+        moved += m
+        if own:
+            verdict = keep(j, rows, runs, xb, yb, err)
             err = err or verdict
-            pending[i] += [group.comm.Isend(xb, dest=r, tag=job.tag), group.comm.Isend(yb, dest=r, tag=job.tag + 1)]
-            group.poke()
-        meter.tick(moved)
-        for req in sum(pending, []):
-            yield from group.wait(req, "scatter")
+            continue
+        verdict = src.fill(runs, xb, yb, check=False)
+        err = err or verdict
+        tag = jobs[j].tag
+        pending[slot] += [group.comm.Isend(xb, dest=r, tag=tag), group.comm.Isend(yb, dest=r, tag=tag + 1)]
+        group.poke()
+    meter.tick(moved)
+    for req in sum(pending, []):
+        yield from group.wait(req, label)
     return err
 
 

@@ -340,35 +340,16 @@ def _send(group, copy, jobs, lacking, writer, meter):
     # window by window; in each, the others' rows first, so they travel while this rank writes its own
     todo = sorted(((w, r == group.rank, j, r), rows, runs) for j in jobs for r in map(int, np.flatnonzero(lacking))
                   for w, rows, runs in datamod.windows(copy.jobs[j].ranges[r], W, n))
-    err = None
     with datamod.open_for(info) as opened:
         src = datamod.Source(opened, info, first, copy.dtype, datamod.class_array(info))
-        xbufs = [np.empty((min(W, n), info["features"]), copy.dtype) for _ in range(BUFFERS)]
-        ybufs = [np.empty(min(W, n), copy.ydtype) for _ in range(BUFFERS)]
-        pending, slot, used, last, moved = [[] for _ in range(BUFFERS)], -1, 0, -1, 0
-        for (w, own, j, r), rows, runs in todo:
-            m, job = rows.stop - rows.start, copy.jobs[j]
-            if w != last:
-                meter.tick(moved)
-                slot, last, used, moved = (slot + 1) % BUFFERS, w, 0, 0
-                for req in pending[slot]:
-                    yield from group.wait(req, "stage")
-                pending[slot] = []
-            xb, yb = xbufs[slot][used:used + m], ybufs[slot][used:used + m]
-            used += m
-            moved += m
-            verdict = src.fill(runs, xb, yb, check=own)
-            err = err or verdict
-            if own:
-                if err is None:
-                    writer.write(j, rows, xb, yb)
-                continue
-            pending[slot] += [group.comm.Isend(xb, dest=r, tag=job.tag), group.comm.Isend(yb, dest=r, tag=job.tag + 1)]
-            group.poke()
-        meter.tick(moved)
-        for req in sum(pending, []):
-            yield from group.wait(req, "stage")
-    return err
+
+        def keep(j, rows, runs, xb, yb, err):
+            verdict = src.fill(runs, xb, yb)
+            if (err or verdict) is None:        # its copy holds checked rows only
+                writer.write(j, rows, xb, yb)
+            return verdict
+        return (yield from datamod.pass_on(group, src, copy.jobs, todo, n, (copy.dtype, copy.ydtype), meter, keep,
+                                           "stage"))
 
 
 def _receive(group, copy, jobs, writer):
